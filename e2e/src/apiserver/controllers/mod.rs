@@ -1,0 +1,196 @@
+//! The stand-in's built-in controllers: enough of kube-controller-manager, the scheduler, the
+//! kubelet and a CSI driver for applications to look alive.
+//!
+//! They run as one loop that wakes on every store change and reconciles everything until
+//! nothing changes. That is O(objects) per pass, which is what a test cluster of a few thousand
+//! objects can afford, and it keeps each controller a plain function over the current state.
+
+mod gc;
+mod storage;
+mod workloads;
+
+use super::core::{ApiCore, DeleteOptions};
+use super::error::ApiResult;
+use super::resources::ResourceRef;
+use super::store::Key;
+use super::StandInConfig;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub const NODE_NAME: &str = "standin-node";
+pub const PROVISIONER: &str = "ferry.dev/local-path";
+
+pub struct Ctl<'a> {
+    pub core: &'a ApiCore,
+    pub config: &'a StandInConfig,
+    /// Every object at the start of this pass.
+    pub objects: Vec<(Key, Value)>,
+}
+
+impl<'a> Ctl<'a> {
+    pub fn rt(&self, group: &str, plural: &str) -> ResourceRef {
+        self.core
+            .resource(group, plural)
+            .expect("controllers only touch built-in resources")
+    }
+
+    pub fn of<'b>(&'b self, group: &'b str, plural: &'b str) -> impl Iterator<Item = &'b Value> + 'b {
+        self.objects
+            .iter()
+            .filter(move |(k, _)| k.group == group && k.resource == plural)
+            .map(|(_, v)| v)
+    }
+
+    pub fn find(&self, group: &str, plural: &str, ns: &str, name: &str) -> Option<&Value> {
+        self.objects
+            .iter()
+            .find(|(k, _)| k.group == group && k.resource == plural && k.namespace == ns && k.name == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Objects whose controller owner reference points at `owner`'s uid.
+    pub fn owned_by<'b>(&'b self, group: &'b str, plural: &'b str, owner: &'b Value) -> impl Iterator<Item = &'b Value> + 'b {
+        let uid = uid(owner).to_string();
+        self.of(group, plural).filter(move |o| {
+            o.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == json!(uid)))
+        })
+    }
+
+    pub fn create(&self, group: &str, plural: &str, ns: Option<&str>, obj: Value) -> bool {
+        match self.core.create(&self.rt(group, plural), ns, obj, false) {
+            Ok(_) => true,
+            Err(e) if e.code == 409 => false,
+            Err(e) => {
+                tracing::warn!(group, plural, error = %e, "controller create failed");
+                false
+            }
+        }
+    }
+
+    /// Changes an object if `f` changes it; returns whether it did.
+    pub fn mutate(&self, group: &str, plural: &str, obj: &Value, f: impl FnOnce(&mut Value)) -> bool {
+        let mut new = obj.clone();
+        f(&mut new);
+        if new == *obj {
+            return false;
+        }
+        let result: ApiResult<Value> = self.core.mutate(&self.rt(group, plural), ns_of(obj), name(obj), |o| *o = new);
+        if let Err(e) = &result {
+            if e.code != 404 {
+                tracing::warn!(group, plural, name = name(obj), error = %e, "controller update failed");
+            }
+        }
+        result.is_ok()
+    }
+
+    pub fn delete(&self, group: &str, plural: &str, obj: &Value) -> bool {
+        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            return false;
+        }
+        self.core
+            .delete(&self.rt(group, plural), ns_of(obj), name(obj), &DeleteOptions::default())
+            .is_ok()
+    }
+}
+
+pub fn name(o: &Value) -> &str {
+    o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn uid(o: &Value) -> &str {
+    o.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn ns_of(o: &Value) -> Option<&str> {
+    o.pointer("/metadata/namespace").and_then(Value::as_str)
+}
+
+pub fn owner_ref(owner: &Value) -> Value {
+    json!({
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true,
+    })
+}
+
+/// Objects every cluster has from the start.
+pub fn bootstrap(core: &ApiCore) {
+    let mk = |group: &str, plural: &str, obj: Value| {
+        let rt = core.resource(group, plural).expect("built in");
+        let _ = core.create(&rt, None, obj, false);
+    };
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        mk("", "namespaces", json!({"metadata": {"name": ns}}));
+    }
+    mk("", "nodes", json!({
+        "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+                                                  "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/control-plane": ""}},
+        "spec": {},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "stand-in kubelet is ready"}],
+                   "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
+                   "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+                   "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+                   "nodeInfo": {"kubeletVersion": "v1.33.0-ferry-standin", "operatingSystem": "linux", "architecture": "amd64"}}
+    }));
+    mk("storage.k8s.io", "storageclasses", json!({
+        "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": true,
+    }));
+    mk("snapshot.storage.k8s.io", "volumesnapshotclasses", json!({
+        "metadata": {"name": "standard-snapshots", "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
+        "driver": PROVISIONER, "deletionPolicy": "Delete",
+    }));
+    let default_rt = core.resource("", "services").expect("built in");
+    let _ = core.create(&default_rt, Some("default"), json!({
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 6443}]}
+    }), false);
+}
+
+/// One reconcile pass over everything; returns whether anything changed.
+pub fn reconcile_once(core: &ApiCore, config: &StandInConfig) -> bool {
+    let objects: Vec<(Key, Value)> = {
+        let s = core.store.lock();
+        s.all().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let ctl = Ctl { core, config, objects };
+    let mut changed = false;
+    changed |= gc::namespaces(&ctl);
+    changed |= gc::owners(&ctl);
+    changed |= workloads::deployments(&ctl);
+    changed |= workloads::replica_sets(&ctl);
+    changed |= workloads::stateful_sets(&ctl);
+    changed |= workloads::daemon_sets(&ctl);
+    changed |= workloads::jobs(&ctl);
+    changed |= storage::claims(&ctl);
+    changed |= storage::released_volumes(&ctl);
+    changed |= storage::snapshots(&ctl);
+    changed |= workloads::pods(&ctl);
+    changed
+}
+
+/// Runs the controllers until the stand-in stops.
+pub async fn run(core: Arc<super::http::Shared>) {
+    let mut changes = core.core.store.changes();
+    loop {
+        // A pass may itself change things; repeat until quiet (bounded, so a controller bug
+        // cannot spin forever).
+        for _ in 0..20 {
+            let shared = core.clone();
+            let changed = tokio::task::spawn_blocking(move || reconcile_once(&shared.core, &shared.config))
+                .await
+                .unwrap_or(false);
+            if !changed {
+                break;
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+        // Coalesce bursts of writes into one pass.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        changes.borrow_and_update();
+    }
+}

@@ -1,0 +1,234 @@
+//! `pods/exec` over WebSocket, with the channel protocol (`v5.channel.k8s.io`,
+//! `v4.channel.k8s.io`) that kubectl 1.30+ and kube-rs speak. The command runs as a local
+//! process in the pod's sandbox directory, so exec hooks do real work that a test can observe.
+
+use super::error::{ApiError, ApiResult};
+use super::http::{full, Body, Query, Shared};
+use futures::{SinkExt, StreamExt};
+use http::{header, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+/// The directory a pod's processes run in; exec hooks and the process kubelet share it.
+pub fn sandbox_dir(shared: &Shared, namespace: &str, pod: &str) -> PathBuf {
+    shared.config.data_root.join("pods").join(namespace).join(pod)
+}
+
+pub fn pod_log(shared: &Shared, pod: &Value, container: Option<&str>) -> String {
+    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let container = container
+        .map(str::to_string)
+        .or_else(|| {
+            pod.pointer("/spec/containers/0/name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    std::fs::read_to_string(sandbox_dir(shared, ns, name).join(format!("{container}.log")))
+        .unwrap_or_default()
+}
+
+pub fn serve(
+    shared: Arc<Shared>,
+    namespace: &str,
+    pod_name: &str,
+    mut req: Request<Incoming>,
+    q: &Query,
+) -> ApiResult<Response<Body>> {
+    let pods = shared.core.resource("", "pods").expect("pods are built in");
+    let pod = shared.core.get(&pods, Some(namespace), pod_name)?;
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let container = match q.get("container") {
+        Some(c) if containers.iter().any(|x| x == c) => c.to_string(),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {pod_name}"
+            )))
+        }
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                containers.join(" ")
+            )))
+        }
+    };
+    if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
+        return Err(ApiError::bad_request(format!(
+            "pod {pod_name} is not running: cannot exec into a container in a completed or pending pod"
+        )));
+    }
+    let command = q.all("command");
+    if command.is_empty() {
+        return Err(ApiError::bad_request("you must specify at least 1 command"));
+    }
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| {
+            ApiError::bad_request("exec needs a WebSocket upgrade (SPDY is not supported by the stand-in)")
+        })?
+        .clone();
+    let offered = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let protocol = PROTOCOLS
+        .iter()
+        .find(|p| offered.split(',').any(|o| o.trim() == **p))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unsupported exec subprotocols {offered:?}; the stand-in speaks {}",
+                PROTOCOLS.join(", ")
+            ))
+        })?;
+    let want_stdin = q.flag("stdin");
+    let sandbox = sandbox_dir(&shared, namespace, pod_name);
+    let env: Vec<(String, String)> = vec![
+        ("POD_NAME".into(), pod_name.into()),
+        ("POD_NAMESPACE".into(), namespace.into()),
+        ("CONTAINER_NAME".into(), container.clone()),
+    ];
+    let v5 = *protocol == "v5.channel.k8s.io";
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                if let Err(e) = run(ws, command, sandbox, env, want_stdin, v5).await {
+                    tracing::warn!(error = %e, "exec session ended with an error");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "exec upgrade failed"),
+        }
+    });
+    Ok(Response::builder()
+        .status(101)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
+        .header(header::SEC_WEBSOCKET_PROTOCOL, *protocol)
+        .body(full(""))
+        .expect("valid"))
+}
+
+async fn run<S>(
+    ws: WebSocketStream<S>,
+    command: Vec<String>,
+    sandbox: PathBuf,
+    env: Vec<(String, String)>,
+    want_stdin: bool,
+    v5: bool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut source) = ws.split();
+    std::fs::create_dir_all(&sandbox)?;
+    let spawned = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .current_dir(&sandbox)
+        .envs(env)
+        .stdin(if want_stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                "message": format!("failed to exec in container: starting {:?}: {e}", command[0])});
+            sink.send(Message::binary(channel_frame(3, status.to_string().as_bytes()))).await?;
+            sink.close().await?;
+            return Ok(());
+        }
+    };
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(64);
+    for (ch, mut pipe) in [
+        (1u8, Box::new(child.stdout.take().expect("piped")) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        (2u8, Box::new(child.stderr.take().expect("piped"))),
+    ] {
+        let tx = out_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 || tx.send((ch, buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(out_tx);
+    let mut stdin = child.stdin.take();
+    let mut outputs_open = true;
+    loop {
+        tokio::select! {
+            out = out_rx.recv(), if outputs_open => match out {
+                Some((ch, data)) => sink.send(Message::binary(channel_frame(ch, &data))).await?,
+                None => outputs_open = false,
+            },
+            msg = source.next(), if stdin.is_some() => match msg {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
+                    0 => {
+                        if let Some(s) = stdin.as_mut() {
+                            if s.write_all(&b[1..]).await.is_err() {
+                                stdin = None;
+                            }
+                        }
+                    }
+                    255 if v5 && b.get(1) == Some(&0) => stdin = None,
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => stdin = None,
+                _ => {}
+            },
+            else => break,
+        }
+        if !outputs_open {
+            break;
+        }
+    }
+    drop(stdin);
+    let status = child.wait().await?;
+    let body = match status.code() {
+        Some(0) => json!({"metadata": {}, "status": "Success"}),
+        code => {
+            let code = code.unwrap_or(137);
+            json!({"metadata": {}, "status": "Failure",
+                   "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                   "reason": "NonZeroExitCode",
+                   "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+        }
+    };
+    sink.send(Message::binary(channel_frame(3, body.to_string().as_bytes()))).await?;
+    sink.close().await?;
+    Ok(())
+}
+
+fn channel_frame(ch: u8, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(ch);
+    v.extend_from_slice(data);
+    v
+}

@@ -1,0 +1,509 @@
+//! HTTP: request parsing, routing to discovery or to a resource's verbs, and responses.
+
+use super::core::{ApiCore, DeleteOptions, ListOptions, PatchType, Subresource};
+use super::discovery;
+use super::error::{ApiError, ApiResult};
+use super::resources::ResourceRef;
+use super::selector::{FieldSelector, LabelSelector};
+use super::table::{self, Include};
+use super::{exec, protobuf, watch, StandInConfig};
+use bytes::Bytes;
+use http::{header, Method, Request, Response};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+pub struct Shared {
+    pub core: ApiCore,
+    pub config: StandInConfig,
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn json_response(status: u16, v: &Value) -> Response<Body> {
+    json_response_typed(status, v, "application/json")
+}
+
+fn json_response_typed(status: u16, v: &Value, content_type: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(full(serde_json::to_vec(v).unwrap_or_default()))
+        .expect("static response parts are valid")
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.to_status())
+}
+
+/// The parsed query string; repeated keys (exec's `command`) keep every value.
+pub struct Query(HashMap<String, Vec<String>>);
+
+impl Query {
+    pub fn parse(q: Option<&str>) -> Query {
+        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+            m.entry(k.into_owned()).or_default().push(v.into_owned());
+        }
+        Query(m)
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    pub fn all(&self, k: &str) -> Vec<String> {
+        self.0.get(k).cloned().unwrap_or_default()
+    }
+
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+}
+
+/// Where a resource request points.
+pub struct Target {
+    pub rt: ResourceRef,
+    pub version: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = route(shared, req).await;
+    let resp = result.unwrap_or_else(|e| error_response(&e));
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+    resp
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let core = &shared.core;
+    match segs.as_slice() {
+        ["version"] => Ok(json_response(200, &discovery::version(shared.config.minor_version))),
+        ["healthz"] | ["readyz"] | ["livez"] => Ok(Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(full("ok"))
+            .expect("valid")),
+        ["api"] => Ok(match discovery::wants_aggregated(&accept) {
+            Some(v) => aggregated(&discovery::aggregated(&core.registry(), true, v), v),
+            None => json_response(200, &discovery::api_versions()),
+        }),
+        ["apis"] => Ok(match discovery::wants_aggregated(&accept) {
+            Some(v) => aggregated(&discovery::aggregated(&core.registry(), false, v), v),
+            None => json_response(200, &discovery::api_group_list(&core.registry())),
+        }),
+        ["api", v] => discovery::resource_list(&core.registry(), "", v)
+            .map(|l| json_response(200, &l))
+            .ok_or_else(|| not_found_path(&path)),
+        ["apis", g] => discovery::api_group(&core.registry(), g)
+            .map(|l| json_response(200, &l))
+            .ok_or_else(|| not_found_path(&path)),
+        ["apis", g, v] => discovery::resource_list(&core.registry(), g, v)
+            .map(|l| json_response(200, &l))
+            .ok_or_else(|| not_found_path(&path)),
+        ["openapi", "v3"] => Ok(json_response(200, &discovery::openapi_v3_index(&core.registry()))),
+        ["openapi", "v3", "api", v] => discovery::openapi_v3_group(&core.registry(), "", v)
+            .map(|d| json_response(200, &d))
+            .ok_or_else(|| not_found_path(&path)),
+        ["openapi", "v3", "apis", g, v] => discovery::openapi_v3_group(&core.registry(), g, v)
+            .map(|d| json_response(200, &d))
+            .ok_or_else(|| not_found_path(&path)),
+        ["api", v, rest @ ..] => {
+            let target = resolve(core, "", v, rest)?;
+            resource(shared.clone(), target, req, &accept).await
+        }
+        ["apis", g, v, rest @ ..] => {
+            let target = resolve(core, g, v, rest)?;
+            resource(shared.clone(), target, req, &accept).await
+        }
+        _ => Err(not_found_path(&path)),
+    }
+}
+
+fn aggregated(v: &Value, version: &str) -> Response<Body> {
+    let ct = if version == "v2beta1" {
+        discovery::AGGREGATED_V2BETA1
+    } else {
+        discovery::AGGREGATED_V2
+    };
+    json_response_typed(200, v, ct)
+}
+
+fn not_found_path(path: &str) -> ApiError {
+    let mut e = ApiError::not_found("", "");
+    e.message = format!("the server could not find the requested resource (path {path})");
+    e.details = None;
+    e
+}
+
+fn resolve(core: &ApiCore, group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
+    let (namespace, rest): (Option<String>, Vec<&str>) = match rest {
+        ["namespaces", ns, sub @ ("status" | "finalize")] => {
+            return target(core, group, version, None, "namespaces", Some(ns), Some(sub));
+        }
+        ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some(ns.to_string()), tail.to_vec()),
+        other => (None, other.to_vec()),
+    };
+    match rest.as_slice() {
+        [r] => target(core, group, version, namespace, r, None, None),
+        [r, name] => target(core, group, version, namespace, r, Some(name), None),
+        [r, name, sub] => target(core, group, version, namespace, r, Some(name), Some(sub)),
+        _ => Err(not_found_path(&format!("/{group}/{version}/{}", rest.join("/")))),
+    }
+}
+
+fn target(
+    core: &ApiCore,
+    group: &str,
+    version: &str,
+    namespace: Option<String>,
+    resource: &str,
+    name: Option<&str>,
+    sub: Option<&str>,
+) -> ApiResult<Target> {
+    let rt = core
+        .resource(group, resource)
+        .filter(|rt| rt.serves(version))
+        .ok_or_else(|| {
+            let mut e = ApiError::not_found("", "");
+            e.message = format!(
+                "the server could not find the requested resource (resource {resource} in {})",
+                if group.is_empty() { version.to_string() } else { format!("{group}/{version}") }
+            );
+            e.details = None;
+            e
+        })?;
+    if namespace.is_some() && !rt.namespaced {
+        return Err(ApiError::not_found(&rt.group_resource(), name.unwrap_or("")));
+    }
+    let allowed_sub = match sub {
+        None => true,
+        Some("status") => rt.status,
+        Some("scale") => rt.scale.is_some(),
+        Some("exec" | "log") => rt.group.is_empty() && rt.plural == "pods",
+        Some("finalize") => rt.group.is_empty() && rt.plural == "namespaces",
+        Some(_) => false,
+    };
+    if !allowed_sub {
+        return Err(ApiError::not_found(
+            &format!("{}/{}", rt.group_resource(), sub.unwrap_or("")),
+            name.unwrap_or(""),
+        ));
+    }
+    Ok(Target {
+        rt,
+        version: version.to_string(),
+        namespace,
+        name: name.map(str::to_string),
+        subresource: sub.map(str::to_string),
+    })
+}
+
+pub fn list_options(q: &Query) -> ApiResult<ListOptions> {
+    Ok(ListOptions {
+        label_selector: q
+            .get("labelSelector")
+            .filter(|s| !s.is_empty())
+            .map(LabelSelector::parse)
+            .transpose()
+            .map_err(ApiError::bad_request)?,
+        field_selector: q
+            .get("fieldSelector")
+            .filter(|s| !s.is_empty())
+            .map(FieldSelector::parse)
+            .transpose()
+            .map_err(ApiError::bad_request)?,
+        limit: q.get("limit").and_then(|l| l.parse().ok()),
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).map(str::to_string),
+    })
+}
+
+async fn read_body(req: Request<Incoming>) -> ApiResult<(Value, String)> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?
+        .to_bytes();
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        let v = protobuf::decode(&bytes).map_err(ApiError::unsupported_media_type)?;
+        return Ok((v, ct));
+    }
+    if bytes.is_empty() {
+        return Ok((Value::Null, ct));
+    }
+    let v = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}"))
+    })?;
+    Ok((v, ct))
+}
+
+fn is_dry_run(q: &Query) -> bool {
+    q.all("dryRun").iter().any(|d| d == "All")
+}
+
+fn out(t: &Target, obj: Value) -> Value {
+    ApiCore::at_version(&t.rt, &t.version, obj)
+}
+
+async fn resource(
+    shared: Arc<Shared>,
+    t: Target,
+    req: Request<Incoming>,
+    accept: &str,
+) -> ApiResult<Response<Body>> {
+    let q = Query::parse(req.uri().query());
+    let core = &shared.core;
+    let ns = t.namespace.as_deref();
+    let method = req.method().clone();
+    match (&method, t.name.as_deref(), t.subresource.as_deref()) {
+        (&Method::GET, None, None) if q.flag("watch") => watch::serve(shared.clone(), t, &q, accept),
+        (&Method::GET, None, None) => {
+            let opts = list_options(&q)?;
+            let r = core.list(&t.rt, ns, &opts)?;
+            if table::wants_table(accept) {
+                let items: Vec<Value> = r.items.into_iter().map(|o| out(&t, o)).collect();
+                let include = Include::parse(q.get("includeObject"));
+                return Ok(json_response(200, &table::table(&t.rt, &items, r.resource_version, r.continue_token, include)));
+            }
+            let mut meta = json!({"resourceVersion": r.resource_version.to_string()});
+            if let Some(c) = r.continue_token {
+                meta["continue"] = json!(c);
+            }
+            if let Some(n) = r.remaining {
+                meta["remainingItemCount"] = json!(n);
+            }
+            let items: Vec<Value> = r.items.into_iter().map(|o| out(&t, o)).collect();
+            Ok(json_response(200, &json!({
+                "kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version),
+                "metadata": meta, "items": items,
+            })))
+        }
+        (&Method::POST, None, None) => {
+            let (body, _) = read_body(req).await?;
+            let created = core.create(&t.rt, ns, body, is_dry_run(&q))?;
+            Ok(json_response(201, &out(&t, created)))
+        }
+        (&Method::DELETE, None, None) => {
+            let (body, _) = read_body(req).await?;
+            let opts = delete_options(&q, &body);
+            let deleted = core.delete_collection(&t.rt, ns, &list_options(&q)?, &opts)?;
+            let items: Vec<Value> = deleted.into_iter().map(|o| out(&t, o)).collect();
+            Ok(json_response(200, &json!({
+                "kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version),
+                "metadata": {}, "items": items,
+            })))
+        }
+        (&Method::GET, Some(name), None) => {
+            let obj = out(&t, core.get(&t.rt, ns, name)?);
+            if table::wants_table(accept) {
+                let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
+                return Ok(json_response(200, &table::table(&t.rt, &[obj], rv, None, Include::parse(q.get("includeObject")))));
+            }
+            Ok(json_response(200, &obj))
+        }
+        (&Method::PUT, Some(name), None | Some("status")) => {
+            let sub = sub_of(&t);
+            let (body, _) = read_body(req).await?;
+            let updated = core.update(&t.rt, ns, name, body, sub, is_dry_run(&q))?;
+            Ok(json_response(200, &out(&t, updated)))
+        }
+        (&Method::PUT, Some(name), Some("finalize")) => {
+            let (body, _) = read_body(req).await?;
+            let fins = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            let updated = core.mutate(&t.rt, None, name, |o| o["spec"]["finalizers"] = fins)?;
+            Ok(json_response(200, &out(&t, updated)))
+        }
+        (&Method::PATCH, Some(name), None | Some("status")) => {
+            let sub = sub_of(&t);
+            let ct = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let pt = PatchType::from_content_type(&ct).ok_or_else(|| {
+                ApiError::unsupported_media_type(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"
+                ))
+            })?;
+            let (body, _) = read_body(req).await?;
+            let patched = core.patch(&t.rt, ns, name, pt, &body, sub, is_dry_run(&q))?;
+            Ok(json_response(200, &out(&t, patched)))
+        }
+        (&Method::GET | &Method::PUT | &Method::PATCH, Some(name), Some("scale")) => {
+            scale(shared.clone(), &t, name, req, &q).await
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let (body, _) = read_body(req).await?;
+            let opts = delete_options(&q, &body);
+            let deleted = core.delete(&t.rt, ns, name, &opts)?;
+            let pending = deleted.pointer("/metadata/deletionTimestamp").is_some()
+                && core.get(&t.rt, ns, name).is_ok();
+            Ok(json_response(if pending { 202 } else { 200 }, &out(&t, deleted)))
+        }
+        (&Method::GET | &Method::POST, Some(name), Some("exec")) => {
+            exec::serve(shared.clone(), ns.unwrap_or("default"), name, req, &q)
+        }
+        (&Method::GET, Some(name), Some("log")) => {
+            let pod = core.get(&t.rt, ns, name)?;
+            let text = exec::pod_log(&shared, &pod, q.get("container"));
+            Ok(Response::builder()
+                .status(200)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(full(text))
+                .expect("valid"))
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {})",
+            t.rt.group_resource()
+        ))),
+    }
+}
+
+fn sub_of(t: &Target) -> Subresource {
+    if t.subresource.as_deref() == Some("status") {
+        Subresource::Status
+    } else {
+        Subresource::Main
+    }
+}
+
+fn delete_options(q: &Query, body: &Value) -> DeleteOptions {
+    let from_body = |f: &str| body.get(f).and_then(Value::as_str).map(str::to_string);
+    let mut propagation = q.get("propagationPolicy").map(str::to_string).or(from_body("propagationPolicy"));
+    if propagation.is_none() {
+        // The pre-1.7 flag kubectl still sends in some paths.
+        propagation = match body.get("orphanDependents").and_then(Value::as_bool) {
+            Some(true) => Some("Orphan".into()),
+            Some(false) => Some("Background".into()),
+            None => None,
+        };
+    }
+    DeleteOptions {
+        propagation,
+        precondition_uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+        precondition_rv: body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        dry_run: q.all("dryRun").iter().any(|d| d == "All")
+            || body
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|d| d == "All")),
+    }
+}
+
+fn json_pointer(path: &str) -> String {
+    path.replace('.', "/")
+}
+
+fn scale_of(t: &Target, obj: &Value) -> Value {
+    let paths = t.rt.scale.as_ref().expect("scale target checked in routing");
+    let spec = obj.pointer(&json_pointer(&paths.spec_replicas)).cloned().unwrap_or(json!(0));
+    let status = obj.pointer(&json_pointer(&paths.status_replicas)).cloned().unwrap_or(json!(0));
+    let selector = match &paths.label_selector {
+        Some(p) => obj.pointer(&json_pointer(p)).cloned().unwrap_or(json!("")),
+        None => json!(""),
+    };
+    let selector = match selector {
+        Value::String(s) if !s.is_empty() => json!(s),
+        _ => obj
+            .pointer("/spec/selector")
+            .and_then(|s| LabelSelector::from_object(s).ok())
+            .map(|s| json!(s.to_query()))
+            .unwrap_or(json!("")),
+    };
+    let meta = &obj["metadata"];
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                     "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": spec},
+        "status": {"replicas": status, "selector": selector},
+    })
+}
+
+async fn scale(
+    shared: Arc<Shared>,
+    t: &Target,
+    name: &str,
+    req: Request<Incoming>,
+    q: &Query,
+) -> ApiResult<Response<Body>> {
+    let core = &shared.core;
+    let ns = t.namespace.as_deref();
+    let obj = core.get(&t.rt, ns, name)?;
+    let current = scale_of(t, &obj);
+    if req.method() == Method::GET {
+        return Ok(json_response(200, &current));
+    }
+    let is_put = req.method() == Method::PUT;
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (body, _) = read_body(req).await?;
+    let desired = if is_put {
+        body
+    } else {
+        match PatchType::from_content_type(&ct) {
+            Some(PatchType::Json) => super::patch::json_patch(&current, &body).map_err(ApiError::bad_request)?,
+            Some(_) => super::patch::merge_patch(&current, &body),
+            None => return Err(ApiError::unsupported_media_type(format!("unsupported patch type {ct:?}"))),
+        }
+    };
+    let replicas = desired.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| {
+        ApiError::invalid("Scale", "autoscaling", name, "spec.replicas", "Required value")
+    })?;
+    if replicas < 0 {
+        return Err(ApiError::invalid("Scale", "autoscaling", name, "spec.replicas", "Invalid value: must be greater than or equal to 0"));
+    }
+    let paths = t.rt.scale.as_ref().expect("checked in routing");
+    let mut patch = json!({});
+    let pointer = json_pointer(&paths.spec_replicas);
+    let mut cur = &mut patch;
+    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    for (i, p) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            cur[*p] = json!(replicas);
+        } else {
+            cur[*p] = json!({});
+            cur = &mut cur[*p];
+        }
+    }
+    if let Some(rv) = desired.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        if is_put && !rv.is_empty() {
+            patch["metadata"] = json!({"resourceVersion": rv});
+        }
+    }
+    let updated = core.patch(&t.rt, ns, name, PatchType::Merge, &patch, Subresource::Main, is_dry_run(q))?;
+    Ok(json_response(200, &scale_of(t, &updated)))
+}

@@ -1,0 +1,1 @@
+//! Process orchestration for end-to-end tests and the demo.

@@ -1,0 +1,11 @@
+//! Ferry's end-to-end harness.
+//!
+//! - [`apiserver`]: a Kubernetes API server stand-in that real clients (kubectl, kube-rs) use
+//!   as they would a real cluster.
+//! - [`harness`]: starts real NATS with JetStream, an object store (a local directory or a
+//!   Garage S3 server) and two stand-in clusters, and tears them down.
+//!
+//! Tests and the demo build on these; see `docs/standin.md` and `docs/harness.md`.
+
+pub mod apiserver;
+pub mod harness;
