@@ -14,7 +14,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -160,8 +161,7 @@ where
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
                 "message": format!("failed to exec in container: starting {:?}: {e}", command[0])});
             sink.send(Message::binary(channel_frame(3, status.to_string().as_bytes()))).await?;
-            sink.close().await?;
-            return Ok(());
+            return close(sink).await;
         }
     };
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(64);
@@ -222,7 +222,21 @@ where
         }
     };
     sink.send(Message::binary(channel_frame(3, body.to_string().as_bytes()))).await?;
-    sink.close().await?;
+    close(sink).await
+}
+
+/// Ends the session with a normal closure: clients (gorilla/websocket in kubectl) treat a close
+/// without a status code as an error rather than the end of the streams.
+async fn close<S>(mut sink: S) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: futures::Sink<Message> + Unpin,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    sink.send(Message::Close(Some(frame))).await?;
     Ok(())
 }
 

@@ -119,6 +119,20 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> ApiResult<Respons
         ["apis", g, v] => discovery::resource_list(&core.registry(), g, v)
             .map(|l| json_response(200, &l))
             .ok_or_else(|| not_found_path(&path)),
+        // An empty document: kubectl reads it (as protobuf, where empty is a valid message) when
+        // a group-version is newer than the OpenAPI v3 index it cached, then validates nothing
+        // client-side for kinds it finds no schema for, as against a server with CRDs without
+        // schemas.
+        ["openapi", "v2"] => Ok(if accept.contains("protobuf") {
+            Response::builder()
+                .status(200)
+                .header(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+                .body(full(""))
+                .expect("valid")
+        } else {
+            json_response(200, &json!({"swagger": "2.0", "info": {"title": "Kubernetes (Ferry stand-in)", "version": "v1"},
+                                        "paths": {}, "definitions": {}}))
+        }),
         ["openapi", "v3"] => Ok(json_response(200, &discovery::openapi_v3_index(&core.registry()))),
         ["openapi", "v3", "api", v] => discovery::openapi_v3_group(&core.registry(), "", v)
             .map(|d| json_response(200, &d))

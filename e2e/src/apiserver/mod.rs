@@ -250,3 +250,44 @@ async fn authorize_then_handle(
     let (parts, body) = resp.into_parts();
     hyper::Response::from_parts(parts, body.boxed())
 }
+
+/// A stand-in on its own runtime thread, for synchronous callers (tests that drive kubectl,
+/// the harness command).
+pub struct BackgroundStandIn {
+    standin: Option<StandIn>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl BackgroundStandIn {
+    pub fn start(config: StandInConfig) -> Result<BackgroundStandIn, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("standin")
+            .enable_all()
+            .build()
+            .map_err(|source| StartError::DataDir {
+                path: "tokio runtime".into(),
+                source,
+            })?;
+        let standin = runtime.block_on(StandIn::start(config))?;
+        Ok(BackgroundStandIn {
+            standin: Some(standin),
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn get(&self) -> &StandIn {
+        self.standin.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for BackgroundStandIn {
+    fn drop(&mut self) {
+        if let (Some(s), Some(rt)) = (self.standin.take(), self.runtime.as_ref()) {
+            rt.block_on(s.shutdown());
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
