@@ -1,1 +1,98 @@
-fn main() {}
+//! `ferry-e2e`: brings up the end-to-end environment (NATS, an object store, two stand-in
+//! clusters) for a person to use, or runs the demo.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ferry_e2e::harness::{Environment, EnvironmentOptions, StoreKind};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "ferry-e2e", about = "Ferry's end-to-end environment and demo")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Store {
+    /// A local directory (file://).
+    File,
+    /// A single-node Garage S3 server on loopback (needs `cargo install garage --locked`).
+    Garage,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start NATS, the object store and the clusters "source" and "target", print how to reach
+    /// them, and keep them up until interrupted.
+    Up {
+        #[arg(long, value_enum, default_value = "file")]
+        store: Store,
+        /// Directory for data and logs (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep cluster objects in the directory across runs.
+        #[arg(long)]
+        persist: bool,
+    },
+    /// Start the environment, deploy a sample application into "source" and show both clusters.
+    Demo {
+        #[arg(long, value_enum, default_value = "file")]
+        store: Store,
+        /// Keep the environment up after the demo until interrupted.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+fn options(store: Store, dir: Option<PathBuf>) -> anyhow::Result<(EnvironmentOptions, Option<tempfile::TempDir>)> {
+    let (dir, temp) = match dir {
+        Some(d) => (d, None),
+        None => {
+            let t = tempfile::Builder::new().prefix("ferry-e2e-").tempdir().context("creating a temporary directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let mut opts = EnvironmentOptions::new(dir);
+    opts.store = match store {
+        Store::File => StoreKind::File,
+        Store::Garage => StoreKind::Garage,
+    };
+    Ok((opts, temp))
+}
+
+fn wait_for_interrupt() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(tokio::signal::ctrl_c()).context("waiting for ctrl-c")
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    match Cli::parse().command {
+        Cmd::Up { store, dir, persist } => {
+            let (mut opts, _temp) = options(store, dir)?;
+            opts.persist = persist;
+            let env = Environment::up(&opts).context("bringing up the environment")?;
+            let env_file = env.write_env_file().context("writing env.sh")?;
+            print!("{}", env.describe());
+            println!("# written to {}; press ctrl-c to stop everything", env_file.display());
+            wait_for_interrupt()?;
+            env.down();
+            Ok(())
+        }
+        Cmd::Demo { store, keep } => {
+            let (opts, _temp) = options(store, None)?;
+            let env = Environment::up(&opts).context("bringing up the environment")?;
+            ferry_e2e::demo::run(&env)?;
+            if keep {
+                print!("{}", env.describe());
+                println!("# press ctrl-c to stop everything");
+                wait_for_interrupt()?;
+            }
+            env.down();
+            Ok(())
+        }
+    }
+}

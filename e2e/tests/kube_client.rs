@@ -18,6 +18,8 @@ use serde_json::json;
 use std::time::Duration;
 
 async fn start(configure: impl FnOnce(&mut StandInConfig)) -> (StandIn, Client, tempfile::TempDir) {
+    // object_store brings aws-lc-rs and kube brings ring; rustls needs to be told which to use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let mut config = StandInConfig::new("kube-rs", dir.path().join("cluster"));
     configure(&mut config);

@@ -319,6 +319,7 @@ impl ApiCore {
             meta.remove("generation");
         }
         obj["apiVersion"] = Value::String(rt.api_version(&rt.storage_version));
+        obj["kind"] = Value::String(rt.kind.clone());
         defaults::on_create(rt, &mut obj, &s);
         let crd_type = if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
             let t = resource_type_from_crd(&obj).map_err(|e| {

@@ -1,1 +1,0 @@
-//! Process orchestration for end-to-end tests and the demo.

@@ -1,0 +1,131 @@
+//! Child processes the harness owns: started with their output in a log file, waited on until
+//! they answer, and killed when dropped so a failing test leaves nothing running.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{program} not found on PATH: {hint}")]
+    Missing { program: String, hint: String },
+    #[error("starting {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{program} exited before it was ready ({status}); its log {log} ends with:\n{tail}")]
+    Exited { program: String, status: String, log: String, tail: String },
+    #[error("{program} did not become ready within {secs}s; its log {log} ends with:\n{tail}")]
+    NotReady { program: String, secs: u64, log: String, tail: String },
+    #[error("{program} {args}: {detail}")]
+    Command { program: String, args: String, detail: String },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+pub struct Process {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+/// Finds a program on PATH.
+pub fn find(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// A port on loopback that was free a moment ago.
+pub fn free_port() -> Result<u16, ProcessError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| ProcessError::Io { what: "finding a free port".into(), source })
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+impl Process {
+    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Result<Process, ProcessError> {
+        let file = std::fs::File::create(&log)
+            .map_err(|source| ProcessError::Io { what: format!("creating {}", log.display()), source })?;
+        let err = file
+            .try_clone()
+            .map_err(|source| ProcessError::Io { what: "duplicating a log handle".into(), source })?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| ProcessError::Spawn { program: name.into(), source })?;
+        Ok(Process { name: name.into(), child, log })
+    }
+
+    /// Waits until `addr` accepts TCP connections, failing early if the process exits.
+    pub fn wait_for_port(&mut self, addr: SocketAddr, timeout: Duration) -> Result<(), ProcessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(ProcessError::Exited {
+                    program: self.name.clone(),
+                    status: status.to_string(),
+                    log: self.log.display().to_string(),
+                    tail: tail(&self.log),
+                });
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ProcessError::NotReady {
+                    program: self.name.clone(),
+                    secs: timeout.as_secs(),
+                    log: self.log.display().to_string(),
+                    tail: tail(&self.log),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs a command to completion and returns its stdout, or an error with its stderr.
+pub fn run(program: &Path, args: &[&str]) -> Result<String, ProcessError> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| ProcessError::Spawn { program: program.display().to_string(), source })?;
+    if !out.status.success() {
+        return Err(ProcessError::Command {
+            program: program.display().to_string(),
+            args: args.join(" "),
+            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
