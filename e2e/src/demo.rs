@@ -52,19 +52,35 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .context("running kubectl (is it installed?)")?;
     if !out.status.success() {
-        bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 pub fn run(env: &Environment) -> anyhow::Result<()> {
-    let source = env.cluster("source").context("the environment has no source cluster")?;
-    let target = env.cluster("target").context("the environment has no target cluster")?;
+    let source = env
+        .cluster("source")
+        .context("the environment has no source cluster")?;
+    let target = env
+        .cluster("target")
+        .context("the environment has no target cluster")?;
     println!("== Ferry demo ==");
     println!("NATS (JetStream):  {}", env.nats.url);
     println!("object store:      {}", env.store.url);
-    println!("source cluster:    {} (kubeconfig {})", source.server, source.kubeconfig.display());
-    println!("target cluster:    {} (kubeconfig {})", target.server, target.kubeconfig.display());
+    println!(
+        "source cluster:    {} (kubeconfig {})",
+        source.server,
+        source.kubeconfig.display()
+    );
+    println!(
+        "target cluster:    {} (kubeconfig {})",
+        target.server,
+        target.kubeconfig.display()
+    );
 
     let manifest: String = sample_application()
         .iter()
@@ -75,12 +91,31 @@ pub fn run(env: &Environment) -> anyhow::Result<()> {
     std::fs::write(&file, manifest).context("writing the sample application")?;
     println!("\n-- deploying the sample application into source with kubectl apply --");
     // The CRD must be established before its CR can be mapped, as on a real cluster.
-    let _ = kubectl(&source.kubeconfig, &["apply", "-f", &file.display().to_string()]);
-    print!("{}", kubectl(&source.kubeconfig, &["apply", "-f", &file.display().to_string()])?);
+    let _ = kubectl(
+        &source.kubeconfig,
+        &["apply", "-f", &file.display().to_string()],
+    );
+    print!(
+        "{}",
+        kubectl(
+            &source.kubeconfig,
+            &["apply", "-f", &file.display().to_string()]
+        )?
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ready = kubectl(&source.kubeconfig, &["get", "deploy,sts", "-n", "shop", "-o", "jsonpath={.items[*].status.readyReplicas}"])?;
+        let ready = kubectl(
+            &source.kubeconfig,
+            &[
+                "get",
+                "deploy,sts",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.items[*].status.readyReplicas}",
+            ],
+        )?;
         if ready.split_whitespace().collect::<Vec<_>>() == ["2", "1"] {
             break;
         }
@@ -90,16 +125,39 @@ pub fn run(env: &Environment) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Put data on the database's volume, as the application would.
-    let pv = kubectl(&source.kubeconfig, &["get", "pvc", "data-db-0", "-n", "shop", "-o", "jsonpath={.spec.volumeName}"])?;
-    let path = kubectl(&source.kubeconfig, &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"])?;
-    std::fs::write(Path::new(&path).join("orders.db"), b"order-1001 paid\norder-1002 shipped\n").context("writing volume data")?;
+    let pv = kubectl(
+        &source.kubeconfig,
+        &[
+            "get",
+            "pvc",
+            "data-db-0",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.volumeName}",
+        ],
+    )?;
+    let path = kubectl(
+        &source.kubeconfig,
+        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
+    )?;
+    std::fs::write(
+        Path::new(&path).join("orders.db"),
+        b"order-1001 paid\norder-1002 shipped\n",
+    )
+    .context("writing volume data")?;
 
     println!("\n-- source cluster --");
-    print!("{}", kubectl(&source.kubeconfig, &["get", "all,pvc,caches", "-n", "shop"])?);
+    print!(
+        "{}",
+        kubectl(&source.kubeconfig, &["get", "all,pvc,caches", "-n", "shop"])?
+    );
     println!("volume data of data-db-0 in {path}");
     println!("\n-- target cluster --");
     print!("{}", kubectl(&target.kubeconfig, &["get", "namespaces"])?);
     println!("\nThe environment is real: NATS, the object store and both clusters answer the");
-    println!("clients Ferry uses. Migration through the hub and spokes joins this demo as it lands.");
+    println!(
+        "clients Ferry uses. Migration through the hub and spokes joins this demo as it lands."
+    );
     Ok(())
 }

@@ -8,5 +8,5 @@
 //! Tests and the demo build on these; see `docs/standin.md` and `docs/harness.md`.
 
 pub mod apiserver;
-pub mod harness;
 pub mod demo;
+pub mod harness;

@@ -45,11 +45,17 @@ enum Cmd {
     },
 }
 
-fn options(store: Store, dir: Option<PathBuf>) -> anyhow::Result<(EnvironmentOptions, Option<tempfile::TempDir>)> {
+fn options(
+    store: Store,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<(EnvironmentOptions, Option<tempfile::TempDir>)> {
     let (dir, temp) = match dir {
         Some(d) => (d, None),
         None => {
-            let t = tempfile::Builder::new().prefix("ferry-e2e-").tempdir().context("creating a temporary directory")?;
+            let t = tempfile::Builder::new()
+                .prefix("ferry-e2e-")
+                .tempdir()
+                .context("creating a temporary directory")?;
             (t.path().to_path_buf(), Some(t))
         }
     };
@@ -62,22 +68,34 @@ fn options(store: Store, dir: Option<PathBuf>) -> anyhow::Result<(EnvironmentOpt
 }
 
 fn wait_for_interrupt() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(tokio::signal::ctrl_c()).context("waiting for ctrl-c")
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(tokio::signal::ctrl_c())
+        .context("waiting for ctrl-c")
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     match Cli::parse().command {
-        Cmd::Up { store, dir, persist } => {
+        Cmd::Up {
+            store,
+            dir,
+            persist,
+        } => {
             let (mut opts, _temp) = options(store, dir)?;
             opts.persist = persist;
             let env = Environment::up(&opts).context("bringing up the environment")?;
             let env_file = env.write_env_file().context("writing env.sh")?;
             print!("{}", env.describe());
-            println!("# written to {}; press ctrl-c to stop everything", env_file.display());
+            println!(
+                "# written to {}; press ctrl-c to stop everything",
+                env_file.display()
+            );
             wait_for_interrupt()?;
             env.down();
             Ok(())

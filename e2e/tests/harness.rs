@@ -13,7 +13,9 @@ async fn client(kubeconfig: &std::path::Path) -> kube::Client {
     // object_store brings aws-lc-rs and kube brings ring; rustls needs to be told which to use.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
     kube::Client::try_from(config).unwrap()
 }
 
@@ -27,7 +29,10 @@ fn environment_comes_up_and_goes_down() {
     let env = Environment::up(&EnvironmentOptions::new(dir.path())).unwrap();
     let nats_port = env.nats.port;
     let described = env.describe();
-    assert!(described.contains(&env.nats.url) && described.contains("FERRY_KUBECONFIG_SOURCE"), "{described}");
+    assert!(
+        described.contains(&env.nats.url) && described.contains("FERRY_KUBECONFIG_SOURCE"),
+        "{described}"
+    );
     assert!(env.store.url.starts_with("file://"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -43,7 +48,11 @@ fn environment_comes_up_and_goes_down() {
             })
             .await
             .unwrap();
-        js.publish("probe.hello", "ferry".into()).await.unwrap().await.unwrap();
+        js.publish("probe.hello", "ferry".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         assert_eq!(stream.info().await.unwrap().state.messages, 1);
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
@@ -72,15 +81,24 @@ fn environment_comes_up_and_goes_down() {
         assert_ne!(source.server, target.server);
         let src_ns: Api<Namespace> = Api::all(client(&source.kubeconfig).await);
         src_ns
-            .create(&Default::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "only-here"}})).unwrap())
+            .create(
+                &Default::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": "only-here"}}))
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let tgt_ns: Api<Namespace> = Api::all(client(&target.kubeconfig).await);
-        assert!(tgt_ns.get("only-here").await.is_err(), "clusters are independent");
+        assert!(
+            tgt_ns.get("only-here").await.is_err(),
+            "clusters are independent"
+        );
     });
 
     let env_file = env.write_env_file().unwrap();
-    assert!(std::fs::read_to_string(env_file).unwrap().contains("export FERRY_NATS_URL="));
+    assert!(std::fs::read_to_string(env_file)
+        .unwrap()
+        .contains("export FERRY_NATS_URL="));
     let server_port = env.cluster("source").unwrap().standin().addr.port();
     env.down();
     assert!(!port_open(nats_port), "NATS must be stopped");
@@ -94,7 +112,11 @@ fn garage_serves_s3() {
     opts.store = StoreKind::Garage;
     opts.clusters.clear();
     let env = Environment::up(&opts).unwrap();
-    let s3 = env.store.s3.clone().expect("Garage gives S3 access details");
+    let s3 = env
+        .store
+        .s3
+        .clone()
+        .expect("Garage gives S3 access details");
     assert_eq!(env.store.url, format!("s3://{}", s3.bucket));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -108,7 +130,10 @@ fn garage_serves_s3() {
             .build()
             .unwrap();
         let path = object_store::path::Path::from("probe/hello.txt");
-        store.put(&path, b"through garage".to_vec().into()).await.unwrap();
+        store
+            .put(&path, b"through garage".to_vec().into())
+            .await
+            .unwrap();
         let back = store.get(&path).await.unwrap().bytes().await.unwrap();
         assert_eq!(&back[..], b"through garage");
         // Wrong credentials are refused: the server really checks.

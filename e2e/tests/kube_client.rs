@@ -5,10 +5,13 @@
 use ferry_e2e::apiserver::{StandIn, StandInConfig};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
 };
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Discovery, Scope};
@@ -42,7 +45,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -56,9 +62,12 @@ fn api_error(e: kube::Error) -> (u16, String) {
 
 async fn namespace(client: &Client, name: &str) {
     let ns: Api<Namespace> = Api::all(client.clone());
-    ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap())
-        .await
-        .unwrap();
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+    )
+    .await
+    .unwrap();
 }
 
 fn cache_crd() -> CustomResourceDefinition {
@@ -85,15 +94,28 @@ async fn discovery_follows_crds() {
         .unwrap();
     assert_eq!(ar.plural, "deployments");
     assert_eq!(caps.scope, Scope::Namespaced);
-    assert!(caps.subresources.iter().any(|(s, _)| s.plural == "deployments/scale" || s.plural == "scale"));
-    assert!(legacy.resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Cache")).is_none());
+    assert!(caps
+        .subresources
+        .iter()
+        .any(|(s, _)| s.plural == "deployments/scale" || s.plural == "scale"));
+    assert!(legacy
+        .resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Cache"))
+        .is_none());
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let created = crds.create(&PostParams::default(), &cache_crd()).await.unwrap();
+    let created = crds
+        .create(&PostParams::default(), &cache_crd())
+        .await
+        .unwrap();
     let conditions = created.status.unwrap().conditions.unwrap();
-    assert!(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+    assert!(conditions
+        .iter()
+        .any(|c| c.type_ == "Established" && c.status == "True"));
 
-    let aggregated = Discovery::new(client.clone()).run_aggregated().await.unwrap();
+    let aggregated = Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .unwrap();
     let (ar, caps) = aggregated
         .resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Cache"))
         .expect("aggregated discovery lists the new CRD");
@@ -102,13 +124,23 @@ async fn discovery_follows_crds() {
     let group = aggregated.get("example.com").unwrap();
     assert_eq!(group.preferred_version_or_latest(), "v1");
     assert!(aggregated
-        .resolve_gvk(&GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"))
+        .resolve_gvk(&GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshot"
+        ))
         .is_some());
 
     // Objects written at one version read back at the other (no schema conversion needed).
     namespace(&client, "shop").await;
-    let v1 = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Cache"), "caches");
-    let v1beta1 = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1beta1", "Cache"), "caches");
+    let v1 = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Cache"),
+        "caches",
+    );
+    let v1beta1 = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1beta1", "Cache"),
+        "caches",
+    );
     let caches: Api<DynamicObject> = Api::namespaced_with(client.clone(), "shop", &v1);
     let mut obj = DynamicObject::new("hot", &v1).within("shop");
     obj.data = json!({"spec": {"size": 3}});
@@ -120,31 +152,48 @@ async fn discovery_follows_crds() {
 
     // Status subresource: the main resource ignores status, /status changes only status.
     let with_status = caches
-        .patch("hot", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 4}, "status": {"ready": true}})))
+        .patch(
+            "hot",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 4}, "status": {"ready": true}})),
+        )
         .await
         .unwrap();
     assert_eq!(with_status.data["spec"]["size"], 4);
     assert!(with_status.data.get("status").is_none());
     let status = caches
-        .patch_status("hot", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}})))
+        .patch_status(
+            "hot",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}})),
+        )
         .await
         .unwrap();
     assert_eq!(status.data["status"]["ready"], true);
-    assert_eq!(status.metadata.generation, Some(2), "status writes do not bump generation");
+    assert_eq!(
+        status.metadata.generation,
+        Some(2),
+        "status writes do not bump generation"
+    );
 
     // Deleting the CRD removes its objects and its discovery entry.
-    crds.delete("caches.example.com", &DeleteParams::default()).await.unwrap();
+    crds.delete("caches.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
     let (code, reason) = api_error(caches.get("hot").await.unwrap_err());
     assert_eq!((code, reason.as_str()), (404, "NotFound"));
     let after = Discovery::new(client.clone()).run().await.unwrap();
-    assert!(after.resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Cache")).is_none());
+    assert!(after
+        .resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Cache"))
+        .is_none());
 }
 
 #[tokio::test]
 async fn conflicts_and_errors_carry_kubernetes_reasons() {
     let (_server, client, _dir) = start(|_| {}).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"a": "1"}})).unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"a": "1"}})).unwrap();
     let first = cms.create(&PostParams::default(), &cm).await.unwrap();
     let (code, reason) = api_error(cms.create(&PostParams::default(), &cm).await.unwrap_err());
     assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
@@ -152,26 +201,49 @@ async fn conflicts_and_errors_carry_kubernetes_reasons() {
     let mut stale = first.clone();
     let mut fresh = first.clone();
     fresh.data = Some([("a".to_string(), "2".to_string())].into());
-    cms.replace("c", &PostParams::default(), &fresh).await.unwrap();
+    cms.replace("c", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
     stale.data = Some([("a".to_string(), "3".to_string())].into());
-    let (code, reason) = api_error(cms.replace("c", &PostParams::default(), &stale).await.unwrap_err());
+    let (code, reason) = api_error(
+        cms.replace("c", &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, reason.as_str()), (409, "Conflict"));
 
-    let (code, reason) = api_error(Api::<ConfigMap>::namespaced(client.clone(), "nowhere")
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap_err());
+    let (code, reason) = api_error(
+        Api::<ConfigMap>::namespaced(client.clone(), "nowhere")
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, reason.as_str()), (404, "NotFound"));
 
-    let bad: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "Not_A_Name"}})).unwrap();
+    let bad: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "Not_A_Name"}})).unwrap();
     let (code, reason) = api_error(cms.create(&PostParams::default(), &bad).await.unwrap_err());
     assert_eq!((code, reason.as_str()), (422, "Invalid"));
 
     // dryRun validates and returns the object without storing it.
-    let dry: ConfigMap = serde_json::from_value(json!({"metadata": {"generateName": "dry-"}})).unwrap();
-    let out = cms.create(&PostParams { dry_run: true, ..Default::default() }, &dry).await.unwrap();
+    let dry: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "dry-"}})).unwrap();
+    let out = cms
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &dry,
+        )
+        .await
+        .unwrap();
     assert!(out.metadata.name.unwrap().starts_with("dry-"));
-    assert_eq!(cms.list(&ListParams::default()).await.unwrap().items.len(), 2, "c and kube-root-ca.crt only");
+    assert_eq!(
+        cms.list(&ListParams::default()).await.unwrap().items.len(),
+        2,
+        "c and kube-root-ca.crt only"
+    );
 }
 
 #[tokio::test]
@@ -181,18 +253,53 @@ async fn selectors_pagination_and_server_side_apply() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "shop");
     for i in 0..7 {
         let tier = if i % 2 == 0 { "web" } else { "db" };
-        cms.create(&PostParams::default(), &serde_json::from_value(json!({
-            "metadata": {"name": format!("cm-{i}"), "labels": {"tier": tier, "n": i.to_string()}}})).unwrap())
-            .await
-            .unwrap();
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+            "metadata": {"name": format!("cm-{i}"), "labels": {"tier": tier, "n": i.to_string()}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     }
     let names = |l: kube::core::ObjectList<ConfigMap>| -> Vec<String> {
-        l.items.into_iter().map(|c| c.metadata.name.unwrap()).collect()
+        l.items
+            .into_iter()
+            .map(|c| c.metadata.name.unwrap())
+            .collect()
     };
-    assert_eq!(names(cms.list(&ListParams::default().labels("tier=db")).await.unwrap()), ["cm-1", "cm-3", "cm-5"]);
-    assert_eq!(names(cms.list(&ListParams::default().labels("tier=web,n in (0,6)")).await.unwrap()), ["cm-0", "cm-6"]);
-    assert_eq!(names(cms.list(&ListParams::default().labels("!tier")).await.unwrap()), ["kube-root-ca.crt"]);
-    assert_eq!(names(cms.list(&ListParams::default().fields("metadata.name=cm-4")).await.unwrap()), ["cm-4"]);
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().labels("tier=db"))
+                .await
+                .unwrap()
+        ),
+        ["cm-1", "cm-3", "cm-5"]
+    );
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().labels("tier=web,n in (0,6)"))
+                .await
+                .unwrap()
+        ),
+        ["cm-0", "cm-6"]
+    );
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().labels("!tier"))
+                .await
+                .unwrap()
+        ),
+        ["kube-root-ca.crt"]
+    );
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().fields("metadata.name=cm-4"))
+                .await
+                .unwrap()
+        ),
+        ["cm-4"]
+    );
 
     let mut seen = Vec::new();
     let mut lp = ListParams::default().labels("tier").limit(3);
@@ -213,7 +320,14 @@ async fn selectors_pagination_and_server_side_apply() {
     });
 
     let all: Api<ConfigMap> = Api::all(client.clone());
-    assert_eq!(all.list(&ListParams::default().fields("metadata.namespace=shop")).await.unwrap().items.len(), 8);
+    assert_eq!(
+        all.list(&ListParams::default().fields("metadata.namespace=shop"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        8
+    );
 
     // Server-side apply creates, then updates.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
@@ -223,24 +337,46 @@ async fn selectors_pagination_and_server_side_apply() {
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
                  "template": {"metadata": {"labels": {"app": "api"}},
                               "spec": {"containers": [{"name": "api", "image": "api:1"}]}}}});
-    let created = deployments.patch("api", &pp, &Patch::Apply(&desired)).await.unwrap();
+    let created = deployments
+        .patch("api", &pp, &Patch::Apply(&desired))
+        .await
+        .unwrap();
     assert_eq!(created.metadata.generation, Some(1));
     let mut changed = desired.clone();
     changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("api:2");
-    let updated = deployments.patch("api", &pp, &Patch::Apply(&changed)).await.unwrap();
+    let updated = deployments
+        .patch("api", &pp, &Patch::Apply(&changed))
+        .await
+        .unwrap();
     assert_eq!(updated.metadata.generation, Some(2));
-    assert_eq!(updated.spec.unwrap().template.spec.unwrap().containers[0].image.as_deref(), Some("api:2"));
+    assert_eq!(
+        updated.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("api:2")
+    );
 
     // Scale subresource.
     let scale = deployments
-        .patch_scale("api", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}})))
+        .patch_scale(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
         .await
         .unwrap();
     assert_eq!(scale.spec.unwrap().replicas, Some(2));
     let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
     eventually("two ready pods", || async {
-        let l = pods.list(&ListParams::default().labels("app=api")).await.ok()?;
-        let ready = l.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
+        let l = pods
+            .list(&ListParams::default().labels("app=api"))
+            .await
+            .ok()?;
+        let ready = l
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
         (ready == 2).then_some(())
     })
     .await;
@@ -250,44 +386,79 @@ async fn selectors_pagination_and_server_side_apply() {
 async fn finalizers_and_garbage_collection() {
     let (_server, client, _dir) = start(|_| {}).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({
-        "metadata": {"name": "held", "finalizers": ["ferry.dev/test"]}})).unwrap())
-        .await
-        .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+        "metadata": {"name": "held", "finalizers": ["ferry.dev/test"]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
     cms.delete("held", &DeleteParams::default()).await.unwrap();
     let held = cms.get("held").await.unwrap();
-    assert!(held.metadata.deletion_timestamp.is_some(), "object stays while finalizers remain");
-    let (code, reason) = api_error(cms
-        .patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["ferry.dev/test", "new"]}})))
+    assert!(
+        held.metadata.deletion_timestamp.is_some(),
+        "object stays while finalizers remain"
+    );
+    let (code, reason) = api_error(
+        cms.patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["ferry.dev/test", "new"]}})),
+        )
         .await
-        .unwrap_err());
+        .unwrap_err(),
+    );
     assert_eq!((code, reason.as_str()), (403, "Forbidden"));
-    cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
-        .await
-        .unwrap();
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     let (code, _) = api_error(cms.get("held").await.unwrap_err());
     assert_eq!(code, 404, "removing the last finalizer deletes the object");
 
     // Background propagation: a dependent goes after its owner.
-    let owner = cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap())
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
         .await
         .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     let owner_ref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]);
     for name in ["dep-a", "dep-b"] {
-        secrets.create(&PostParams::default(), &serde_json::from_value(json!({
-            "metadata": {"name": name, "ownerReferences": owner_ref}})).unwrap())
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+            "metadata": {"name": name, "ownerReferences": owner_ref}}))
+                .unwrap(),
+            )
             .await
             .unwrap();
     }
     cms.delete("owner", &DeleteParams::default()).await.unwrap();
     eventually("dependents to be collected", || async {
-        secrets.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
+        secrets
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
     })
     .await;
 
     // Orphan propagation keeps dependents and drops their owner reference.
-    let owner = cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "owner2"}})).unwrap())
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner2"}})).unwrap(),
+        )
         .await
         .unwrap();
     secrets.create(&PostParams::default(), &serde_json::from_value(json!({
@@ -295,9 +466,16 @@ async fn finalizers_and_garbage_collection() {
         .await
         .unwrap();
     cms.delete("owner2", &DeleteParams::orphan()).await.unwrap();
-    eventually("the owner to go", || async { cms.get("owner2").await.is_err().then_some(()) }).await;
+    eventually("the owner to go", || async {
+        cms.get("owner2").await.is_err().then_some(())
+    })
+    .await;
     let orphan = secrets.get("orphan").await.unwrap();
-    assert!(orphan.metadata.owner_references.unwrap_or_default().is_empty());
+    assert!(orphan
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .is_empty());
 
     // Foreground propagation: the owner waits for its dependents.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
@@ -309,13 +487,28 @@ async fn finalizers_and_garbage_collection() {
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     eventually("pods of fg", || async {
-        (pods.list(&ListParams::default().labels("app=fg")).await.ok()?.items.len() == 2).then_some(())
+        (pods
+            .list(&ListParams::default().labels("app=fg"))
+            .await
+            .ok()?
+            .items
+            .len()
+            == 2)
+            .then_some(())
     })
     .await;
-    deployments.delete("fg", &DeleteParams::foreground()).await.unwrap();
+    deployments
+        .delete("fg", &DeleteParams::foreground())
+        .await
+        .unwrap();
     eventually("foreground deletion to finish", || async {
         let gone = deployments.get("fg").await.is_err()
-            && pods.list(&ListParams::default().labels("app=fg")).await.ok()?.items.is_empty();
+            && pods
+                .list(&ListParams::default().labels("app=fg"))
+                .await
+                .ok()?
+                .items
+                .is_empty();
         gone.then_some(())
     })
     .await;
@@ -323,17 +516,31 @@ async fn finalizers_and_garbage_collection() {
     // Deleting a namespace deletes its contents, then itself.
     namespace(&client, "doomed").await;
     let doomed: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
-    doomed.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap())
+    doomed
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap(),
+        )
         .await
         .unwrap();
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.delete("doomed", &DeleteParams::default()).await.unwrap();
-    let (code, reason) = api_error(doomed
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "late"}})).unwrap())
+    nss.delete("doomed", &DeleteParams::default())
         .await
-        .unwrap_err());
+        .unwrap();
+    let (code, reason) = api_error(
+        doomed
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "late"}})).unwrap(),
+            )
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, reason.as_str()), (403, "Forbidden"));
-    eventually("namespace removal", || async { nss.get("doomed").await.is_err().then_some(()) }).await;
+    eventually("namespace removal", || async {
+        nss.get("doomed").await.is_err().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -343,7 +550,10 @@ async fn runtime_watcher_sees_changes() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "w");
     for (config, label) in [
         (watcher::Config::default(), "list-then-watch"),
-        (watcher::Config::default().streaming_lists(), "streaming list"),
+        (
+            watcher::Config::default().streaming_lists(),
+            "streaming list",
+        ),
     ] {
         let name = format!("seen-{}", label.replace(' ', "-"));
         let mut stream = watcher(cms.clone(), config.labels("watched=yes")).boxed();
@@ -354,13 +564,21 @@ async fn runtime_watcher_sees_changes() {
             let name = name.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                cms.create(&PostParams::default(), &serde_json::from_value(json!({
-                    "metadata": {"name": name, "labels": {"watched": "yes"}}})).unwrap())
-                    .await
-                    .unwrap();
-                cms.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "v"}})))
-                    .await
-                    .unwrap();
+                cms.create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({
+                    "metadata": {"name": name, "labels": {"watched": "yes"}}}))
+                    .unwrap(),
+                )
+                .await
+                .unwrap();
+                cms.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {"k": "v"}})),
+                )
+                .await
+                .unwrap();
                 cms.delete(&name, &DeleteParams::default()).await.unwrap();
             })
         };
@@ -379,11 +597,16 @@ async fn runtime_watcher_sees_changes() {
                 }
             }
         });
-        deadline.await.unwrap_or_else(|_| panic!("{label}: watcher did not see the delete"));
+        deadline
+            .await
+            .unwrap_or_else(|_| panic!("{label}: watcher did not see the delete"));
         creator.await.unwrap();
         assert!(init_done, "{label}: initial list must complete");
         assert!(deleted);
-        assert!(applied.contains(&0) && applied.contains(&1), "{label}: saw {applied:?}");
+        assert!(
+            applied.contains(&0) && applied.contains(&1),
+            "{label}: saw {applied:?}"
+        );
     }
 }
 
@@ -391,16 +614,27 @@ async fn runtime_watcher_sees_changes() {
 async fn expired_resource_versions_get_410() {
     let (_server, client, _dir) = start(|c| c.watch_history = 5).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let first = cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap())
+    let first = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap(),
+        )
         .await
         .unwrap();
     let old_rv = first.metadata.resource_version.unwrap();
     for i in 0..10 {
-        cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("b{i}")}})).unwrap())
-            .await
-            .unwrap();
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("b{i}")}})).unwrap(),
+        )
+        .await
+        .unwrap();
     }
-    let mut stream = cms.watch(&WatchParams::default(), &old_rv).await.unwrap().boxed();
+    let mut stream = cms
+        .watch(&WatchParams::default(), &old_rv)
+        .await
+        .unwrap()
+        .boxed();
     match stream.try_next().await.unwrap() {
         Some(WatchEvent::Error(e)) => {
             assert_eq!(e.code, 410);
@@ -412,7 +646,11 @@ async fn expired_resource_versions_get_410() {
     let list = cms.list(&ListParams::default()).await.unwrap();
     let rv = list.metadata.resource_version.unwrap();
     cms.delete("a", &DeleteParams::default()).await.unwrap();
-    let mut stream = cms.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
     match stream.try_next().await.unwrap() {
         Some(WatchEvent::Deleted(cm)) => assert_eq!(cm.metadata.name.as_deref(), Some("a")),
         other => panic!("expected the delete, got {other:?}"),
@@ -425,12 +663,16 @@ async fn volumes_bind_and_snapshots_copy_data() {
     namespace(&client, "data").await;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "data");
     for (name, mode) in [("files", "Filesystem"), ("disk", "Block")] {
-        pvcs.create(&PostParams::default(), &serde_json::from_value(json!({
+        pvcs.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": mode,
-                     "resources": {"requests": {"storage": "64Mi"}}}})).unwrap())
-            .await
-            .unwrap();
+                     "resources": {"requests": {"storage": "64Mi"}}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     }
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let bound = |name: &'static str| {
@@ -442,22 +684,48 @@ async fn volumes_bind_and_snapshots_copy_data() {
     };
     let files = eventually("files bound", || bound("files")).await;
     let disk = eventually("disk bound", || bound("disk")).await;
-    assert_eq!(files.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("standard"));
-    let pv = pvs.get(files.spec.unwrap().volume_name.as_deref().unwrap()).await.unwrap();
+    assert_eq!(
+        files.spec.as_ref().unwrap().storage_class_name.as_deref(),
+        Some("standard")
+    );
+    let pv = pvs
+        .get(files.spec.unwrap().volume_name.as_deref().unwrap())
+        .await
+        .unwrap();
     let dir = std::path::PathBuf::from(&pv.spec.as_ref().unwrap().host_path.as_ref().unwrap().path);
     assert!(dir.is_dir() && dir.starts_with(&server.config().data_root));
-    let disk_pv = pvs.get(disk.spec.unwrap().volume_name.as_deref().unwrap()).await.unwrap();
-    let image = std::path::PathBuf::from(&disk_pv.spec.as_ref().unwrap().host_path.as_ref().unwrap().path);
+    let disk_pv = pvs
+        .get(disk.spec.unwrap().volume_name.as_deref().unwrap())
+        .await
+        .unwrap();
+    let image = std::path::PathBuf::from(
+        &disk_pv
+            .spec
+            .as_ref()
+            .unwrap()
+            .host_path
+            .as_ref()
+            .unwrap()
+            .path,
+    );
     assert_eq!(std::fs::metadata(&image).unwrap().len(), 64 << 20);
 
     std::fs::write(dir.join("before.txt"), b"point in time").unwrap();
     let snaps: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         "data",
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"), "volumesnapshots"),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
+            "volumesnapshots",
+        ),
     );
-    let mut snap = DynamicObject::new("snap", &ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"), "volumesnapshots"));
+    let mut snap = DynamicObject::new(
+        "snap",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
+            "volumesnapshots",
+        ),
+    );
     snap.data = json!({"spec": {"source": {"persistentVolumeClaimName": "files"}}});
     snaps.create(&PostParams::default(), &snap).await.unwrap();
     let ready = eventually("snapshot ready", || async {
@@ -466,10 +734,18 @@ async fn volumes_bind_and_snapshots_copy_data() {
     })
     .await;
     std::fs::write(dir.join("after.txt"), b"later").unwrap();
-    let content = ready.data["status"]["boundVolumeSnapshotContentName"].as_str().unwrap();
+    let content = ready.data["status"]["boundVolumeSnapshotContentName"]
+        .as_str()
+        .unwrap();
     let copy = server.config().data_root.join("snapshots").join(content);
-    assert_eq!(std::fs::read(copy.join("before.txt")).unwrap(), b"point in time");
-    assert!(!copy.join("after.txt").exists(), "the snapshot is a point-in-time copy");
+    assert_eq!(
+        std::fs::read(copy.join("before.txt")).unwrap(),
+        b"point in time"
+    );
+    assert!(
+        !copy.join("after.txt").exists(),
+        "the snapshot is a point-in-time copy"
+    );
 
     // A claim restored from the snapshot starts with its data.
     pvcs.create(&PostParams::default(), &serde_json::from_value(json!({
@@ -479,13 +755,24 @@ async fn volumes_bind_and_snapshots_copy_data() {
         .await
         .unwrap();
     let restored = eventually("restored bound", || bound("restored")).await;
-    let rpv = pvs.get(restored.spec.unwrap().volume_name.as_deref().unwrap()).await.unwrap();
+    let rpv = pvs
+        .get(restored.spec.unwrap().volume_name.as_deref().unwrap())
+        .await
+        .unwrap();
     let rdir = std::path::PathBuf::from(&rpv.spec.unwrap().host_path.unwrap().path);
-    assert_eq!(std::fs::read(rdir.join("before.txt")).unwrap(), b"point in time");
+    assert_eq!(
+        std::fs::read(rdir.join("before.txt")).unwrap(),
+        b"point in time"
+    );
 
     // Deleting a claim under the Delete policy removes its volume and data.
-    pvcs.delete("files", &DeleteParams::default()).await.unwrap();
-    eventually("volume reclaimed", || async { (!dir.exists() && pvs.get(&pv.metadata.name.clone()?).await.is_err()).then_some(()) }).await;
+    pvcs.delete("files", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("volume reclaimed", || async {
+        (!dir.exists() && pvs.get(&pv.metadata.name.clone()?).await.is_err()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -503,19 +790,35 @@ async fn exec_runs_in_the_pod_sandbox() {
     })
     .await;
     let mut attached = pods
-        .exec("hooked", ["sh", "-c", "echo frozen > hook-ran; echo done"], &kube::api::AttachParams::default().stderr(false))
+        .exec(
+            "hooked",
+            ["sh", "-c", "echo frozen > hook-ran; echo done"],
+            &kube::api::AttachParams::default().stderr(false),
+        )
         .await
         .unwrap();
     let mut out = String::new();
-    attached.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+    attached
+        .stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
     let status = attached.take_status().unwrap().await.unwrap();
     assert_eq!(status.status.as_deref(), Some("Success"));
     assert_eq!(out.trim(), "done");
-    let marker = server.config().data_root.join("pods/default/hooked/hook-ran");
+    let marker = server
+        .config()
+        .data_root
+        .join("pods/default/hooked/hook-ran");
     assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "frozen");
 
     let mut failing = pods
-        .exec("hooked", ["sh", "-c", "exit 7"], &kube::api::AttachParams::default().stderr(false))
+        .exec(
+            "hooked",
+            ["sh", "-c", "exit 7"],
+            &kube::api::AttachParams::default().stderr(false),
+        )
         .await
         .unwrap();
     let status = failing.take_status().unwrap().await.unwrap();

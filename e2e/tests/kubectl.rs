@@ -73,12 +73,16 @@ impl Kubectl {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn kubectl_release_exists(minor: u32) -> bool {
     // The dispatcher keeps its releases next to itself as kubectl.1.NN.
-    let Ok(path) = which("kubectl") else { return false };
+    let Ok(path) = which("kubectl") else {
+        return false;
+    };
     let real = std::fs::canonicalize(&path).unwrap_or(path);
     real.parent()
         .is_some_and(|d| d.join(format!("kubectl.1.{minor}")).exists())
@@ -95,7 +99,10 @@ fn which(bin: &str) -> Result<PathBuf, ()> {
 }
 
 fn suite(minor: u32) {
-    assert!(which("kubectl").is_ok(), "kubectl is not on PATH; .ci/run installs it");
+    assert!(
+        which("kubectl").is_ok(),
+        "kubectl is not on PATH; .ci/run installs it"
+    );
     if !kubectl_release_exists(minor) {
         // A single-release kubectl (not the dispatcher) serves whatever minor it is; the suite
         // still runs, against that release.
@@ -111,12 +118,16 @@ fn suite(minor: u32) {
     };
 
     let version = k.ok(&["version"]);
-    assert!(version.contains(&format!("v1.{minor}.0-ferry-standin")), "{version}");
+    assert!(
+        version.contains(&format!("v1.{minor}.0-ferry-standin")),
+        "{version}"
+    );
     if kubectl_release_exists(minor) {
         // The dispatcher ran the release matching the server (1.27 prints a struct).
         let client = version.lines().next().unwrap_or("");
         assert!(
-            client.contains(&format!("v1.{minor}.")) || client.contains(&format!("Minor:\"{minor}\"")),
+            client.contains(&format!("v1.{minor}."))
+                || client.contains(&format!("Minor:\"{minor}\"")),
             "{version}"
         );
     }
@@ -129,31 +140,54 @@ fn suite(minor: u32) {
         "poddisruptionbudgets",
         "horizontalpodautoscalers",
     ] {
-        assert!(resources.contains(expected), "api-resources lacks {expected}:\n{resources}");
+        assert!(
+            resources.contains(expected),
+            "api-resources lacks {expected}:\n{resources}"
+        );
     }
     let pods_line = resources.lines().find(|l| l.starts_with("pods ")).unwrap();
-    assert!(pods_line.contains("po") && pods_line.contains("true") && pods_line.contains("Pod"), "{pods_line}");
+    assert!(
+        pods_line.contains("po") && pods_line.contains("true") && pods_line.contains("Pod"),
+        "{pods_line}"
+    );
 
-    assert!(k.ok(&["create", "namespace", "shop"]).contains("namespace/shop created"));
-    assert!(k.run(&["create", "namespace", "shop"]).status.code() == Some(1), "second create must fail with AlreadyExists");
+    assert!(k
+        .ok(&["create", "namespace", "shop"])
+        .contains("namespace/shop created"));
+    assert!(
+        k.run(&["create", "namespace", "shop"]).status.code() == Some(1),
+        "second create must fail with AlreadyExists"
+    );
 
     // As against a real cluster, kubectl maps every document before applying any, so the CR
     // of a CRD created by the same apply cannot be mapped yet ("ensure CRDs are installed
     // first"); everything else is applied, and the next apply completes the set.
     let app = fixture("app.yaml");
     let first = k.run(&["apply", "-f", app.to_str().unwrap()]);
-    let (out, err) = (String::from_utf8_lossy(&first.stdout), String::from_utf8_lossy(&first.stderr));
+    let (out, err) = (
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&first.stderr),
+    );
     assert!(!first.status.success(), "{out}{err}");
-    assert!(out.contains("customresourcedefinition.apiextensions.k8s.io/caches.example.com created"), "{out}{err}");
+    assert!(
+        out.contains("customresourcedefinition.apiextensions.k8s.io/caches.example.com created"),
+        "{out}{err}"
+    );
     assert!(out.contains("deployment.apps/web created"), "{out}{err}");
-    assert!(err.contains(r#"no matches for kind "Cache" in version "example.com/v1""#), "{err}");
+    assert!(
+        err.contains(r#"no matches for kind "Cache" in version "example.com/v1""#),
+        "{err}"
+    );
     let applied = k.ok(&["apply", "-f", app.to_str().unwrap()]);
     for line in [
         "customresourcedefinition.apiextensions.k8s.io/caches.example.com unchanged",
         "cache.example.com/hot created",
         "deployment.apps/web unchanged",
     ] {
-        assert!(applied.contains(line), "apply output lacks {line:?}:\n{applied}");
+        assert!(
+            applied.contains(line),
+            "apply output lacks {line:?}:\n{applied}"
+        );
     }
 
     let listed = k.eventually(
@@ -161,14 +195,29 @@ fn suite(minor: u32) {
         "the deployment to become ready",
         |out| out.contains("2/2"),
     );
-    assert!(listed.contains("shop") && listed.contains("hot"), "{listed}");
+    assert!(
+        listed.contains("shop") && listed.contains("hot"),
+        "{listed}"
+    );
     let caches = k.ok(&["get", "caches", "-n", "shop"]);
-    assert!(caches.contains("SIZE") && caches.contains(" 3 "), "printer column missing:\n{caches}");
-    assert!(k.ok(&["get", "-A", "-l", "app=nothing", "caches"]).trim().is_empty());
+    assert!(
+        caches.contains("SIZE") && caches.contains(" 3 "),
+        "printer column missing:\n{caches}"
+    );
+    assert!(k
+        .ok(&["get", "-A", "-l", "app=nothing", "caches"])
+        .trim()
+        .is_empty());
 
     let yaml = k.ok(&["get", "deployment", "web", "-n", "shop", "-o", "yaml"]);
-    assert!(yaml.contains("image: registry.eu.example.com/web:1.0"), "{yaml}");
-    assert!(yaml.contains("kubectl.kubernetes.io/last-applied-configuration"), "{yaml}");
+    assert!(
+        yaml.contains("image: registry.eu.example.com/web:1.0"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("kubectl.kubernetes.io/last-applied-configuration"),
+        "{yaml}"
+    );
 
     // A second apply with changes goes through strategic merge (built-ins) and merge patch (CRs).
     let changed = std::fs::read_to_string(fixture("app.yaml"))
@@ -178,50 +227,193 @@ fn suite(minor: u32) {
     let changed_path = dir.path().join("app-v2.yaml");
     std::fs::write(&changed_path, changed).unwrap();
     let reapplied = k.ok(&["apply", "-f", changed_path.to_str().unwrap()]);
-    assert!(reapplied.contains("deployment.apps/web configured"), "{reapplied}");
-    assert!(reapplied.contains("customresourcedefinition.apiextensions.k8s.io/caches.example.com unchanged"), "{reapplied}");
+    assert!(
+        reapplied.contains("deployment.apps/web configured"),
+        "{reapplied}"
+    );
+    assert!(
+        reapplied
+            .contains("customresourcedefinition.apiextensions.k8s.io/caches.example.com unchanged"),
+        "{reapplied}"
+    );
     let image = k.ok(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.metadata.generation}"]);
     assert_eq!(image, "registry.eu.example.com/web:1.1 80 2");
-    assert_eq!(k.ok(&["get", "cache", "hot", "-n", "shop", "-o", "jsonpath={.spec.size}"]), "5");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cache",
+            "hot",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.size}"
+        ]),
+        "5"
+    );
 
-    k.ok(&["patch", "cache", "hot", "-n", "shop", "--type", "merge", "-p", r#"{"spec":{"size":7}}"#]);
-    k.ok(&["patch", "deployment", "web", "-n", "shop", "-p", r#"{"metadata":{"labels":{"patched":"yes"}}}"#]);
-    k.ok(&["patch", "cache", "hot", "-n", "shop", "--type", "json", "-p", r#"[{"op":"replace","path":"/spec/size","value":9}]"#]);
-    assert_eq!(k.ok(&["get", "cache", "hot", "-n", "shop", "-o", "jsonpath={.spec.size}"]), "9");
-    assert_eq!(k.ok(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.metadata.labels.patched}"]), "yes");
-    let bad = k.run(&["patch", "cache", "hot", "-n", "shop", "--type", "json", "-p", r#"[{"op":"test","path":"/spec/size","value":1}]"#]);
-    assert!(!bad.status.success(), "a failing JSON patch test must fail the patch");
+    k.ok(&[
+        "patch",
+        "cache",
+        "hot",
+        "-n",
+        "shop",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"size":7}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-n",
+        "shop",
+        "-p",
+        r#"{"metadata":{"labels":{"patched":"yes"}}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "cache",
+        "hot",
+        "-n",
+        "shop",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/size","value":9}]"#,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cache",
+            "hot",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.size}"
+        ]),
+        "9"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.metadata.labels.patched}"
+        ]),
+        "yes"
+    );
+    let bad = k.run(&[
+        "patch",
+        "cache",
+        "hot",
+        "-n",
+        "shop",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"test","path":"/spec/size","value":1}]"#,
+    ]);
+    assert!(
+        !bad.status.success(),
+        "a failing JSON patch test must fail the patch"
+    );
 
-    assert!(k.ok(&["scale", "deployment", "web", "-n", "shop", "--replicas=3"]).contains("scaled"));
-    k.eventually(&["get", "pods", "-n", "shop", "-l", "app=web", "--no-headers"], "three running pods", |out| {
-        out.lines().filter(|l| l.contains("Running") && l.contains("1/1")).count() == 3
-    });
+    assert!(k
+        .ok(&["scale", "deployment", "web", "-n", "shop", "--replicas=3"])
+        .contains("scaled"));
+    k.eventually(
+        &["get", "pods", "-n", "shop", "-l", "app=web", "--no-headers"],
+        "three running pods",
+        |out| {
+            out.lines()
+                .filter(|l| l.contains("Running") && l.contains("1/1"))
+                .count()
+                == 3
+        },
+    );
 
     if minor >= 30 {
         // kubectl 1.30+ speaks WebSocket for exec; older releases only SPDY, which the stand-in
         // does not serve (docs/standin.md).
-        let pod = k.ok(&["get", "pods", "-n", "shop", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"]);
-        let out = k.run(&["exec", "-n", "shop", &pod, "--", "sh", "-c", "echo hello from $POD_NAME; echo oops >&2; exit 3"]);
-        assert_eq!(out.status.code(), Some(3), "exit code must travel back: {out:?}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("hello from {pod}"));
+        let pod = k.ok(&[
+            "get",
+            "pods",
+            "-n",
+            "shop",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ]);
+        let out = k.run(&[
+            "exec",
+            "-n",
+            "shop",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            "echo hello from $POD_NAME; echo oops >&2; exit 3",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "exit code must travel back: {out:?}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("hello from {pod}")
+        );
         assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
     }
 
     // A bounded watch sees a ConfigMap come and go.
-    let mut watch = k.spawn(&["get", "configmaps", "-n", "shop", "--watch", "--output-watch-events"]);
+    let mut watch = k.spawn(&[
+        "get",
+        "configmaps",
+        "-n",
+        "shop",
+        "--watch",
+        "--output-watch-events",
+    ]);
     std::thread::sleep(Duration::from_millis(1500));
-    k.ok(&["create", "configmap", "watched", "-n", "shop", "--from-literal=a=b"]);
+    k.ok(&[
+        "create",
+        "configmap",
+        "watched",
+        "-n",
+        "shop",
+        "--from-literal=a=b",
+    ]);
     k.ok(&["delete", "configmap", "watched", "-n", "shop"]);
     std::thread::sleep(Duration::from_millis(1000));
     watch.kill().unwrap();
     let watched = watch.wait_with_output().unwrap();
     let events = String::from_utf8_lossy(&watched.stdout);
-    assert!(events.contains("ADDED") && events.contains("watched") && events.contains("DELETED"), "watch output:\n{events}\n{}", String::from_utf8_lossy(&watched.stderr));
+    assert!(
+        events.contains("ADDED") && events.contains("watched") && events.contains("DELETED"),
+        "watch output:\n{events}\n{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
 
-    assert!(k.ok(&["delete", "deployment", "web", "-n", "shop"]).contains("deleted"));
-    k.eventually(&["get", "pods,replicasets", "-n", "shop", "--no-headers"], "garbage collection of the deployment's pods", |out| out.trim().is_empty());
+    assert!(k
+        .ok(&["delete", "deployment", "web", "-n", "shop"])
+        .contains("deleted"));
+    k.eventually(
+        &["get", "pods,replicasets", "-n", "shop", "--no-headers"],
+        "garbage collection of the deployment's pods",
+        |out| out.trim().is_empty(),
+    );
     assert!(k.ok(&["delete", "namespace", "shop"]).contains("deleted"));
-    k.eventually(&["get", "namespaces", "--no-headers"], "the namespace to go", |out| !out.contains("shop"));
+    k.eventually(
+        &["get", "namespaces", "--no-headers"],
+        "the namespace to go",
+        |out| !out.contains("shop"),
+    );
     k.ok(&["delete", "crd", "caches.example.com"]);
     let gone = k.run(&["get", "caches", "-A"]);
     assert!(!gone.status.success(), "caches must be gone with their CRD");

@@ -75,20 +75,29 @@ mod tests {
     #[test]
     fn round_trips() {
         let e = Envelope::new("m1", vec!["a".to_string()]);
-        assert_eq!(Envelope::<Vec<String>>::from_bytes(&e.to_bytes()).unwrap(), e);
+        assert_eq!(
+            Envelope::<Vec<String>>::from_bytes(&e.to_bytes()).unwrap(),
+            e
+        );
     }
 
     #[test]
     fn refuses_newer_versions_before_reading_the_body() {
-        let err = Envelope::<u32>::from_bytes(br#"{"version": 99, "messageId": "x", "body": "nope"}"#)
-            .unwrap_err();
-        assert!(matches!(err, EnvelopeError::UnsupportedVersion { found: 99, .. }));
+        let err =
+            Envelope::<u32>::from_bytes(br#"{"version": 99, "messageId": "x", "body": "nope"}"#)
+                .unwrap_err();
+        assert!(matches!(
+            err,
+            EnvelopeError::UnsupportedVersion { found: 99, .. }
+        ));
     }
 
     #[test]
     fn refuses_unknown_fields() {
-        let err = Envelope::<u32>::from_bytes(br#"{"version": 1, "messageId": "x", "body": 1, "extra": 2}"#)
-            .unwrap_err();
+        let err = Envelope::<u32>::from_bytes(
+            br#"{"version": 1, "messageId": "x", "body": 1, "extra": 2}"#,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field `extra`"), "{err}");
     }
 }

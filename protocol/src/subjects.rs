@@ -17,11 +17,7 @@ pub struct InvalidToken {
 
 impl std::fmt::Display for InvalidToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "invalid subject token {:?}: {}",
-            self.token, self.reason
-        )
+        write!(f, "invalid subject token {:?}: {}", self.token, self.reason)
     }
 }
 

@@ -159,7 +159,11 @@ impl ApiCore {
         Key::new(
             &rt.group,
             &rt.plural,
-            if rt.namespaced { namespace.unwrap_or("") } else { "" },
+            if rt.namespaced {
+                namespace.unwrap_or("")
+            } else {
+                ""
+            },
             name,
         )
     }
@@ -230,7 +234,9 @@ impl ApiCore {
         dry_run: bool,
     ) -> ApiResult<Value> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be an object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
         }
         self.check_type(rt, &obj)?;
         if !obj.get("metadata").is_some_and(Value::is_object) {
@@ -264,7 +270,9 @@ impl ApiCore {
                     let prefix = prefix.to_string();
                     let name = loop {
                         let candidate = format!("{prefix}{}", random_suffix(5));
-                        if s.get(&Self::key(rt, namespace.as_deref(), &candidate)).is_none() {
+                        if s.get(&Self::key(rt, namespace.as_deref(), &candidate))
+                            .is_none()
+                        {
                             break candidate;
                         }
                     };
@@ -310,7 +318,12 @@ impl ApiCore {
         let meta = obj["metadata"].as_object_mut().expect("checked above");
         meta.insert("uid".into(), Value::String(new_uid()));
         meta.insert("creationTimestamp".into(), Value::String(now()));
-        for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for field in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             meta.remove(field);
         }
         if rt.has_generation {
@@ -321,22 +334,28 @@ impl ApiCore {
         obj["apiVersion"] = Value::String(rt.api_version(&rt.storage_version));
         obj["kind"] = Value::String(rt.kind.clone());
         defaults::on_create(rt, &mut obj, &s);
-        let crd_type = if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
-            let t = resource_type_from_crd(&obj).map_err(|e| {
-                let (field, msg) = e.split_once(": ").unwrap_or(("spec", &e));
-                ApiError::invalid(&rt.kind, &rt.group, &name, field, msg)
-            })?;
-            if let Some(existing) = self.registry().get(&t.group, &t.plural) {
-                if !existing.custom {
-                    return Err(ApiError::invalid(&rt.kind, &rt.group, &name, "spec.names.plural",
-                        "Invalid value: the resource is served by a built-in API group"));
+        let crd_type =
+            if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
+                let t = resource_type_from_crd(&obj).map_err(|e| {
+                    let (field, msg) = e.split_once(": ").unwrap_or(("spec", &e));
+                    ApiError::invalid(&rt.kind, &rt.group, &name, field, msg)
+                })?;
+                if let Some(existing) = self.registry().get(&t.group, &t.plural) {
+                    if !existing.custom {
+                        return Err(ApiError::invalid(
+                            &rt.kind,
+                            &rt.group,
+                            &name,
+                            "spec.names.plural",
+                            "Invalid value: the resource is served by a built-in API group",
+                        ));
+                    }
                 }
-            }
-            obj["status"] = established_crd_status(&t, &now());
-            Some(t)
-        } else {
-            None
-        };
+                obj["status"] = established_crd_status(&t, &now());
+                Some(t)
+            } else {
+                None
+            };
         if dry_run {
             return Ok(obj);
         }
@@ -446,7 +465,14 @@ impl ApiCore {
         };
         new["apiVersion"] = Value::String(rt.api_version(&rt.storage_version));
         new["kind"] = Value::String(rt.kind.clone());
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "name",
+        ] {
             match existing["metadata"].get(field) {
                 Some(v) => new["metadata"][field] = v.clone(),
                 None => {
@@ -489,7 +515,10 @@ impl ApiCore {
         if new == existing {
             return Ok(existing);
         }
-        let crd_type = if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" && sub == Subresource::Main {
+        let crd_type = if rt.group == "apiextensions.k8s.io"
+            && rt.plural == "customresourcedefinitions"
+            && sub == Subresource::Main
+        {
             let t = resource_type_from_crd(&new).map_err(|e| {
                 let (field, msg) = e.split_once(": ").unwrap_or(("spec", &e));
                 ApiError::invalid(&rt.kind, &rt.group, &name, field, msg)
@@ -518,6 +547,7 @@ impl ApiCore {
         Ok(stored)
     }
 
+    #[allow(clippy::too_many_arguments)] // mirrors the REST call: target, patch, subresource, dryRun
     pub fn patch(
         &self,
         rt: &ResourceRef,
@@ -545,9 +575,8 @@ impl ApiCore {
             None => return Err(ApiError::not_found(&rt.group_resource(), name)),
         };
         let patched = match patch_type {
-            PatchType::Json => patch::json_patch(&existing, body).map_err(|e| {
-                ApiError::invalid(&rt.kind, &rt.group, name, "patch", &e)
-            })?,
+            PatchType::Json => patch::json_patch(&existing, body)
+                .map_err(|e| ApiError::invalid(&rt.kind, &rt.group, name, "patch", &e))?,
             PatchType::Merge => patch::merge_patch(&existing, body),
             PatchType::Strategic => {
                 if rt.custom {
@@ -555,16 +584,14 @@ impl ApiCore {
                         "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                     ));
                 }
-                patch::strategic_merge_patch(&existing, body)
-                    .map_err(|e| ApiError::bad_request(e))?
+                patch::strategic_merge_patch(&existing, body).map_err(ApiError::bad_request)?
             }
             PatchType::Apply => {
                 self.check_type(rt, body)?;
                 if rt.custom {
                     patch::merge_patch(&existing, body)
                 } else {
-                    patch::strategic_merge_patch(&existing, body)
-                        .map_err(|e| ApiError::bad_request(e))?
+                    patch::strategic_merge_patch(&existing, body).map_err(ApiError::bad_request)?
                 }
             }
         };
@@ -606,10 +633,14 @@ impl ApiCore {
             .ok_or_else(|| ApiError::not_found(&rt.group_resource(), name))?;
         if let Some(uid) = &opts.precondition_uid {
             if Some(uid.as_str()) != meta_str(&existing, "uid") {
-                return Err(ApiError::conflict(&rt.group_resource(), name, &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    meta_str(&existing, "uid").unwrap_or("")
-                )));
+                return Err(ApiError::conflict(
+                    &rt.group_resource(),
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&existing, "uid").unwrap_or("")
+                    ),
+                ));
             }
         }
         if let Some(rv) = &opts.precondition_rv {
@@ -733,9 +764,19 @@ impl ApiCore {
         self.write_direct(&mut s, rt, key, existing, new)
     }
 
-    fn write_direct(&self, s: &mut Inner, rt: &ResourceRef, key: Key, existing: Value, mut new: Value) -> ApiResult<Value> {
+    fn write_direct(
+        &self,
+        s: &mut Inner,
+        rt: &ResourceRef,
+        key: Key,
+        existing: Value,
+        mut new: Value,
+    ) -> ApiResult<Value> {
         if rt.has_generation && spec_part(&existing) != spec_part(&new) {
-            let g = existing.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let g = existing
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             new["metadata"]["generation"] = json!(g + 1);
         }
         let terminating = new.pointer("/metadata/deletionTimestamp").is_some();
@@ -765,8 +806,10 @@ fn push_unique(list: &mut Vec<Value>, f: &str) {
 
 fn encode_continue(k: &Key) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-        serde_json::to_vec(&json!({"ns": k.namespace, "name": k.name, "g": k.group, "r": k.resource}))
-            .unwrap_or_default(),
+        serde_json::to_vec(
+            &json!({"ns": k.namespace, "name": k.name, "g": k.group, "r": k.resource}),
+        )
+        .unwrap_or_default(),
     )
 }
 
@@ -782,7 +825,8 @@ fn decode_continue(t: &str) -> ApiResult<Key> {
 
 impl ApiError {
     fn with_kind_message(mut self, sent: &str, expected: &str) -> ApiError {
-        self.message = format!("the kind in the data ({sent}) does not match the expected kind ({expected})");
+        self.message =
+            format!("the kind in the data ({sent}) does not match the expected kind ({expected})");
         self
     }
 }

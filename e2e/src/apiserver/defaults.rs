@@ -42,7 +42,9 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value, store: &Inner) {
             set_default(obj, "/spec/type", json!("ClusterIP"));
             set_default(obj, "/spec/sessionAffinity", json!("None"));
             let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
-            if !headless && obj.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName") {
+            if !headless
+                && obj.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName")
+            {
                 let ip = format!("10.96.{}.{}", (rv / 250) % 250, rv % 250 + 1);
                 set_default(obj, "/spec/clusterIP", json!(ip));
             }
@@ -71,8 +73,10 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value, store: &Inner) {
                 let default_class = store
                     .range("storage.k8s.io", "storageclasses", None)
                     .find(|(_, sc)| {
-                        sc.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
-                            .and_then(Value::as_str)
+                        sc.pointer(
+                            "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
+                        )
+                        .and_then(Value::as_str)
                             == Some("true")
                     })
                     .map(|(k, _)| k.name.clone());
@@ -101,7 +105,11 @@ pub fn on_create(rt: &ResourceType, obj: &mut Value, store: &Inner) {
         ("apps", "StatefulSet") => {
             set_default(obj, "/spec/replicas", json!(1));
             set_default(obj, "/spec/podManagementPolicy", json!("OrderedReady"));
-            set_default(obj, "/spec/updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+            set_default(
+                obj,
+                "/spec/updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
             set_default(obj, "/spec/revisionHistoryLimit", json!(10));
         }
         ("apps", "ReplicaSet") | ("", "ReplicationController") => {

@@ -5,7 +5,8 @@
 use super::resources::{Registry, ResourceType};
 use serde_json::{json, Value};
 
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 pub const AGGREGATED_V2BETA1: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
@@ -122,21 +123,47 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             resources.push(r);
         }
     }
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
-type Sub = (&'static str, String, Option<&'static str>, Option<&'static str>, Vec<&'static str>);
+type Sub = (
+    &'static str,
+    String,
+    Option<&'static str>,
+    Option<&'static str>,
+    Vec<&'static str>,
+);
 
 fn subresources(t: &ResourceType) -> Vec<Sub> {
     let mut out: Vec<Sub> = Vec::new();
     if t.status {
-        out.push(("status", t.kind.clone(), None, None, vec!["get", "patch", "update"]));
+        out.push((
+            "status",
+            t.kind.clone(),
+            None,
+            None,
+            vec!["get", "patch", "update"],
+        ));
     }
     if t.scale.is_some() {
-        out.push(("scale", "Scale".into(), Some("autoscaling"), Some("v1"), vec!["get", "patch", "update"]));
+        out.push((
+            "scale",
+            "Scale".into(),
+            Some("autoscaling"),
+            Some("v1"),
+            vec!["get", "patch", "update"],
+        ));
     }
     if t.group.is_empty() && t.plural == "pods" {
-        out.push(("exec", "PodExecOptions".into(), None, None, vec!["create", "get"]));
+        out.push((
+            "exec",
+            "PodExecOptions".into(),
+            None,
+            None,
+            vec!["create", "get"],
+        ));
         out.push(("log", "Pod".into(), None, None, vec!["get"]));
     }
     if t.group.is_empty() && t.plural == "namespaces" {
@@ -268,15 +295,25 @@ pub fn openapi_v3_group(reg: &Registry, group: &str, version: &str) -> Option<Va
         };
         let mut patch_op = op("patch");
         patch_op["requestBody"] = body.clone();
-        paths.insert(format!("{base}/{{name}}"), json!({"get": op("get"), "put": op("put"), "patch": patch_op, "delete": op("delete")}));
+        paths.insert(
+            format!("{base}/{{name}}"),
+            json!({"get": op("get"), "put": op("put"), "patch": patch_op, "delete": op("delete")}),
+        );
         paths.insert(base, json!({"get": op("list"), "post": op("post")}));
         let schema_name = if group.is_empty() {
             format!("io.k8s.api.core.{version}.{}", t.kind)
         } else {
-            format!("{}.{version}.{}", group.split('.').rev().collect::<Vec<_>>().join("."), t.kind)
+            format!(
+                "{}.{version}.{}",
+                group.split('.').rev().collect::<Vec<_>>().join("."),
+                t.kind
+            )
         };
-        schemas.insert(schema_name, json!({"type": "object", "x-kubernetes-group-version-kind": [gvk],
-                                            "x-kubernetes-preserve-unknown-fields": true}));
+        schemas.insert(
+            schema_name,
+            json!({"type": "object", "x-kubernetes-group-version-kind": [gvk],
+                                            "x-kubernetes-preserve-unknown-fields": true}),
+        );
     }
     Some(json!({
         "openapi": "3.0.0",

@@ -30,8 +30,12 @@ impl ApiError {
     /// `deployments.apps "web" not found`
     pub fn not_found(group_resource: &str, name: &str) -> ApiError {
         let (kind, group) = split_group_resource(group_resource);
-        ApiError::new(404, "NotFound", format!("{group_resource} \"{name}\" not found"))
-            .with_details(group, kind, name)
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{group_resource} \"{name}\" not found"),
+        )
+        .with_details(group, kind, name)
     }
 
     pub fn already_exists(group_resource: &str, name: &str) -> ApiError {

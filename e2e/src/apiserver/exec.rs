@@ -23,12 +23,23 @@ const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 /// The directory a pod's processes run in; exec hooks and the process kubelet share it.
 pub fn sandbox_dir(shared: &Shared, namespace: &str, pod: &str) -> PathBuf {
-    shared.config.data_root.join("pods").join(namespace).join(pod)
+    shared
+        .config
+        .data_root
+        .join("pods")
+        .join(namespace)
+        .join(pod)
 }
 
 pub fn pod_log(shared: &Shared, pod: &Value, container: Option<&str>) -> String {
-    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let container = container
         .map(str::to_string)
         .or_else(|| {
@@ -85,7 +96,9 @@ pub fn serve(
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or_else(|| {
-            ApiError::bad_request("exec needs a WebSocket upgrade (SPDY is not supported by the stand-in)")
+            ApiError::bad_request(
+                "exec needs a WebSocket upgrade (SPDY is not supported by the stand-in)",
+            )
         })?
         .clone();
     let offered = req
@@ -115,7 +128,9 @@ pub fn serve(
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
                 if let Err(e) = run(ws, command, sandbox, env, want_stdin, v5).await {
                     tracing::warn!(error = %e, "exec session ended with an error");
                 }
@@ -127,7 +142,10 @@ pub fn serve(
         .status(101)
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "Upgrade")
-        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
         .header(header::SEC_WEBSOCKET_PROTOCOL, *protocol)
         .body(full(""))
         .expect("valid"))
@@ -150,7 +168,11 @@ where
         .args(&command[1..])
         .current_dir(&sandbox)
         .envs(env)
-        .stdin(if want_stdin { Stdio::piped() } else { Stdio::null() })
+        .stdin(if want_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -160,13 +182,21 @@ where
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
                 "message": format!("failed to exec in container: starting {:?}: {e}", command[0])});
-            sink.send(Message::binary(channel_frame(3, status.to_string().as_bytes()))).await?;
+            sink.send(Message::binary(channel_frame(
+                3,
+                status.to_string().as_bytes(),
+            )))
+            .await?;
             return close(sink).await;
         }
     };
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(64);
     for (ch, mut pipe) in [
-        (1u8, Box::new(child.stdout.take().expect("piped")) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        (
+            1u8,
+            Box::new(child.stdout.take().expect("piped"))
+                as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        ),
         (2u8, Box::new(child.stderr.take().expect("piped"))),
     ] {
         let tx = out_tx.clone();
@@ -221,7 +251,11 @@ where
                    "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
         }
     };
-    sink.send(Message::binary(channel_frame(3, body.to_string().as_bytes()))).await?;
+    sink.send(Message::binary(channel_frame(
+        3,
+        body.to_string().as_bytes(),
+    )))
+    .await?;
     close(sink).await
 }
 

@@ -23,7 +23,9 @@ pub struct Shared {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn json_response(status: u16, v: &Value) -> Response<Body> {
@@ -96,7 +98,10 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> ApiResult<Respons
         .to_string();
     let core = &shared.core;
     match segs.as_slice() {
-        ["version"] => Ok(json_response(200, &discovery::version(shared.config.minor_version))),
+        ["version"] => Ok(json_response(
+            200,
+            &discovery::version(shared.config.minor_version),
+        )),
         ["healthz"] | ["readyz"] | ["livez"] => Ok(Response::builder()
             .status(200)
             .header(header::CONTENT_TYPE, "text/plain")
@@ -126,14 +131,23 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> ApiResult<Respons
         ["openapi", "v2"] => Ok(if accept.contains("protobuf") {
             Response::builder()
                 .status(200)
-                .header(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                )
                 .body(full(""))
                 .expect("valid")
         } else {
-            json_response(200, &json!({"swagger": "2.0", "info": {"title": "Kubernetes (Ferry stand-in)", "version": "v1"},
-                                        "paths": {}, "definitions": {}}))
+            json_response(
+                200,
+                &json!({"swagger": "2.0", "info": {"title": "Kubernetes (Ferry stand-in)", "version": "v1"},
+                                        "paths": {}, "definitions": {}}),
+            )
         }),
-        ["openapi", "v3"] => Ok(json_response(200, &discovery::openapi_v3_index(&core.registry()))),
+        ["openapi", "v3"] => Ok(json_response(
+            200,
+            &discovery::openapi_v3_index(&core.registry()),
+        )),
         ["openapi", "v3", "api", v] => discovery::openapi_v3_group(&core.registry(), "", v)
             .map(|d| json_response(200, &d))
             .ok_or_else(|| not_found_path(&path)),
@@ -171,7 +185,15 @@ fn not_found_path(path: &str) -> ApiError {
 fn resolve(core: &ApiCore, group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
     let (namespace, rest): (Option<String>, Vec<&str>) = match rest {
         ["namespaces", ns, sub @ ("status" | "finalize")] => {
-            return target(core, group, version, None, "namespaces", Some(ns), Some(sub));
+            return target(
+                core,
+                group,
+                version,
+                None,
+                "namespaces",
+                Some(ns),
+                Some(sub),
+            );
         }
         ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some(ns.to_string()), tail.to_vec()),
         other => (None, other.to_vec()),
@@ -180,7 +202,10 @@ fn resolve(core: &ApiCore, group: &str, version: &str, rest: &[&str]) -> ApiResu
         [r] => target(core, group, version, namespace, r, None, None),
         [r, name] => target(core, group, version, namespace, r, Some(name), None),
         [r, name, sub] => target(core, group, version, namespace, r, Some(name), Some(sub)),
-        _ => Err(not_found_path(&format!("/{group}/{version}/{}", rest.join("/")))),
+        _ => Err(not_found_path(&format!(
+            "/{group}/{version}/{}",
+            rest.join("/")
+        ))),
     }
 }
 
@@ -193,20 +218,24 @@ fn target(
     name: Option<&str>,
     sub: Option<&str>,
 ) -> ApiResult<Target> {
-    let rt = core
-        .resource(group, resource)
-        .filter(|rt| rt.serves(version))
-        .ok_or_else(|| {
-            let mut e = ApiError::not_found("", "");
-            e.message = format!(
+    let rt =
+        core.resource(group, resource)
+            .filter(|rt| rt.serves(version))
+            .ok_or_else(|| {
+                let mut e = ApiError::not_found("", "");
+                e.message =
+                    format!(
                 "the server could not find the requested resource (resource {resource} in {})",
                 if group.is_empty() { version.to_string() } else { format!("{group}/{version}") }
             );
-            e.details = None;
-            e
-        })?;
+                e.details = None;
+                e
+            })?;
     if namespace.is_some() && !rt.namespaced {
-        return Err(ApiError::not_found(&rt.group_resource(), name.unwrap_or("")));
+        return Err(ApiError::not_found(
+            &rt.group_resource(),
+            name.unwrap_or(""),
+        ));
     }
     let allowed_sub = match sub {
         None => true,
@@ -246,7 +275,10 @@ pub fn list_options(q: &Query) -> ApiResult<ListOptions> {
             .transpose()
             .map_err(ApiError::bad_request)?,
         limit: q.get("limit").and_then(|l| l.parse().ok()),
-        continue_token: q.get("continue").filter(|c| !c.is_empty()).map(str::to_string),
+        continue_token: q
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
     })
 }
 
@@ -271,7 +303,9 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<(Value, String)> {
         return Ok((Value::Null, ct));
     }
     let v = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}"))
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded as JSON: {e}"
+        ))
     })?;
     Ok((v, ct))
 }
@@ -295,14 +329,19 @@ async fn resource(
     let ns = t.namespace.as_deref();
     let method = req.method().clone();
     match (&method, t.name.as_deref(), t.subresource.as_deref()) {
-        (&Method::GET, None, None) if q.flag("watch") => watch::serve(shared.clone(), t, &q, accept),
+        (&Method::GET, None, None) if q.flag("watch") => {
+            watch::serve(shared.clone(), t, &q, accept)
+        }
         (&Method::GET, None, None) => {
             let opts = list_options(&q)?;
             let r = core.list(&t.rt, ns, &opts)?;
             if table::wants_table(accept) {
                 let items: Vec<Value> = r.items.into_iter().map(|o| out(&t, o)).collect();
                 let include = Include::parse(q.get("includeObject"));
-                return Ok(json_response(200, &table::table(&t.rt, &items, r.resource_version, r.continue_token, include)));
+                return Ok(json_response(
+                    200,
+                    &table::table(&t.rt, &items, r.resource_version, r.continue_token, include),
+                ));
             }
             let mut meta = json!({"resourceVersion": r.resource_version.to_string()});
             if let Some(c) = r.continue_token {
@@ -312,10 +351,13 @@ async fn resource(
                 meta["remainingItemCount"] = json!(n);
             }
             let items: Vec<Value> = r.items.into_iter().map(|o| out(&t, o)).collect();
-            Ok(json_response(200, &json!({
-                "kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version),
-                "metadata": meta, "items": items,
-            })))
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version),
+                    "metadata": meta, "items": items,
+                }),
+            ))
         }
         (&Method::POST, None, None) => {
             let (body, _) = read_body(req).await?;
@@ -327,16 +369,32 @@ async fn resource(
             let opts = delete_options(&q, &body);
             let deleted = core.delete_collection(&t.rt, ns, &list_options(&q)?, &opts)?;
             let items: Vec<Value> = deleted.into_iter().map(|o| out(&t, o)).collect();
-            Ok(json_response(200, &json!({
-                "kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version),
-                "metadata": {}, "items": items,
-            })))
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version),
+                    "metadata": {}, "items": items,
+                }),
+            ))
         }
         (&Method::GET, Some(name), None) => {
             let obj = out(&t, core.get(&t.rt, ns, name)?);
             if table::wants_table(accept) {
-                let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
-                return Ok(json_response(200, &table::table(&t.rt, &[obj], rv, None, Include::parse(q.get("includeObject")))));
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                return Ok(json_response(
+                    200,
+                    &table::table(
+                        &t.rt,
+                        &[obj],
+                        rv,
+                        None,
+                        Include::parse(q.get("includeObject")),
+                    ),
+                ));
             }
             Ok(json_response(200, &obj))
         }
@@ -348,7 +406,10 @@ async fn resource(
         }
         (&Method::PUT, Some(name), Some("finalize")) => {
             let (body, _) = read_body(req).await?;
-            let fins = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            let fins = body
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
             let updated = core.mutate(&t.rt, None, name, |o| o["spec"]["finalizers"] = fins)?;
             Ok(json_response(200, &out(&t, updated)))
         }
@@ -378,7 +439,10 @@ async fn resource(
             let deleted = core.delete(&t.rt, ns, name, &opts)?;
             let pending = deleted.pointer("/metadata/deletionTimestamp").is_some()
                 && core.get(&t.rt, ns, name).is_ok();
-            Ok(json_response(if pending { 202 } else { 200 }, &out(&t, deleted)))
+            Ok(json_response(
+                if pending { 202 } else { 200 },
+                &out(&t, deleted),
+            ))
         }
         (&Method::GET | &Method::POST, Some(name), Some("exec")) => {
             exec::serve(shared.clone(), ns.unwrap_or("default"), name, req, &q)
@@ -409,7 +473,10 @@ fn sub_of(t: &Target) -> Subresource {
 
 fn delete_options(q: &Query, body: &Value) -> DeleteOptions {
     let from_body = |f: &str| body.get(f).and_then(Value::as_str).map(str::to_string);
-    let mut propagation = q.get("propagationPolicy").map(str::to_string).or(from_body("propagationPolicy"));
+    let mut propagation = q
+        .get("propagationPolicy")
+        .map(str::to_string)
+        .or(from_body("propagationPolicy"));
     if propagation.is_none() {
         // The pre-1.7 flag kubectl still sends in some paths.
         propagation = match body.get("orphanDependents").and_then(Value::as_bool) {
@@ -420,7 +487,10 @@ fn delete_options(q: &Query, body: &Value) -> DeleteOptions {
     }
     DeleteOptions {
         propagation,
-        precondition_uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+        precondition_uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         precondition_rv: body
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
@@ -438,9 +508,18 @@ fn json_pointer(path: &str) -> String {
 }
 
 fn scale_of(t: &Target, obj: &Value) -> Value {
-    let paths = t.rt.scale.as_ref().expect("scale target checked in routing");
-    let spec = obj.pointer(&json_pointer(&paths.spec_replicas)).cloned().unwrap_or(json!(0));
-    let status = obj.pointer(&json_pointer(&paths.status_replicas)).cloned().unwrap_or(json!(0));
+    let paths =
+        t.rt.scale
+            .as_ref()
+            .expect("scale target checked in routing");
+    let spec = obj
+        .pointer(&json_pointer(&paths.spec_replicas))
+        .cloned()
+        .unwrap_or(json!(0));
+    let status = obj
+        .pointer(&json_pointer(&paths.status_replicas))
+        .cloned()
+        .unwrap_or(json!(0));
     let selector = match &paths.label_selector {
         Some(p) => obj.pointer(&json_pointer(p)).cloned().unwrap_or(json!("")),
         None => json!(""),
@@ -489,16 +568,37 @@ async fn scale(
         body
     } else {
         match PatchType::from_content_type(&ct) {
-            Some(PatchType::Json) => super::patch::json_patch(&current, &body).map_err(ApiError::bad_request)?,
+            Some(PatchType::Json) => {
+                super::patch::json_patch(&current, &body).map_err(ApiError::bad_request)?
+            }
             Some(_) => super::patch::merge_patch(&current, &body),
-            None => return Err(ApiError::unsupported_media_type(format!("unsupported patch type {ct:?}"))),
+            None => {
+                return Err(ApiError::unsupported_media_type(format!(
+                    "unsupported patch type {ct:?}"
+                )))
+            }
         }
     };
-    let replicas = desired.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| {
-        ApiError::invalid("Scale", "autoscaling", name, "spec.replicas", "Required value")
-    })?;
+    let replicas = desired
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                "spec.replicas",
+                "Required value",
+            )
+        })?;
     if replicas < 0 {
-        return Err(ApiError::invalid("Scale", "autoscaling", name, "spec.replicas", "Invalid value: must be greater than or equal to 0"));
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            name,
+            "spec.replicas",
+            "Invalid value: must be greater than or equal to 0",
+        ));
     }
     let paths = t.rt.scale.as_ref().expect("checked in routing");
     let mut patch = json!({});
@@ -513,11 +613,22 @@ async fn scale(
             cur = &mut cur[*p];
         }
     }
-    if let Some(rv) = desired.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+    if let Some(rv) = desired
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+    {
         if is_put && !rv.is_empty() {
             patch["metadata"] = json!({"resourceVersion": rv});
         }
     }
-    let updated = core.patch(&t.rt, ns, name, PatchType::Merge, &patch, Subresource::Main, is_dry_run(q))?;
+    let updated = core.patch(
+        &t.rt,
+        ns,
+        name,
+        PatchType::Merge,
+        &patch,
+        Subresource::Main,
+        is_dry_run(q),
+    )?;
     Ok(json_response(200, &scale_of(t, &updated)))
 }

@@ -76,15 +76,27 @@ impl StandInConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("creating data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("loading persisted objects from {path}: {source}")]
-    Load { path: String, source: std::io::Error },
+    Load {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("writing kubeconfig {path}: {source}")]
-    Kubeconfig { path: String, source: std::io::Error },
+    Kubeconfig {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A running stand-in. Dropping it stops the server and its controllers.
@@ -111,17 +123,29 @@ impl StandIn {
             None
         };
         let persist_dir = config.persist.then(|| config.data_root.clone());
-        let store = store::Store::new(config.watch_history, persist_dir.as_deref()).map_err(|source| {
-            StartError::Load {
-                path: config.data_root.join("objects.json").display().to_string(),
-                source,
-            }
+        let store =
+            store::Store::new(config.watch_history, persist_dir.as_deref()).map_err(|source| {
+                StartError::Load {
+                    path: config.data_root.join("objects.json").display().to_string(),
+                    source,
+                }
+            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
         })?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let url = format!("{}://127.0.0.1:{}", if config.tls { "https" } else { "http" }, addr.port());
+        let url = format!(
+            "{}://127.0.0.1:{}",
+            if config.tls { "https" } else { "http" },
+            addr.port()
+        );
         let kubeconfig = tls::kubeconfig(
             &config.cluster_name,
             &url,
@@ -129,12 +153,14 @@ impl StandIn {
             config.token.as_deref().unwrap_or("anonymous"),
         );
         let kubeconfig_path = config.data_root.join("kubeconfig");
-        std::fs::write(&kubeconfig_path, serde_json::to_vec_pretty(&kubeconfig).unwrap_or_default()).map_err(
-            |source| StartError::Kubeconfig {
-                path: kubeconfig_path.display().to_string(),
-                source,
-            },
-        )?;
+        std::fs::write(
+            &kubeconfig_path,
+            serde_json::to_vec_pretty(&kubeconfig).unwrap_or_default(),
+        )
+        .map_err(|source| StartError::Kubeconfig {
+            path: kubeconfig_path.display().to_string(),
+            source,
+        })?;
         let core = core::ApiCore::new(store);
         controllers::bootstrap(&core);
         let shared = Arc::new(http::Shared { core, config });
@@ -145,7 +171,14 @@ impl StandIn {
             tasks.push(tokio::spawn(persist_loop(shared.clone())));
         }
         tracing::info!(cluster = %shared.config.cluster_name, %url, "stand-in API server listening");
-        Ok(StandIn { addr, url, kubeconfig_path, kubeconfig, shared, tasks })
+        Ok(StandIn {
+            addr,
+            url,
+            kubeconfig_path,
+            kubeconfig,
+            shared,
+            tasks,
+        })
     }
 
     pub fn config(&self) -> &StandInConfig {
@@ -192,7 +225,11 @@ async fn persist_loop(shared: Arc<http::Shared>) {
     }
 }
 
-async fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, shared: Arc<http::Shared>) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shared: Arc<http::Shared>,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, _) = match listener.accept().await {
@@ -208,18 +245,30 @@ async fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, sh
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(authorize_then_handle(shared, req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(authorize_then_handle(shared, req).await)
+                }
             });
             let builder = hyper::server::conn::http1::Builder::new();
             let result = match acceptor {
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls) => builder.serve_connection(TokioIo::new(tls), svc).with_upgrades().await,
+                    Ok(tls) => {
+                        builder
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .with_upgrades()
+                            .await
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "TLS handshake failed");
                         return;
                     }
                 },
-                None => builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await,
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -238,7 +287,10 @@ async fn authorize_then_handle(
             .get(::http::header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "));
-        let open = matches!(req.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version");
+        let open = matches!(
+            req.uri().path(),
+            "/healthz" | "/livez" | "/readyz" | "/version"
+        );
         if presented != Some(token.as_str()) && !open {
             let mut e = error::ApiError::forbidden("Unauthorized");
             e.code = 401;

@@ -25,7 +25,11 @@ fn apply_op(doc: &mut Value, op: &Value) -> Result<(), String> {
         .and_then(Value::as_str)
         .ok_or("missing \"path\"")?;
     let value = || op.get("value").cloned().ok_or("missing \"value\"");
-    let from = || op.get("from").and_then(Value::as_str).ok_or("missing \"from\"");
+    let from = || {
+        op.get("from")
+            .and_then(Value::as_str)
+            .ok_or("missing \"from\"")
+    };
     match name {
         "add" => add(doc, path, value()?),
         "remove" => remove(doc, path).map(|_| ()),
@@ -45,10 +49,9 @@ fn apply_op(doc: &mut Value, op: &Value) -> Result<(), String> {
             add(doc, path, v)
         }
         "copy" => {
-            let v = doc
-                .pointer(from()?)
-                .cloned()
-                .ok_or_else(|| format!("copy: from path {:?} does not exist", from().unwrap_or("")))?;
+            let v = doc.pointer(from()?).cloned().ok_or_else(|| {
+                format!("copy: from path {:?} does not exist", from().unwrap_or(""))
+            })?;
             add(doc, path, v)
         }
         "test" => {
@@ -154,8 +157,14 @@ pub fn merge_patch(doc: &Value, patch: &Value) -> Value {
 /// unambiguous enough to key on the name alone, except `ports`, which is decided per element.
 fn merge_key(field: &str, element: &Value) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "imagePullSecrets" | "resourceClaims" | "volumeClaimTemplates" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "volumeClaimTemplates" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "hostAliases" => "ip",
@@ -231,9 +240,7 @@ fn smp_map(doc: Option<&Map<String, Value>>, patch: &Map<String, Value>) -> Resu
             continue;
         }
         let merged = match (out.get(k), v) {
-            (existing, Value::Object(pm)) => {
-                smp_map(existing.and_then(Value::as_object), pm)?
-            }
+            (existing, Value::Object(pm)) => smp_map(existing.and_then(Value::as_object), pm)?,
             (existing, Value::Array(pl)) => smp_list(k, existing.and_then(Value::as_array), pl)?,
             (_, other) => other.clone(),
         };
@@ -252,9 +259,7 @@ fn smp_map(doc: Option<&Map<String, Value>>, patch: &Map<String, Value>) -> Resu
 }
 
 fn strip_directives(m: Map<String, Value>) -> Map<String, Value> {
-    m.into_iter()
-        .filter(|(k, _)| !k.starts_with('$'))
-        .collect()
+    m.into_iter().filter(|(k, _)| !k.starts_with('$')).collect()
 }
 
 fn smp_list(field: &str, doc: Option<&Vec<Value>>, patch: &[Value]) -> Result<Value, String> {
@@ -286,7 +291,8 @@ fn smp_list(field: &str, doc: Option<&Vec<Value>>, patch: &[Value]) -> Result<Va
                     }
                     (None, Some("delete")) => {}
                     (Some(i), _) => {
-                        let merged = smp_map(out[i].as_object(), pe.as_object().unwrap_or(&Map::new()))?;
+                        let merged =
+                            smp_map(out[i].as_object(), pe.as_object().unwrap_or(&Map::new()))?;
                         out[i] = merged;
                     }
                     (None, _) => {
@@ -313,7 +319,7 @@ fn smp_list(field: &str, doc: Option<&Vec<Value>>, patch: &[Value]) -> Result<Va
 
 /// Orders a merged list as `$setElementOrder` says; elements it does not name keep their
 /// relative order after the named ones.
-fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
+fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
     let ident = |e: &Value| -> Value {
         match merge_key(field, e) {
             Some(k) if e.is_object() => e.get(k).cloned().unwrap_or(Value::Null),
@@ -351,14 +357,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, json!({"a": {"b": [9, 2]}, "c": "y", "e": "y"}));
-        let err = json_patch(&doc, &json!([{"op": "test", "path": "/c", "value": "no"}])).unwrap_err();
+        let err =
+            json_patch(&doc, &json!([{"op": "test", "path": "/c", "value": "no"}])).unwrap_err();
         assert!(err.contains("test failed"));
         assert!(json_patch(&doc, &json!([{"op": "remove", "path": "/zz"}])).is_err());
     }
 
     #[test]
     fn merge_patch_deletes_with_null() {
-        let out = merge_patch(&json!({"a": 1, "b": {"c": 2, "d": 3}}), &json!({"a": null, "b": {"c": 5}}));
+        let out = merge_patch(
+            &json!({"a": 1, "b": {"c": 2, "d": 3}}),
+            &json!({"a": null, "b": {"c": 5}}),
+        );
         assert_eq!(out, json!({"b": {"c": 5, "d": 3}}));
     }
 
@@ -373,7 +383,13 @@ mod tests {
         let out = strategic_merge_patch(&doc, &patch).unwrap();
         assert_eq!(out["spec"]["containers"][0]["name"], "b");
         assert_eq!(out["spec"]["containers"][1]["image"], "a:2");
-        assert_eq!(out["spec"]["containers"][1]["env"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            out["spec"]["containers"][1]["env"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -387,7 +403,11 @@ mod tests {
         assert_eq!(out["spec"]["volumes"], json!([{"name": "v2"}]));
         assert_eq!(out["spec"]["sel"], json!({"c": 3}));
         assert_eq!(out["metadata"]["finalizers"], json!(["x", "y"]));
-        let out = strategic_merge_patch(&doc, &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}})).unwrap();
+        let out = strategic_merge_patch(
+            &doc,
+            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}}),
+        )
+        .unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!([]));
     }
 }

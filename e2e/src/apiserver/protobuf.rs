@@ -47,7 +47,11 @@ impl<'a> Reader<'a> {
             0 => Ok(Some((field, Field::Varint(self.varint()?)))),
             2 => {
                 let len = self.varint()? as usize;
-                let end = self.pos.checked_add(len).filter(|e| *e <= self.buf.len()).ok_or("truncated field")?;
+                let end = self
+                    .pos
+                    .checked_add(len)
+                    .filter(|e| *e <= self.buf.len())
+                    .ok_or("truncated field")?;
                 let bytes = &self.buf[self.pos..end];
                 self.pos = end;
                 Ok(Some((field, Field::Bytes(bytes))))
@@ -227,7 +231,11 @@ mod tests {
 
     #[test]
     fn decodes_a_namespace_like_kubectl_sends_it() {
-        let meta = [field(1, b"shop"), field(11, &[field(1, b"team"), field(2, b"a")].concat())].concat();
+        let meta = [
+            field(1, b"shop"),
+            field(11, &[field(1, b"team"), field(2, b"a")].concat()),
+        ]
+        .concat();
         let ns = field(1, &meta);
         let type_meta = [field(1, b"v1"), field(2, b"Namespace")].concat();
         let unknown = [field(1, &type_meta), field(2, &ns)].concat();

@@ -59,7 +59,9 @@ impl ResourceType {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
-        let mut verbs = vec!["create", "delete", "get", "list", "patch", "update", "watch"];
+        let mut verbs = vec![
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ];
         if self.plural != "namespaces" {
             verbs.insert(2, "deletecollection");
         }
@@ -133,7 +135,7 @@ impl Registry {
             }
         }
         for versions in groups.values_mut() {
-            versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         }
         let mut out: Vec<(String, Vec<String>)> = groups.into_iter().collect();
         out.sort_by_key(|(g, _)| {
@@ -231,20 +233,53 @@ const BUILTINS: &[B] = &[
     b("", "v1", "Namespace", "namespaces", &["ns"], false).status(),
     b("", "v1", "Node", "nodes", &["no"], false).status(),
     b("", "v1", "Pod", "pods", &["po"], true).status().all(),
-    b("", "v1", "Service", "services", &["svc"], true).status().all(),
+    b("", "v1", "Service", "services", &["svc"], true)
+        .status()
+        .all(),
     b("", "v1", "Endpoints", "endpoints", &["ep"], true),
     b("", "v1", "ConfigMap", "configmaps", &["cm"], true),
     b("", "v1", "Secret", "secrets", &[], true),
     b("", "v1", "ServiceAccount", "serviceaccounts", &["sa"], true),
-    b("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"], true).status(),
-    b("", "v1", "PersistentVolume", "persistentvolumes", &["pv"], false).status(),
+    b(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        &["pvc"],
+        true,
+    )
+    .status(),
+    b(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        &["pv"],
+        false,
+    )
+    .status(),
     b("", "v1", "Event", "events", &["ev"], true),
-    b("", "v1", "ReplicationController", "replicationcontrollers", &["rc"], true)
-        .status()
-        .scale()
-        .all(),
+    b(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        &["rc"],
+        true,
+    )
+    .status()
+    .scale()
+    .all(),
     b("", "v1", "LimitRange", "limitranges", &["limits"], true),
-    b("", "v1", "ResourceQuota", "resourcequotas", &["quota"], true).status(),
+    b(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        &["quota"],
+        true,
+    )
+    .status(),
     b("apps", "v1", "Deployment", "deployments", &["deploy"], true)
         .status()
         .scale()
@@ -253,37 +288,178 @@ const BUILTINS: &[B] = &[
         .status()
         .scale()
         .all(),
-    b("apps", "v1", "DaemonSet", "daemonsets", &["ds"], true).status().all(),
+    b("apps", "v1", "DaemonSet", "daemonsets", &["ds"], true)
+        .status()
+        .all(),
     b("apps", "v1", "ReplicaSet", "replicasets", &["rs"], true)
         .status()
         .scale()
         .all(),
-    b("apps", "v1", "ControllerRevision", "controllerrevisions", &[], true),
+    b(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        &[],
+        true,
+    ),
     b("batch", "v1", "Job", "jobs", &[], true).status().all(),
-    b("batch", "v1", "CronJob", "cronjobs", &["cj"], true).status().all(),
-    b("rbac.authorization.k8s.io", "v1", "Role", "roles", &[], true),
-    b("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", &[], true),
-    b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", &[], false),
-    b("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", &[], false),
-    b("storage.k8s.io", "v1", "StorageClass", "storageclasses", &["sc"], false),
-    b("networking.k8s.io", "v1", "Ingress", "ingresses", &["ing"], true).status(),
-    b("networking.k8s.io", "v1", "IngressClass", "ingressclasses", &[], false),
-    b("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", &["netpol"], true),
-    b("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", &["pdb"], true).status(),
-    b("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"], true)
+    b("batch", "v1", "CronJob", "cronjobs", &["cj"], true)
         .status()
         .all(),
-    b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", &["crd", "crds"], false)
-        .status(),
-    b("apiregistration.k8s.io", "v1", "APIService", "apiservices", &[], false).status(),
-    b("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", &[], false),
-    b("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", &[], false),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        &[],
+        true,
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        &[],
+        true,
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        &[],
+        false,
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        &[],
+        false,
+    ),
+    b(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        &["sc"],
+        false,
+    ),
+    b(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        &["ing"],
+        true,
+    )
+    .status(),
+    b(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        &[],
+        false,
+    ),
+    b(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        &["netpol"],
+        true,
+    ),
+    b(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        &["pdb"],
+        true,
+    )
+    .status(),
+    b(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        &["hpa"],
+        true,
+    )
+    .status()
+    .all(),
+    b(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        &["crd", "crds"],
+        false,
+    )
+    .status(),
+    b(
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        &[],
+        false,
+    )
+    .status(),
+    b(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        &[],
+        false,
+    ),
+    b(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        &[],
+        false,
+    ),
     b("coordination.k8s.io", "v1", "Lease", "leases", &[], true),
-    b("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", &[], true),
-    b("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots", &["vs"], true).status(),
-    b("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent", "volumesnapshotcontents", &["vsc", "vscs"], false)
-        .status(),
-    b("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass", "volumesnapshotclasses", &["vsclass", "vsclasses"], false),
+    b(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        &[],
+        true,
+    ),
+    b(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshot",
+        "volumesnapshots",
+        &["vs"],
+        true,
+    )
+    .status(),
+    b(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshotContent",
+        "volumesnapshotcontents",
+        &["vsc", "vscs"],
+        false,
+    )
+    .status(),
+    b(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshotClass",
+        "volumesnapshotclasses",
+        &["vsclass", "vsclasses"],
+        false,
+    ),
 ];
 
 /// Kinds whose objects carry no spec and therefore no generation.
@@ -424,8 +600,16 @@ pub fn resource_type_from_crd(crd: &Value) -> Result<ResourceType, String> {
             {
                 printer_columns.push(PrinterColumn {
                     name: c.get("name").and_then(Value::as_str).unwrap_or("").into(),
-                    type_: c.get("type").and_then(Value::as_str).unwrap_or("string").into(),
-                    json_path: c.get("jsonPath").and_then(Value::as_str).unwrap_or("").into(),
+                    type_: c
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("string")
+                        .into(),
+                    json_path: c
+                        .get("jsonPath")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .into(),
                     description: c
                         .get("description")
                         .and_then(Value::as_str)
@@ -498,7 +682,7 @@ mod tests {
     #[test]
     fn versions_sort_like_kubernetes() {
         let mut v = vec!["v1alpha1", "v2", "v1beta2", "v1", "v1beta1"];
-        v.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        v.sort_by_key(|x| std::cmp::Reverse(version_priority(x)));
         assert_eq!(v, vec!["v2", "v1", "v1beta2", "v1beta1", "v1alpha1"]);
     }
 
@@ -512,6 +696,8 @@ mod tests {
         let crd = json!({"metadata": {"name": "wrong"},
                          "spec": {"group": "example.com", "names": {"plural": "caches", "kind": "Cache"},
                                   "scope": "Namespaced", "versions": [{"name": "v1", "served": true, "storage": true}]}});
-        assert!(resource_type_from_crd(&crd).unwrap_err().starts_with("metadata.name"));
+        assert!(resource_type_from_crd(&crd)
+            .unwrap_err()
+            .starts_with("metadata.name"));
     }
 }

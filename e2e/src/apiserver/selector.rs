@@ -139,7 +139,10 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
         return Ok(Requirement::DoesNotExist(valid_key(key.trim())?));
     }
     for (op, ctor) in [
-        (" notin ", Requirement::NotIn as fn(String, BTreeSet<String>) -> Requirement),
+        (
+            " notin ",
+            Requirement::NotIn as fn(String, BTreeSet<String>) -> Requirement,
+        ),
         (" in ", Requirement::In),
     ] {
         if let Some((key, rest)) = term.split_once(op) {
@@ -147,7 +150,9 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
             let inner = rest
                 .strip_prefix('(')
                 .and_then(|r| r.strip_suffix(')'))
-                .ok_or_else(|| format!("unable to parse requirement: {term:?}: expected ( values )"))?;
+                .ok_or_else(|| {
+                    format!("unable to parse requirement: {term:?}: expected ( values )")
+                })?;
             let values = inner
                 .split(',')
                 .map(|v| v.trim().to_string())
@@ -157,7 +162,10 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
         }
     }
     if let Some((k, v)) = term.split_once("!=") {
-        return Ok(Requirement::NotEquals(valid_key(k.trim())?, v.trim().into()));
+        return Ok(Requirement::NotEquals(
+            valid_key(k.trim())?,
+            v.trim().into(),
+        ));
     }
     if let Some((k, v)) = term.split_once("==") {
         return Ok(Requirement::Equals(valid_key(k.trim())?, v.trim().into()));
@@ -171,13 +179,14 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
 fn valid_key(k: &str) -> Result<String, String> {
     let ok = !k.is_empty()
         && k.len() <= 317
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
     if ok {
         Ok(k.to_string())
     } else {
-        Err(format!("unable to parse requirement: invalid label key {k:?}"))
+        Err(format!(
+            "unable to parse requirement: invalid label key {k:?}"
+        ))
     }
 }
 
@@ -215,7 +224,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(format!("invalid selector: '{term}'; can't understand '{term}'"));
+                return Err(format!(
+                    "invalid selector: '{term}'; can't understand '{term}'"
+                ));
             };
             let field = field.trim();
             if !SUPPORTED_FIELDS.contains(&field) {
@@ -267,10 +278,17 @@ mod tests {
 
     #[test]
     fn field_selectors() {
-        let obj = json!({"metadata": {"name": "a", "namespace": "x"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("metadata.name=a").unwrap().matches(&obj));
-        assert!(!FieldSelector::parse("metadata.namespace!=x").unwrap().matches(&obj));
-        assert!(FieldSelector::parse("status.phase==Running").unwrap().matches(&obj));
+        let obj =
+            json!({"metadata": {"name": "a", "namespace": "x"}, "status": {"phase": "Running"}});
+        assert!(FieldSelector::parse("metadata.name=a")
+            .unwrap()
+            .matches(&obj));
+        assert!(!FieldSelector::parse("metadata.namespace!=x")
+            .unwrap()
+            .matches(&obj));
+        assert!(FieldSelector::parse("status.phase==Running")
+            .unwrap()
+            .matches(&obj));
         assert!(FieldSelector::parse("spec.bogus=1").is_err());
     }
 }

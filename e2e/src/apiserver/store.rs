@@ -178,13 +178,11 @@ impl Inner {
         namespace: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
         let start = Key::new(group, resource, namespace.unwrap_or(""), "");
-        self.objects
-            .range(start..)
-            .take_while(move |(k, _)| {
-                k.group == group
-                    && k.resource == resource
-                    && namespace.is_none_or(|ns| k.namespace == ns)
-            })
+        self.objects.range(start..).take_while(move |(k, _)| {
+            k.group == group
+                && k.resource == resource
+                && namespace.is_none_or(|ns| k.namespace == ns)
+        })
     }
 
     pub fn all(&self) -> impl Iterator<Item = (&Key, &Value)> {
@@ -243,12 +241,7 @@ impl Inner {
                     oldest: self.compacted,
                 })
             }
-            Some(rv) => self
-                .history
-                .iter()
-                .filter(|e| e.rv > rv)
-                .cloned()
-                .collect(),
+            Some(rv) => self.history.iter().filter(|e| e.rv > rv).cloned().collect(),
         };
         Ok(WatchStart {
             replay,
@@ -267,14 +260,23 @@ mod tests {
     fn revisions_are_shared_and_history_compacts() {
         let store = Store::new(3, None).unwrap();
         let mut s = store.lock();
-        let a = s.put(Key::new("", "configmaps", "d", "a"), json!({"metadata": {}}));
-        let b = s.put(Key::new("apps", "deployments", "d", "b"), json!({"metadata": {}}));
+        let a = s.put(
+            Key::new("", "configmaps", "d", "a"),
+            json!({"metadata": {}}),
+        );
+        let b = s.put(
+            Key::new("apps", "deployments", "d", "b"),
+            json!({"metadata": {}}),
+        );
         assert_eq!(a["metadata"]["resourceVersion"], "2");
         assert_eq!(b["metadata"]["resourceVersion"], "3");
         let w = s.watch(Some(2)).ok().unwrap();
         assert_eq!(w.replay.len(), 1);
         for i in 0..5 {
-            s.put(Key::new("", "configmaps", "d", &format!("x{i}")), json!({"metadata": {}}));
+            s.put(
+                Key::new("", "configmaps", "d", &format!("x{i}")),
+                json!({"metadata": {}}),
+            );
         }
         assert!(s.watch(Some(2)).is_err());
         assert_eq!(s.range("", "configmaps", Some("d")).count(), 6);
@@ -285,9 +287,10 @@ mod tests {
     fn persists_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(10, Some(dir.path())).unwrap();
-        store
-            .lock()
-            .put(Key::new("", "namespaces", "", "shop"), json!({"metadata": {"name": "shop"}}));
+        store.lock().put(
+            Key::new("", "namespaces", "", "shop"),
+            json!({"metadata": {"name": "shop"}}),
+        );
         store.persist().unwrap();
         let again = Store::new(10, Some(dir.path())).unwrap();
         let s = again.lock();

@@ -113,7 +113,10 @@ fn columns(t: &ResourceType) -> Vec<Value> {
 }
 
 fn cells(t: &ResourceType, obj: &Value) -> Vec<Value> {
-    let name = obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+    let name = obj
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
     let mut c = vec![name];
     match (t.group.as_str(), t.kind.as_str()) {
         ("", "Pod") => {
@@ -121,19 +124,26 @@ fn cells(t: &ResourceType, obj: &Value) -> Vec<Value> {
                 .pointer("/spec/containers")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
-            let statuses = obj.pointer("/status/containerStatuses").and_then(Value::as_array);
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
             let ready = statuses.map_or(0, |s| {
-                s.iter().filter(|x| x.get("ready") == Some(&json!(true))).count()
+                s.iter()
+                    .filter(|x| x.get("ready") == Some(&json!(true)))
+                    .count()
             });
-            let restarts: i64 = statuses.map_or(0, |s| {
-                s.iter().map(|x| num(x, "/restartCount")).sum()
-            });
+            let restarts: i64 =
+                statuses.map_or(0, |s| s.iter().map(|x| num(x, "/restartCount")).sum());
             let status = if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 "Terminating".to_string()
             } else {
                 text(obj, "/status/phase")
             };
-            c.extend([json!(format!("{ready}/{total}")), json!(status), json!(restarts.to_string())]);
+            c.extend([
+                json!(format!("{ready}/{total}")),
+                json!(status),
+                json!(restarts.to_string()),
+            ]);
         }
         ("", "Namespace") => c.push(json!(text(obj, "/status/phase"))),
         ("", "Service") => {
@@ -147,7 +157,11 @@ fn cells(t: &ResourceType, obj: &Value) -> Vec<Value> {
             c.extend([
                 json!(text(obj, "/spec/type")),
                 json!(text(obj, "/spec/clusterIP")),
-                json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }),
+                json!(if ports.is_empty() {
+                    "<none>".into()
+                } else {
+                    ports.join(",")
+                }),
             ]);
         }
         ("", "ConfigMap") | ("", "Secret") => {
@@ -160,11 +174,18 @@ fn cells(t: &ResourceType, obj: &Value) -> Vec<Value> {
         }
         ("", "PersistentVolumeClaim") => c.extend([
             json!(text(obj, "/status/phase")),
-            json!(obj.pointer("/spec/volumeName").and_then(Value::as_str).unwrap_or("")),
+            json!(obj
+                .pointer("/spec/volumeName")
+                .and_then(Value::as_str)
+                .unwrap_or("")),
             json!(text(obj, "/spec/storageClassName")),
         ]),
         ("apps", "Deployment") => c.extend([
-            json!(format!("{}/{}", num(obj, "/status/readyReplicas"), num(obj, "/spec/replicas"))),
+            json!(format!(
+                "{}/{}",
+                num(obj, "/status/readyReplicas"),
+                num(obj, "/spec/replicas")
+            )),
             json!(num(obj, "/status/updatedReplicas")),
             json!(num(obj, "/status/availableReplicas")),
         ]),
@@ -214,7 +235,13 @@ pub fn row(t: &ResourceType, obj: &Value, include: Include) -> Value {
     json!({"cells": cells(t, obj), "object": object})
 }
 
-pub fn table(t: &ResourceType, items: &[Value], rv: u64, cont: Option<String>, include: Include) -> Value {
+pub fn table(
+    t: &ResourceType,
+    items: &[Value],
+    rv: u64,
+    cont: Option<String>,
+    include: Include,
+) -> Value {
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some(c) = cont {
         meta["continue"] = json!(c);

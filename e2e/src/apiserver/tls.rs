@@ -39,7 +39,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 
 /// Loads the certificates from `dir`, or makes and stores new ones.
 pub fn load_or_create(dir: &Path) -> Result<ServingCert, TlsError> {
-    let (ca, cert, key) = (dir.join("ca.crt"), dir.join("apiserver.crt"), dir.join("apiserver.key"));
+    let (ca, cert, key) = (
+        dir.join("ca.crt"),
+        dir.join("apiserver.crt"),
+        dir.join("apiserver.key"),
+    );
     if ca.exists() && cert.exists() && key.exists() {
         return Ok(ServingCert {
             ca_pem: std::fs::read_to_string(&ca).map_err(io(&ca))?,
@@ -72,7 +76,11 @@ pub fn load_or_create(dir: &Path) -> Result<ServingCert, TlsError> {
         key_pem: server_key.serialize_pem(),
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    for (path, contents) in [(&ca, &out.ca_pem), (&cert, &out.cert_pem), (&key, &out.key_pem)] {
+    for (path, contents) in [
+        (&ca, &out.ca_pem),
+        (&cert, &out.cert_pem),
+        (&key, &out.key_pem),
+    ] {
         std::fs::write(path, contents).map_err(io(path))?;
     }
     Ok(out)
@@ -97,7 +105,12 @@ pub fn server_config(cert: &ServingCert) -> Result<Arc<rustls::ServerConfig>, Tl
 }
 
 /// A kubeconfig for one cluster. JSON is valid YAML, and both kubectl and kube-rs read it.
-pub fn kubeconfig(cluster: &str, server: &str, ca_pem: Option<&str>, token: &str) -> serde_json::Value {
+pub fn kubeconfig(
+    cluster: &str,
+    server: &str,
+    ca_pem: Option<&str>,
+    token: &str,
+) -> serde_json::Value {
     let mut c = json!({"server": server});
     if let Some(ca) = ca_pem {
         c["certificate-authority-data"] =

@@ -29,13 +29,20 @@ impl Filter {
     fn matches(&self, ev: &StoreEvent) -> bool {
         ev.key.group == self.group
             && ev.key.resource == self.resource
-            && self.namespace.as_ref().is_none_or(|ns| ev.key.namespace == *ns)
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| ev.key.namespace == *ns)
             && self
                 .list
                 .label_selector
                 .as_ref()
                 .is_none_or(|s| s.matches(ev.object.pointer("/metadata/labels")))
-            && self.list.field_selector.as_ref().is_none_or(|f| f.matches(&ev.object))
+            && self
+                .list
+                .field_selector
+                .as_ref()
+                .is_none_or(|f| f.matches(&ev.object))
     }
 }
 
@@ -64,13 +71,19 @@ impl Encoder {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let kind = if self.table.is_some() { "Table".to_string() } else { self.target.rt.kind.clone() };
+        let kind = if self.table.is_some() {
+            "Table".to_string()
+        } else {
+            self.target.rt.kind.clone()
+        };
         let api_version = if self.table.is_some() {
             "meta.k8s.io/v1".to_string()
         } else {
             self.target.rt.api_version(&self.target.version)
         };
-        line(&json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": meta}}))
+        line(
+            &json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": meta}}),
+        )
     }
 }
 
@@ -98,7 +111,9 @@ pub fn serve(shared: Arc<Shared>, t: Target, q: &Query, accept: &str) -> ApiResu
     let requested: Option<u64> = match q.get("resourceVersion").filter(|r| !r.is_empty()) {
         None | Some("0") => None,
         Some(rv) => Some(rv.parse().map_err(|_| {
-            ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be an integer"))
+            ApiError::bad_request(format!(
+                "invalid resourceVersion {rv:?}: must be an integer"
+            ))
         })?),
     };
     let send_initial = q.flag("sendInitialEvents") || requested.is_none();
@@ -173,7 +188,10 @@ pub fn serve(shared: Arc<Shared>, t: Target, q: &Query, accept: &str) -> ApiResu
                     return;
                 }
             }
-            stream_live(live, filter, encoder, tx, current_rv, bookmarks, interval, timeout).await;
+            stream_live(
+                live, filter, encoder, tx, current_rv, bookmarks, interval, timeout,
+            )
+            .await;
         });
     }
 

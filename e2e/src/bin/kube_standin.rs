@@ -34,7 +34,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let mut config = StandInConfig::new(args.name, args.data_dir);
@@ -45,10 +47,14 @@ async fn main() -> anyhow::Result<()> {
     if args.token.is_some() {
         config.token = args.token;
     }
-    let standin = StandIn::start(config).await.context("starting the stand-in API server")?;
+    let standin = StandIn::start(config)
+        .await
+        .context("starting the stand-in API server")?;
     println!("server: {}", standin.url);
     println!("kubeconfig: {}", standin.kubeconfig_path.display());
-    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
     standin.shutdown().await;
     Ok(())
 }

@@ -46,7 +46,10 @@ pub enum EnvironmentError {
     #[error("starting cluster {cluster}: {source}")]
     Cluster { cluster: String, source: StartError },
     #[error("creating {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct Cluster {
@@ -76,16 +79,18 @@ impl Environment {
             source,
         })?;
         let nats = nats::Nats::start(&opts.dir).map_err(EnvironmentError::Nats)?;
-        let store = object_store::ObjectStore::start(opts.store, &opts.dir).map_err(EnvironmentError::ObjectStore)?;
+        let store = object_store::ObjectStore::start(opts.store, &opts.dir)
+            .map_err(EnvironmentError::ObjectStore)?;
         let mut clusters = Vec::new();
         for name in &opts.clusters {
             let mut config = StandInConfig::new(name.clone(), opts.dir.join("clusters").join(name));
             config.minor_version = opts.minor_version;
             config.persist = opts.persist;
-            let standin = BackgroundStandIn::start(config).map_err(|source| EnvironmentError::Cluster {
-                cluster: name.clone(),
-                source,
-            })?;
+            let standin =
+                BackgroundStandIn::start(config).map_err(|source| EnvironmentError::Cluster {
+                    cluster: name.clone(),
+                    source,
+                })?;
             clusters.push(Cluster {
                 name: name.clone(),
                 kubeconfig: standin.get().kubeconfig_path.clone(),
@@ -93,7 +98,12 @@ impl Environment {
                 standin,
             });
         }
-        Ok(Environment { dir: opts.dir.clone(), nats, store, clusters })
+        Ok(Environment {
+            dir: opts.dir.clone(),
+            nats,
+            store,
+            clusters,
+        })
     }
 
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
@@ -103,7 +113,10 @@ impl Environment {
     /// What a user needs to connect, as shell `export` lines with comments.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        out.push_str(&format!("# Ferry end-to-end environment in {}\n", self.dir.display()));
+        out.push_str(&format!(
+            "# Ferry end-to-end environment in {}\n",
+            self.dir.display()
+        ));
         out.push_str(&format!("export FERRY_NATS_URL={}\n", self.nats.url));
         for (k, v) in self.store.env() {
             out.push_str(&format!("export {k}={v}\n"));
@@ -119,7 +132,10 @@ impl Environment {
         }
         out.push_str(&format!(
             "# e.g. kubectl --kubeconfig {} get namespaces\n",
-            self.clusters.first().map(|c| c.kubeconfig.display().to_string()).unwrap_or_default()
+            self.clusters
+                .first()
+                .map(|c| c.kubeconfig.display().to_string())
+                .unwrap_or_default()
         ));
         out
     }

@@ -34,15 +34,24 @@ impl Nats {
         let bin = locate_or_install()?;
         let port = free_port()?;
         let store = dir.join("jetstream");
-        std::fs::create_dir_all(&store)
-            .map_err(|source| ProcessError::Io { what: format!("creating {}", store.display()), source })?;
+        std::fs::create_dir_all(&store).map_err(|source| ProcessError::Io {
+            what: format!("creating {}", store.display()),
+            source,
+        })?;
         let mut cmd = Command::new(bin);
         cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(&store)
             .args(["--server_name", "ferry-e2e"]);
         let mut process = Process::spawn("nats-server", cmd, dir.join("nats.log"))?;
-        process.wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(20))?;
-        Ok(Nats { url: format!("nats://127.0.0.1:{port}"), port, process })
+        process.wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(20),
+        )?;
+        Ok(Nats {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            process,
+        })
     }
 
     pub fn is_running(&mut self) -> bool {

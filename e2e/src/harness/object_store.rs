@@ -53,9 +53,15 @@ impl ObjectStore {
         match kind {
             StoreKind::File => {
                 let root = dir.join("objects");
-                std::fs::create_dir_all(&root)
-                    .map_err(|source| ProcessError::Io { what: format!("creating {}", root.display()), source })?;
-                Ok(ObjectStore { url: format!("file://{}", root.display()), s3: None, process: None })
+                std::fs::create_dir_all(&root).map_err(|source| ProcessError::Io {
+                    what: format!("creating {}", root.display()),
+                    source,
+                })?;
+                Ok(ObjectStore {
+                    url: format!("file://{}", root.display()),
+                    s3: None,
+                    process: None,
+                })
             }
             StoreKind::Garage => start_garage(dir),
         }
@@ -84,15 +90,19 @@ impl ObjectStore {
 }
 
 fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 fn start_garage(dir: &Path) -> Result<ObjectStore, ProcessError> {
     let bin = garage_binary()?;
     let root = dir.join("garage");
     for sub in ["meta", "data"] {
-        std::fs::create_dir_all(root.join(sub))
-            .map_err(|source| ProcessError::Io { what: format!("creating {}", root.join(sub).display()), source })?;
+        std::fs::create_dir_all(root.join(sub)).map_err(|source| ProcessError::Io {
+            what: format!("creating {}", root.join(sub).display()),
+            source,
+        })?;
     }
     let (rpc, s3, admin) = (free_port()?, free_port()?, free_port()?);
     let config = format!(
@@ -119,15 +129,21 @@ admin_token = "{admin_token}"
         admin_token = random_hex(16),
     );
     let config_path = root.join("garage.toml");
-    std::fs::write(&config_path, config)
-        .map_err(|source| ProcessError::Io { what: format!("writing {}", config_path.display()), source })?;
+    std::fs::write(&config_path, config).map_err(|source| ProcessError::Io {
+        what: format!("writing {}", config_path.display()),
+        source,
+    })?;
     restrict(&config_path)?;
     let cfg = config_path.display().to_string();
     let mut cmd = Command::new(&bin);
-    cmd.args(["-c", &cfg, "server"]).env("RUST_LOG", "garage=warn");
+    cmd.args(["-c", &cfg, "server"])
+        .env("RUST_LOG", "garage=warn");
     let mut process = Process::spawn("garage", cmd, root.join("garage.log"))?;
     for port in [rpc, s3, admin] {
-        process.wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(30))?;
+        process.wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(30),
+        )?;
     }
     let garage = |args: &[&str]| -> Result<String, ProcessError> {
         let mut full = vec!["-c", cfg.as_str()];
@@ -141,8 +157,25 @@ admin_token = "{admin_token}"
     garage(&["bucket", "create", BUCKET])?;
     let access_key_id = format!("GK{}", random_hex(12));
     let secret_access_key = random_hex(32);
-    garage(&["key", "import", "--yes", "-n", "ferry-e2e", &access_key_id, &secret_access_key])?;
-    garage(&["bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", &access_key_id])?;
+    garage(&[
+        "key",
+        "import",
+        "--yes",
+        "-n",
+        "ferry-e2e",
+        &access_key_id,
+        &secret_access_key,
+    ])?;
+    garage(&[
+        "bucket",
+        "allow",
+        "--read",
+        "--write",
+        "--owner",
+        BUCKET,
+        "--key",
+        &access_key_id,
+    ])?;
     Ok(ObjectStore {
         url: format!("s3://{BUCKET}"),
         s3: Some(S3Access {
@@ -159,6 +192,10 @@ admin_token = "{admin_token}"
 /// Garage refuses configuration files holding secrets that others can read.
 fn restrict(path: &Path) -> Result<(), ProcessError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|source| ProcessError::Io { what: format!("restricting {}", path.display()), source })
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        ProcessError::Io {
+            what: format!("restricting {}", path.display()),
+            source,
+        }
+    })
 }

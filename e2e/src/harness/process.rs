@@ -11,15 +11,35 @@ pub enum ProcessError {
     #[error("{program} not found on PATH: {hint}")]
     Missing { program: String, hint: String },
     #[error("starting {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("{program} exited before it was ready ({status}); its log {log} ends with:\n{tail}")]
-    Exited { program: String, status: String, log: String, tail: String },
+    Exited {
+        program: String,
+        status: String,
+        log: String,
+        tail: String,
+    },
     #[error("{program} did not become ready within {secs}s; its log {log} ends with:\n{tail}")]
-    NotReady { program: String, secs: u64, log: String, tail: String },
+    NotReady {
+        program: String,
+        secs: u64,
+        log: String,
+        tail: String,
+    },
     #[error("{program} {args}: {detail}")]
-    Command { program: String, args: String, detail: String },
+    Command {
+        program: String,
+        args: String,
+        detail: String,
+    },
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct Process {
@@ -41,7 +61,10 @@ pub fn free_port() -> Result<u16, ProcessError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|source| ProcessError::Io { what: "finding a free port".into(), source })
+        .map_err(|source| ProcessError::Io {
+            what: "finding a free port".into(),
+            source,
+        })
 }
 
 fn tail(log: &Path) -> String {
@@ -52,22 +75,36 @@ fn tail(log: &Path) -> String {
 
 impl Process {
     pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Result<Process, ProcessError> {
-        let file = std::fs::File::create(&log)
-            .map_err(|source| ProcessError::Io { what: format!("creating {}", log.display()), source })?;
-        let err = file
-            .try_clone()
-            .map_err(|source| ProcessError::Io { what: "duplicating a log handle".into(), source })?;
+        let file = std::fs::File::create(&log).map_err(|source| ProcessError::Io {
+            what: format!("creating {}", log.display()),
+            source,
+        })?;
+        let err = file.try_clone().map_err(|source| ProcessError::Io {
+            what: "duplicating a log handle".into(),
+            source,
+        })?;
         let child = command
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
             .spawn()
-            .map_err(|source| ProcessError::Spawn { program: name.into(), source })?;
-        Ok(Process { name: name.into(), child, log })
+            .map_err(|source| ProcessError::Spawn {
+                program: name.into(),
+                source,
+            })?;
+        Ok(Process {
+            name: name.into(),
+            child,
+            log,
+        })
     }
 
     /// Waits until `addr` accepts TCP connections, failing early if the process exits.
-    pub fn wait_for_port(&mut self, addr: SocketAddr, timeout: Duration) -> Result<(), ProcessError> {
+    pub fn wait_for_port(
+        &mut self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), ProcessError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -119,12 +156,19 @@ pub fn run(program: &Path, args: &[&str]) -> Result<String, ProcessError> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| ProcessError::Spawn { program: program.display().to_string(), source })?;
+        .map_err(|source| ProcessError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(ProcessError::Command {
             program: program.display().to_string(),
             args: args.join(" "),
-            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())

@@ -27,7 +27,12 @@ pub fn namespaces(ctl: &Ctl) -> bool {
             continue;
         }
         if ctl.find("", "serviceaccounts", &n, "default").is_none() {
-            changed |= ctl.create("", "serviceaccounts", Some(&n), json!({"metadata": {"name": "default"}}));
+            changed |= ctl.create(
+                "",
+                "serviceaccounts",
+                Some(&n),
+                json!({"metadata": {"name": "default"}}),
+            );
         }
         if ctl.find("", "configmaps", &n, "kube-root-ca.crt").is_none() {
             let ca = ctl.config.ca_pem.clone().unwrap_or_default();
@@ -44,12 +49,20 @@ pub fn namespaces(ctl: &Ctl) -> bool {
 fn finalizers(o: &Value) -> Vec<String> {
     o.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn without_finalizer(o: &mut Value, f: &str) {
-    if let Some(a) = o.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+    if let Some(a) = o
+        .pointer_mut("/metadata/finalizers")
+        .and_then(Value::as_array_mut)
+    {
         a.retain(|x| x.as_str() != Some(f));
     }
 }
@@ -81,8 +94,15 @@ pub fn owners(ctl: &Ctl) -> bool {
             changed |= ctl.delete(&k.group, &k.resource, obj);
         } else if alive < owners.len() {
             changed |= ctl.mutate(&k.group, &k.resource, obj, |o| {
-                if let Some(a) = o.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
-                    a.retain(|r| r.get("uid").and_then(Value::as_str).is_some_and(|u| live.contains(u)));
+                if let Some(a) = o
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    a.retain(|r| {
+                        r.get("uid")
+                            .and_then(Value::as_str)
+                            .is_some_and(|u| live.contains(u))
+                    });
                 }
             });
         }
@@ -102,18 +122,30 @@ pub fn owners(ctl: &Ctl) -> bool {
         if fins.iter().any(|f| f == "orphan") {
             for (dk, d) in &dependents {
                 changed |= ctl.mutate(&dk.group, &dk.resource, d, |o| {
-                    if let Some(a) = o.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+                    if let Some(a) = o
+                        .pointer_mut("/metadata/ownerReferences")
+                        .and_then(Value::as_array_mut)
+                    {
                         a.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
                     }
-                    if o.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|a| a.is_empty()) {
-                        o["metadata"].as_object_mut().map(|m| m.remove("ownerReferences"));
+                    if o.pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.is_empty())
+                    {
+                        o["metadata"]
+                            .as_object_mut()
+                            .map(|m| m.remove("ownerReferences"));
                     }
                 });
             }
-            changed |= ctl.mutate(&k.group, &k.resource, owner, |o| without_finalizer(o, "orphan"));
+            changed |= ctl.mutate(&k.group, &k.resource, owner, |o| {
+                without_finalizer(o, "orphan")
+            });
         } else if fins.iter().any(|f| f == "foregroundDeletion") {
             if dependents.is_empty() {
-                changed |= ctl.mutate(&k.group, &k.resource, owner, |o| without_finalizer(o, "foregroundDeletion"));
+                changed |= ctl.mutate(&k.group, &k.resource, owner, |o| {
+                    without_finalizer(o, "foregroundDeletion")
+                });
             } else {
                 for (dk, d) in &dependents {
                     changed |= ctl.delete(&dk.group, &dk.resource, d);

@@ -34,7 +34,11 @@ impl<'a> Ctl<'a> {
             .expect("controllers only touch built-in resources")
     }
 
-    pub fn of<'b>(&'b self, group: &'b str, plural: &'b str) -> impl Iterator<Item = &'b Value> + 'b {
+    pub fn of<'b>(
+        &'b self,
+        group: &'b str,
+        plural: &'b str,
+    ) -> impl Iterator<Item = &'b Value> + 'b {
         self.objects
             .iter()
             .filter(move |(k, _)| k.group == group && k.resource == plural)
@@ -44,12 +48,19 @@ impl<'a> Ctl<'a> {
     pub fn find(&self, group: &str, plural: &str, ns: &str, name: &str) -> Option<&Value> {
         self.objects
             .iter()
-            .find(|(k, _)| k.group == group && k.resource == plural && k.namespace == ns && k.name == name)
+            .find(|(k, _)| {
+                k.group == group && k.resource == plural && k.namespace == ns && k.name == name
+            })
             .map(|(_, v)| v)
     }
 
     /// Objects whose controller owner reference points at `owner`'s uid.
-    pub fn owned_by<'b>(&'b self, group: &'b str, plural: &'b str, owner: &'b Value) -> impl Iterator<Item = &'b Value> + 'b {
+    pub fn owned_by<'b>(
+        &'b self,
+        group: &'b str,
+        plural: &'b str,
+        owner: &'b Value,
+    ) -> impl Iterator<Item = &'b Value> + 'b {
         let uid = uid(owner).to_string();
         self.of(group, plural).filter(move |o| {
             o.pointer("/metadata/ownerReferences")
@@ -70,13 +81,21 @@ impl<'a> Ctl<'a> {
     }
 
     /// Changes an object if `f` changes it; returns whether it did.
-    pub fn mutate(&self, group: &str, plural: &str, obj: &Value, f: impl FnOnce(&mut Value)) -> bool {
+    pub fn mutate(
+        &self,
+        group: &str,
+        plural: &str,
+        obj: &Value,
+        f: impl FnOnce(&mut Value),
+    ) -> bool {
         let mut new = obj.clone();
         f(&mut new);
         if new == *obj {
             return false;
         }
-        let result: ApiResult<Value> = self.core.mutate(&self.rt(group, plural), ns_of(obj), name(obj), |o| *o = new);
+        let result: ApiResult<Value> =
+            self.core
+                .mutate(&self.rt(group, plural), ns_of(obj), name(obj), |o| *o = new);
         if let Err(e) = &result {
             if e.code != 404 {
                 tracing::warn!(group, plural, name = name(obj), error = %e, "controller update failed");
@@ -90,17 +109,26 @@ impl<'a> Ctl<'a> {
             return false;
         }
         self.core
-            .delete(&self.rt(group, plural), ns_of(obj), name(obj), &DeleteOptions::default())
+            .delete(
+                &self.rt(group, plural),
+                ns_of(obj),
+                name(obj),
+                &DeleteOptions::default(),
+            )
             .is_ok()
     }
 }
 
 pub fn name(o: &Value) -> &str {
-    o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+    o.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 pub fn uid(o: &Value) -> &str {
-    o.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+    o.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 pub fn ns_of(o: &Value) -> Option<&str> {
@@ -123,25 +151,37 @@ pub fn bootstrap(core: &ApiCore) {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         mk("", "namespaces", json!({"metadata": {"name": ns}}));
     }
-    mk("", "nodes", json!({
-        "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
-                                                  "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/control-plane": ""}},
-        "spec": {},
-        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "stand-in kubelet is ready"}],
-                   "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
-                   "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
-                   "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},
-                   "nodeInfo": {"kubeletVersion": "v1.33.0-ferry-standin", "operatingSystem": "linux", "architecture": "amd64"}}
-    }));
-    mk("storage.k8s.io", "storageclasses", json!({
-        "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-        "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
-        "allowVolumeExpansion": true,
-    }));
-    mk("snapshot.storage.k8s.io", "volumesnapshotclasses", json!({
-        "metadata": {"name": "standard-snapshots", "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
-        "driver": PROVISIONER, "deletionPolicy": "Delete",
-    }));
+    mk(
+        "",
+        "nodes",
+        json!({
+            "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+                                                      "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/control-plane": ""}},
+            "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "stand-in kubelet is ready"}],
+                       "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
+                       "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+                       "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+                       "nodeInfo": {"kubeletVersion": "v1.33.0-ferry-standin", "operatingSystem": "linux", "architecture": "amd64"}}
+        }),
+    );
+    mk(
+        "storage.k8s.io",
+        "storageclasses",
+        json!({
+            "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+            "allowVolumeExpansion": true,
+        }),
+    );
+    mk(
+        "snapshot.storage.k8s.io",
+        "volumesnapshotclasses",
+        json!({
+            "metadata": {"name": "standard-snapshots", "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
+            "driver": PROVISIONER, "deletionPolicy": "Delete",
+        }),
+    );
     let default_rt = core.resource("", "services").expect("built in");
     let _ = core.create(&default_rt, Some("default"), json!({
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -155,7 +195,11 @@ pub fn reconcile_once(core: &ApiCore, config: &StandInConfig) -> bool {
         let s = core.store.lock();
         s.all().map(|(k, v)| (k.clone(), v.clone())).collect()
     };
-    let ctl = Ctl { core, config, objects };
+    let ctl = Ctl {
+        core,
+        config,
+        objects,
+    };
     let mut changed = false;
     changed |= gc::namespaces(&ctl);
     changed |= gc::owners(&ctl);
@@ -179,9 +223,10 @@ pub async fn run(core: Arc<super::http::Shared>) {
         // cannot spin forever).
         for _ in 0..20 {
             let shared = core.clone();
-            let changed = tokio::task::spawn_blocking(move || reconcile_once(&shared.core, &shared.config))
-                .await
-                .unwrap_or(false);
+            let changed =
+                tokio::task::spawn_blocking(move || reconcile_once(&shared.core, &shared.config))
+                    .await
+                    .unwrap_or(false);
             if !changed {
                 break;
             }

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 /// Parses a Kubernetes quantity (`10Gi`, `500M`, `1024`) into bytes.
 pub fn parse_quantity(q: &str) -> Option<u64> {
     let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
     let (num, unit) = q.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit {
@@ -76,7 +78,9 @@ fn make_volume(path: &Path, block: bool, size: u64, source: Option<&Path>) -> st
 pub fn claims(ctl: &Ctl) -> bool {
     let mut changed = false;
     for pvc in ctl.of("", "persistentvolumeclaims") {
-        if pvc.pointer("/status/phase") != Some(&json!("Pending")) || pvc.pointer("/metadata/deletionTimestamp").is_some() {
+        if pvc.pointer("/status/phase") != Some(&json!("Pending"))
+            || pvc.pointer("/metadata/deletionTimestamp").is_some()
+        {
             continue;
         }
         let ns = ns_of(pvc).unwrap_or("default");
@@ -87,7 +91,10 @@ pub fn claims(ctl: &Ctl) -> bool {
             }
             continue;
         }
-        let class_name = pvc.pointer("/spec/storageClassName").and_then(Value::as_str).unwrap_or("");
+        let class_name = pvc
+            .pointer("/spec/storageClassName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let Some(class) = ctl.find("storage.k8s.io", "storageclasses", "", class_name) else {
             continue;
         };
@@ -106,13 +113,18 @@ pub fn claims(ctl: &Ctl) -> bool {
         let source = match pvc.pointer("/spec/dataSource") {
             Some(ds) if ds["kind"] == "VolumeSnapshot" => {
                 let snap_name = ds["name"].as_str().unwrap_or("");
-                let Some(snap) = ctl.find("snapshot.storage.k8s.io", "volumesnapshots", ns, snap_name) else {
+                let Some(snap) =
+                    ctl.find("snapshot.storage.k8s.io", "volumesnapshots", ns, snap_name)
+                else {
                     continue;
                 };
                 if snap.pointer("/status/readyToUse") != Some(&json!(true)) {
                     continue;
                 }
-                let content = snap.pointer("/status/boundVolumeSnapshotContentName").and_then(Value::as_str).unwrap_or("");
+                let content = snap
+                    .pointer("/status/boundVolumeSnapshotContentName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 Some(ctl.config.data_root.join("snapshots").join(content))
             }
             _ => None,
@@ -139,12 +151,21 @@ pub fn claims(ctl: &Ctl) -> bool {
     }
     // Volumes made in an earlier pass (or pre-created with a claimRef) bind their claims.
     for pv in ctl.of("", "persistentvolumes") {
-        let Some(claim) = pv.pointer("/spec/claimRef") else { continue };
-        let ns = claim["namespace"].as_str().unwrap_or("");
-        let Some(pvc) = ctl.find("", "persistentvolumeclaims", ns, claim["name"].as_str().unwrap_or("")) else {
+        let Some(claim) = pv.pointer("/spec/claimRef") else {
             continue;
         };
-        let uid_matches = claim.get("uid").is_none_or(|u| u.as_str() == Some(uid(pvc)) || u.as_str() == Some(""));
+        let ns = claim["namespace"].as_str().unwrap_or("");
+        let Some(pvc) = ctl.find(
+            "",
+            "persistentvolumeclaims",
+            ns,
+            claim["name"].as_str().unwrap_or(""),
+        ) else {
+            continue;
+        };
+        let uid_matches = claim
+            .get("uid")
+            .is_none_or(|u| u.as_str() == Some(uid(pvc)) || u.as_str() == Some(""));
         if pvc.pointer("/status/phase") == Some(&json!("Pending")) && uid_matches {
             changed |= bind(ctl, pvc, pv);
         }
@@ -160,7 +181,10 @@ fn bind(ctl: &Ctl, pvc: &Value, pv: &Value) -> bool {
         o["status"] = json!({"phase": "Bound", "lastPhaseTransitionTime": now()});
     });
     let capacity = pv.pointer("/spec/capacity").cloned().unwrap_or(json!({}));
-    let modes = pv.pointer("/spec/accessModes").cloned().unwrap_or(json!([]));
+    let modes = pv
+        .pointer("/spec/accessModes")
+        .cloned()
+        .unwrap_or(json!([]));
     changed |= ctl.mutate("", "persistentvolumeclaims", pvc, |o| {
         o["spec"]["volumeName"] = json!(name(pv));
         let ann = &mut o["metadata"]["annotations"];
@@ -168,7 +192,10 @@ fn bind(ctl: &Ctl, pvc: &Value, pv: &Value) -> bool {
         ann["pv.kubernetes.io/bound-by-controller"] = json!("yes");
         ann["volume.kubernetes.io/storage-provisioner"] = json!(PROVISIONER);
         o["status"] = json!({"phase": "Bound", "capacity": capacity, "accessModes": modes});
-        if o["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty()) {
+        if o["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty())
+        {
             o["metadata"]["finalizers"] = json!(["kubernetes.io/pvc-protection"]);
         }
     });
@@ -186,32 +213,51 @@ pub fn released_volumes(ctl: &Ctl) -> bool {
         let ns = ns_of(pvc).unwrap_or("");
         let in_use = ctl.of("", "pods").any(|p| {
             ns_of(p) == Some(ns)
-                && p.pointer("/spec/volumes").and_then(Value::as_array).is_some_and(|vs| {
-                    vs.iter().any(|v| v.pointer("/persistentVolumeClaim/claimName") == Some(&json!(name(pvc))))
-                })
+                && p.pointer("/spec/volumes")
+                    .and_then(Value::as_array)
+                    .is_some_and(|vs| {
+                        vs.iter().any(|v| {
+                            v.pointer("/persistentVolumeClaim/claimName") == Some(&json!(name(pvc)))
+                        })
+                    })
         });
         if !in_use {
             changed |= ctl.mutate("", "persistentvolumeclaims", pvc, |o| {
-                if let Some(f) = o.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+                if let Some(f) = o
+                    .pointer_mut("/metadata/finalizers")
+                    .and_then(Value::as_array_mut)
+                {
                     f.retain(|x| x != "kubernetes.io/pvc-protection");
                 }
             });
         }
     }
     for pv in ctl.of("", "persistentvolumes") {
-        let Some(claim) = pv.pointer("/spec/claimRef") else { continue };
-        if pv.pointer("/status/phase") != Some(&json!("Bound")) && pv.pointer("/metadata/deletionTimestamp").is_none() {
+        let Some(claim) = pv.pointer("/spec/claimRef") else {
+            continue;
+        };
+        if pv.pointer("/status/phase") != Some(&json!("Bound"))
+            && pv.pointer("/metadata/deletionTimestamp").is_none()
+        {
             continue;
         }
         let ns = claim["namespace"].as_str().unwrap_or("");
         let claim_alive = ctl
-            .find("", "persistentvolumeclaims", ns, claim["name"].as_str().unwrap_or(""))
+            .find(
+                "",
+                "persistentvolumeclaims",
+                ns,
+                claim["name"].as_str().unwrap_or(""),
+            )
             .is_some_and(|c| claim.get("uid").is_none_or(|u| u.as_str() == Some(uid(c))));
         let deleting = pv.pointer("/metadata/deletionTimestamp").is_some();
         if claim_alive && !deleting {
             continue;
         }
-        let policy = pv.pointer("/spec/persistentVolumeReclaimPolicy").and_then(Value::as_str).unwrap_or("Retain");
+        let policy = pv
+            .pointer("/spec/persistentVolumeReclaimPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Retain");
         if policy == "Delete" || deleting {
             if policy == "Delete" {
                 if let Some(path) = pv.pointer("/spec/hostPath/path").and_then(Value::as_str) {
@@ -222,7 +268,10 @@ pub fn released_volumes(ctl: &Ctl) -> bool {
                 }
             }
             changed |= ctl.mutate("", "persistentvolumes", pv, |o| {
-                if let Some(f) = o.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+                if let Some(f) = o
+                    .pointer_mut("/metadata/finalizers")
+                    .and_then(Value::as_array_mut)
+                {
                     f.retain(|x| x != "kubernetes.io/pv-protection");
                 }
             });
@@ -230,7 +279,9 @@ pub fn released_volumes(ctl: &Ctl) -> bool {
                 changed |= ctl.delete("", "persistentvolumes", pv);
             }
         } else {
-            changed |= ctl.mutate("", "persistentvolumes", pv, |o| o["status"]["phase"] = json!("Released"));
+            changed |= ctl.mutate("", "persistentvolumes", pv, |o| {
+                o["status"]["phase"] = json!("Released")
+            });
         }
     }
     changed
@@ -239,14 +290,21 @@ pub fn released_volumes(ctl: &Ctl) -> bool {
 pub fn snapshots(ctl: &Ctl) -> bool {
     let mut changed = false;
     for snap in ctl.of("snapshot.storage.k8s.io", "volumesnapshots") {
-        if snap.pointer("/status/readyToUse") == Some(&json!(true)) || snap.pointer("/metadata/deletionTimestamp").is_some() {
+        if snap.pointer("/status/readyToUse") == Some(&json!(true))
+            || snap.pointer("/metadata/deletionTimestamp").is_some()
+        {
             continue;
         }
         let ns = ns_of(snap).unwrap_or("default");
-        let Some(claim_name) = snap.pointer("/spec/source/persistentVolumeClaimName").and_then(Value::as_str) else {
+        let Some(claim_name) = snap
+            .pointer("/spec/source/persistentVolumeClaimName")
+            .and_then(Value::as_str)
+        else {
             continue;
         };
-        let Some(pvc) = ctl.find("", "persistentvolumeclaims", ns, claim_name) else { continue };
+        let Some(pvc) = ctl.find("", "persistentvolumeclaims", ns, claim_name) else {
+            continue;
+        };
         let Some(pv) = pvc
             .pointer("/spec/volumeName")
             .and_then(Value::as_str)
@@ -254,7 +312,9 @@ pub fn snapshots(ctl: &Ctl) -> bool {
         else {
             continue;
         };
-        let Some(src) = pv.pointer("/spec/hostPath/path").and_then(Value::as_str) else { continue };
+        let Some(src) = pv.pointer("/spec/hostPath/path").and_then(Value::as_str) else {
+            continue;
+        };
         let content_name = format!("snapcontent-{}", uid(snap));
         let dest = ctl.config.data_root.join("snapshots").join(&content_name);
         if !dest.exists() {
@@ -265,14 +325,33 @@ pub fn snapshots(ctl: &Ctl) -> bool {
                 continue;
             }
         }
-        let class_name = snap.pointer("/spec/volumeSnapshotClassName").and_then(Value::as_str).unwrap_or("standard-snapshots");
+        let class_name = snap
+            .pointer("/spec/volumeSnapshotClassName")
+            .and_then(Value::as_str)
+            .unwrap_or("standard-snapshots");
         let policy = ctl
-            .find("snapshot.storage.k8s.io", "volumesnapshotclasses", "", class_name)
+            .find(
+                "snapshot.storage.k8s.io",
+                "volumesnapshotclasses",
+                "",
+                class_name,
+            )
             .and_then(|c| c.get("deletionPolicy").cloned())
             .unwrap_or(json!("Delete"));
-        let size = pv.pointer("/spec/capacity/storage").cloned().unwrap_or(json!("0"));
+        let size = pv
+            .pointer("/spec/capacity/storage")
+            .cloned()
+            .unwrap_or(json!("0"));
         let t = now();
-        if ctl.find("snapshot.storage.k8s.io", "volumesnapshotcontents", "", &content_name).is_none() {
+        if ctl
+            .find(
+                "snapshot.storage.k8s.io",
+                "volumesnapshotcontents",
+                "",
+                &content_name,
+            )
+            .is_none()
+        {
             changed |= ctl.create("snapshot.storage.k8s.io", "volumesnapshotcontents", None, json!({
                 "metadata": {"name": content_name},
                 "spec": {"deletionPolicy": policy, "driver": PROVISIONER, "volumeSnapshotClassName": class_name,
@@ -290,13 +369,29 @@ pub fn snapshots(ctl: &Ctl) -> bool {
     }
     // Contents whose snapshot is gone go too, with their data, under the Delete policy.
     for content in ctl.of("snapshot.storage.k8s.io", "volumesnapshotcontents") {
-        let r = content.pointer("/spec/volumeSnapshotRef").cloned().unwrap_or(json!({}));
+        let r = content
+            .pointer("/spec/volumeSnapshotRef")
+            .cloned()
+            .unwrap_or(json!({}));
         let gone = ctl
-            .find("snapshot.storage.k8s.io", "volumesnapshots", r["namespace"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""))
+            .find(
+                "snapshot.storage.k8s.io",
+                "volumesnapshots",
+                r["namespace"].as_str().unwrap_or(""),
+                r["name"].as_str().unwrap_or(""),
+            )
             .is_none_or(|s| Some(uid(s)) != r["uid"].as_str());
-        if gone && content.pointer("/spec/deletionPolicy") == Some(&json!("Delete")) && content.pointer("/metadata/deletionTimestamp").is_none() {
-            let _ = std::fs::remove_dir_all(ctl.config.data_root.join("snapshots").join(name(content)))
-                .or_else(|_| std::fs::remove_file(ctl.config.data_root.join("snapshots").join(name(content))));
+        if gone
+            && content.pointer("/spec/deletionPolicy") == Some(&json!("Delete"))
+            && content.pointer("/metadata/deletionTimestamp").is_none()
+        {
+            let _ =
+                std::fs::remove_dir_all(ctl.config.data_root.join("snapshots").join(name(content)))
+                    .or_else(|_| {
+                        std::fs::remove_file(
+                            ctl.config.data_root.join("snapshots").join(name(content)),
+                        )
+                    });
             changed |= ctl.delete("snapshot.storage.k8s.io", "volumesnapshotcontents", content);
         }
     }

@@ -7,17 +7,24 @@ use crate::apiserver::core::now;
 use serde_json::{json, Value};
 
 fn replicas(o: &Value) -> i64 {
-    o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+    o.pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
 }
 
 fn generation(o: &Value) -> Value {
-    o.pointer("/metadata/generation").cloned().unwrap_or(json!(1))
+    o.pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1))
 }
 
 fn is_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn alive(o: &Value) -> bool {
@@ -38,8 +45,16 @@ fn template_hash(template: &Value) -> String {
 }
 
 /// A Pod (or ReplicaSet) object from a template, owned by `owner`.
-fn from_template(owner: &Value, name: Option<&str>, generate: Option<&str>, extra_labels: Value) -> Value {
-    let template = owner.pointer("/spec/template").cloned().unwrap_or(json!({}));
+fn from_template(
+    owner: &Value,
+    name: Option<&str>,
+    generate: Option<&str>,
+    extra_labels: Value,
+) -> Value {
+    let template = owner
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
     let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
     if let Some(n) = name {
         meta["name"] = json!(n);
@@ -81,11 +96,22 @@ pub fn deployments(ctl: &Ctl) -> bool {
         let (mut ready, mut total, mut updated) = (0, 0, 0);
         for rs in &owned {
             let target = if name(rs) == rs_name { want } else { 0 };
-            changed |= ctl.mutate("apps", "replicasets", rs, |o| o["spec"]["replicas"] = json!(target));
-            ready += rs.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0);
-            total += rs.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0);
+            changed |= ctl.mutate("apps", "replicasets", rs, |o| {
+                o["spec"]["replicas"] = json!(target)
+            });
+            ready += rs
+                .pointer("/status/readyReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            total += rs
+                .pointer("/status/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             if name(rs) == rs_name {
-                updated = rs.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0);
+                updated = rs
+                    .pointer("/status/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
             }
         }
         let available = ready >= want;
@@ -116,7 +142,9 @@ fn set_status(o: &mut Value, mut status: Value) {
                 .and_then(Value::as_array)
                 .and_then(|a| a.iter().find(|p| p["type"] == c["type"]));
             let time = match prev {
-                Some(p) if p["status"] == c["status"] => p.get("lastTransitionTime").cloned().unwrap_or(json!(now())),
+                Some(p) if p["status"] == c["status"] => {
+                    p.get("lastTransitionTime").cloned().unwrap_or(json!(now()))
+                }
                 _ => json!(now()),
             };
             c["lastTransitionTime"] = time;
@@ -173,27 +201,50 @@ pub fn stateful_sets(ctl: &Ctl) -> bool {
                 if ctl.find("", "persistentvolumeclaims", ns, &claim).is_none() {
                     let mut meta = t.get("metadata").cloned().unwrap_or(json!({}));
                     meta["name"] = json!(claim);
-                    meta["labels"] = sts.pointer("/spec/selector/matchLabels").cloned().unwrap_or(json!({}));
-                    changed |= ctl.create("", "persistentvolumeclaims", Some(ns), json!({
-                        "metadata": meta, "spec": t.get("spec").cloned().unwrap_or(json!({}))
-                    }));
+                    meta["labels"] = sts
+                        .pointer("/spec/selector/matchLabels")
+                        .cloned()
+                        .unwrap_or(json!({}));
+                    changed |= ctl.create(
+                        "",
+                        "persistentvolumeclaims",
+                        Some(ns),
+                        json!({
+                            "metadata": meta, "spec": t.get("spec").cloned().unwrap_or(json!({}))
+                        }),
+                    );
                 }
             }
-            if !pods.iter().any(|p| name(p) == pod_name) && ctl.find("", "pods", ns, &pod_name).is_none() {
+            if !pods.iter().any(|p| name(p) == pod_name)
+                && ctl.find("", "pods", ns, &pod_name).is_none()
+            {
                 // OrderedReady: the next pod waits for the previous one to be Ready.
-                let ordered = sts.pointer("/spec/podManagementPolicy").and_then(Value::as_str) != Some("Parallel");
+                let ordered = sts
+                    .pointer("/spec/podManagementPolicy")
+                    .and_then(Value::as_str)
+                    != Some("Parallel");
                 let prev_ready = i == 0
-                    || ctl.find("", "pods", ns, &format!("{}-{}", name(sts), i - 1)).is_some_and(is_ready);
+                    || ctl
+                        .find("", "pods", ns, &format!("{}-{}", name(sts), i - 1))
+                        .is_some_and(is_ready);
                 if ordered && !prev_ready {
                     break;
                 }
-                let mut pod = from_template(sts, Some(&pod_name), None, json!({
-                    "statefulset.kubernetes.io/pod-name": pod_name, "apps.kubernetes.io/pod-index": i.to_string()}));
+                let mut pod = from_template(
+                    sts,
+                    Some(&pod_name),
+                    None,
+                    json!({
+                    "statefulset.kubernetes.io/pod-name": pod_name, "apps.kubernetes.io/pod-index": i.to_string()}),
+                );
                 pod["spec"]["hostname"] = json!(pod_name);
                 if let Some(svc) = sts.pointer("/spec/serviceName") {
                     pod["spec"]["subdomain"] = svc.clone();
                 }
-                let volumes = pod["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+                let volumes = pod["spec"]["volumes"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
                 let mut volumes: Vec<Value> = volumes;
                 for t in &templates {
                     let vname = t.pointer("/metadata/name").cloned().unwrap_or(json!(""));
@@ -209,7 +260,11 @@ pub fn stateful_sets(ctl: &Ctl) -> bool {
             }
         }
         for p in &pods {
-            let index = name(p).rsplit('-').next().and_then(|i| i.parse::<i64>().ok()).unwrap_or(0);
+            let index = name(p)
+                .rsplit('-')
+                .next()
+                .and_then(|i| i.parse::<i64>().ok())
+                .unwrap_or(0);
             if index >= want {
                 changed |= ctl.delete("", "pods", p);
             }
@@ -248,23 +303,41 @@ pub fn jobs(ctl: &Ctl) -> bool {
             continue;
         }
         let pods: Vec<&Value> = ctl.owned_by("", "pods", job).collect();
-        let succeeded = pods.iter().filter(|p| p.pointer("/status/phase") == Some(&json!("Succeeded"))).count() as i64;
-        let failed = pods.iter().filter(|p| p.pointer("/status/phase") == Some(&json!("Failed"))).count() as i64;
+        let succeeded = pods
+            .iter()
+            .filter(|p| p.pointer("/status/phase") == Some(&json!("Succeeded")))
+            .count() as i64;
+        let failed = pods
+            .iter()
+            .filter(|p| p.pointer("/status/phase") == Some(&json!("Failed")))
+            .count() as i64;
         let active = pods.len() as i64 - succeeded - failed;
-        let completions = job.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1);
-        let backoff = job.pointer("/spec/backoffLimit").and_then(Value::as_i64).unwrap_or(6);
+        let completions = job
+            .pointer("/spec/completions")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let backoff = job
+            .pointer("/spec/backoffLimit")
+            .and_then(Value::as_i64)
+            .unwrap_or(6);
         let done = succeeded >= completions;
         let gave_up = failed > backoff;
         if !done && !gave_up && active == 0 {
-            let mut pod = from_template(job, None, Some(&format!("{}-", name(job))), json!({
+            let mut pod = from_template(
+                job,
+                None,
+                Some(&format!("{}-", name(job))),
+                json!({
                 "batch.kubernetes.io/job-name": name(job), "job-name": name(job),
-                "batch.kubernetes.io/controller-uid": uid(job)}));
+                "batch.kubernetes.io/controller-uid": uid(job)}),
+            );
             if pod.pointer("/spec/restartPolicy").is_none() {
                 pod["spec"]["restartPolicy"] = json!("Never");
             }
             changed |= ctl.create("", "pods", ns_of(job), pod);
         }
-        let mut status = json!({"active": active, "succeeded": succeeded, "failed": failed, "ready": 0});
+        let mut status =
+            json!({"active": active, "succeeded": succeeded, "failed": failed, "ready": 0});
         if job.pointer("/status/startTime").is_none() {
             status["startTime"] = json!(now());
         }
@@ -274,7 +347,8 @@ pub fn jobs(ctl: &Ctl) -> bool {
             }
             status["conditions"] = json!([{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]);
         } else if gave_up {
-            status["conditions"] = json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]);
+            status["conditions"] =
+                json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]);
         }
         changed |= ctl.mutate("batch", "jobs", job, |o| set_status(o, status));
     }
@@ -295,7 +369,10 @@ pub fn pods(ctl: &Ctl) -> bool {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str))
+            .filter_map(|v| {
+                v.pointer("/persistentVolumeClaim/claimName")
+                    .and_then(Value::as_str)
+            })
             .all(|c| {
                 ctl.find("", "persistentvolumeclaims", ns, c)
                     .is_some_and(|pvc| pvc.pointer("/status/phase") == Some(&json!("Bound")))
