@@ -13,6 +13,7 @@ mod discovery;
 pub mod error;
 mod exec;
 mod http;
+pub mod kubelet;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
@@ -52,8 +53,12 @@ pub struct StandInConfig {
     pub bookmark_interval: Duration,
     /// The bearer token clients must present; `None` accepts any request.
     pub token: Option<String>,
+    /// Pods whose image matches one of these run the mapped program as a local process.
+    pub image_programs: Vec<kubelet::ImageProgram>,
     /// Filled in at start: the CA that signed the serving certificate.
     pub ca_pem: Option<String>,
+    /// Filled in at start: the port the server listens on.
+    pub listen_port: u16,
 }
 
 impl StandInConfig {
@@ -68,7 +73,9 @@ impl StandInConfig {
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(5),
             token: Some(format!("ferry-{:016x}", rand::random::<u64>())),
+            image_programs: Vec::new(),
             ca_pem: None,
+            listen_port: 0,
         }
     }
 }
@@ -141,6 +148,7 @@ impl StandIn {
             addr: config.listen,
             source,
         })?;
+        config.listen_port = addr.port();
         let url = format!(
             "{}://127.0.0.1:{}",
             if config.tls { "https" } else { "http" },
@@ -167,6 +175,7 @@ impl StandIn {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(serve(listener, tls_config, shared.clone())));
         tasks.push(tokio::spawn(controllers::run(shared.clone())));
+        tasks.push(tokio::spawn(kubelet::run(shared.clone())));
         if shared.config.persist {
             tasks.push(tokio::spawn(persist_loop(shared.clone())));
         }

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use ferry_e2e::apiserver::kubelet::ImageProgram;
 use ferry_e2e::apiserver::{StandIn, StandInConfig};
 use std::path::PathBuf;
 
@@ -29,6 +30,10 @@ struct Args {
     /// Bearer token clients must present (random if not given; written to the kubeconfig).
     #[arg(long)]
     token: Option<String>,
+    /// Run pods whose image matches IMAGE_GLOB as local processes of PROGRAM (repeatable), e.g.
+    /// `--run-image '*/cache-operator:*=/usr/local/bin/cache-operator'`.
+    #[arg(long = "run-image", value_name = "IMAGE_GLOB=PROGRAM", value_parser = ImageProgram::parse)]
+    run_image: Vec<ImageProgram>,
 }
 
 #[tokio::main]
@@ -44,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
     config.tls = !args.insecure_http;
     config.minor_version = args.minor;
     config.persist = args.persist;
+    config.image_programs = args.run_image;
     if args.token.is_some() {
         config.token = args.token;
     }

@@ -7,7 +7,7 @@
 
 mod gc;
 mod storage;
-mod workloads;
+pub(crate) mod workloads;
 
 use super::core::{ApiCore, DeleteOptions};
 use super::error::ApiResult;

@@ -1,6 +1,6 @@
 //! Workload controllers: Deployments make ReplicaSets, ReplicaSets, StatefulSets, DaemonSets and
 //! Jobs make Pods, and the stand-in kubelet makes Pods Running and Ready (or Succeeded for Jobs).
-//! No container runs here.
+//! No container runs here; pods of mapped images belong to the process kubelet (`kubelet`).
 
 use super::{name, ns_of, owner_ref, uid, Ctl, NODE_NAME};
 use crate::apiserver::core::now;
@@ -361,6 +361,9 @@ pub fn pods(ctl: &Ctl) -> bool {
     let mut changed = false;
     for pod in ctl.of("", "pods").filter(|p| alive(p)) {
         if pod.pointer("/status/phase") != Some(&json!("Pending")) {
+            continue;
+        }
+        if crate::apiserver::kubelet::owns(&ctl.config.image_programs, pod) {
             continue;
         }
         let ns = ns_of(pod).unwrap_or("default");

@@ -1,0 +1,662 @@
+//! The process kubelet: pods whose image matches a configured pattern run a local program as a
+//! process, so an Operator that Ferry restores really starts and reconciles, and a Ferry spoke
+//! can be deployed into a stand-in cluster from its manifests.
+//!
+//! Without containers there is no filesystem namespace, so a pod sees its world through its
+//! sandbox directory (`FERRY_SANDBOX`): volumes appear at `$FERRY_SANDBOX/<mountPath>` (links
+//! to the volume's data), and the service-account token, CA and namespace are at
+//! `$FERRY_SANDBOX/var/run/secrets/kubernetes.io/serviceaccount/`. The in-cluster environment
+//! (`KUBERNETES_SERVICE_HOST`/`PORT`) is set, and so is `KUBECONFIG`, pointing at a kubeconfig
+//! with the same token, which kube-rs's `Config::infer` and controller-runtime read first.
+
+use super::controllers::workloads::running_status;
+use super::controllers::NODE_NAME;
+use super::core::now;
+use super::http::Shared;
+use super::tls;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// One mapping from container images to a local program.
+#[derive(Debug, Clone)]
+pub struct ImageProgram {
+    /// A glob over the image reference: `*` matches any run of characters, e.g.
+    /// `*/cache-operator:*`.
+    pub image: String,
+    pub program: PathBuf,
+}
+
+impl ImageProgram {
+    /// Parses `PATTERN=PROGRAM`, the command-line form.
+    pub fn parse(s: &str) -> Result<ImageProgram, String> {
+        let (image, program) = s
+            .split_once('=')
+            .ok_or_else(|| format!("image mapping {s:?}: expected IMAGE_GLOB=PROGRAM"))?;
+        if image.is_empty() || program.is_empty() {
+            return Err(format!("image mapping {s:?}: both sides must be non-empty"));
+        }
+        Ok(ImageProgram {
+            image: image.into(),
+            program: program.into(),
+        })
+    }
+}
+
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The program that runs this container, if its image is mapped.
+pub fn program_for<'a>(mappings: &'a [ImageProgram], container: &Value) -> Option<&'a Path> {
+    let image = container.get("image")?.as_str()?;
+    mappings
+        .iter()
+        .find(|m| glob_match(&m.image, image))
+        .map(|m| m.program.as_path())
+}
+
+/// Whether the process kubelet (rather than the placeholder kubelet) runs this pod.
+pub fn owns(mappings: &[ImageProgram], pod: &Value) -> bool {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| program_for(mappings, c).is_some()))
+}
+
+struct Running {
+    child: Child,
+    restarts: i64,
+    started: Instant,
+}
+
+struct Kubelet {
+    shared: Arc<Shared>,
+    /// Keyed by pod uid and container name.
+    running: HashMap<(String, String), Running>,
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    let mut kubelet = Kubelet {
+        shared: shared.clone(),
+        running: HashMap::new(),
+    };
+    let mut changes = shared.core.store.changes();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        kubelet.reconcile().await;
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { break },
+            _ = tick.tick() => {}
+        }
+    }
+    for (_, mut r) in kubelet.running.drain() {
+        let _ = r.child.kill().await;
+    }
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+impl Kubelet {
+    fn pods(&self) -> Vec<Value> {
+        let s = self.shared.core.store.lock();
+        s.range("", "pods", None).map(|(_, v)| v.clone()).collect()
+    }
+
+    async fn reconcile(&mut self) {
+        let shared = self.shared.clone();
+        let mappings = &shared.config.image_programs;
+        if mappings.is_empty() {
+            return;
+        }
+        let pods = self.pods();
+        let live: HashMap<String, &Value> = pods
+            .iter()
+            .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+            .map(|p| (str_at(p, "/metadata/uid").to_string(), p))
+            .collect();
+        // Processes of pods that are gone or going are stopped.
+        let stale: Vec<(String, String)> = self
+            .running
+            .keys()
+            .filter(|(uid, _)| !live.contains_key(uid))
+            .cloned()
+            .collect();
+        for key in stale {
+            if let Some(mut r) = self.running.remove(&key) {
+                let _ = r.child.kill().await;
+            }
+        }
+        for pod in live.values() {
+            if !owns(mappings, pod) {
+                continue;
+            }
+            match str_at(pod, "/status/phase") {
+                "Pending" => self.start_pod(pod),
+                "Running" => self.watch_pod(pod),
+                _ => {}
+            }
+        }
+    }
+
+    fn claims_bound(&self, pod: &Value) -> bool {
+        let ns = str_at(pod, "/metadata/namespace");
+        let Some(rt) = self.shared.core.resource("", "persistentvolumeclaims") else {
+            return false;
+        };
+        pod.pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                v.pointer("/persistentVolumeClaim/claimName")
+                    .and_then(Value::as_str)
+            })
+            .all(|c| {
+                self.shared
+                    .core
+                    .get(&rt, Some(ns), c)
+                    .is_ok_and(|pvc| str_at(&pvc, "/status/phase") == "Bound")
+            })
+    }
+
+    fn start_pod(&mut self, pod: &Value) {
+        if !self.claims_bound(pod) {
+            return;
+        }
+        let uid = str_at(pod, "/metadata/uid").to_string();
+        let containers = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for c in &containers {
+            let Some(program) = program_for(&self.shared.config.image_programs, c) else {
+                continue;
+            };
+            let name = c["name"].as_str().unwrap_or("").to_string();
+            if self.running.contains_key(&(uid.clone(), name.clone())) {
+                continue;
+            }
+            match self.spawn(pod, c, program) {
+                Ok(child) => {
+                    self.running.insert(
+                        (uid.clone(), name),
+                        Running {
+                            child,
+                            restarts: 0,
+                            started: Instant::now(),
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(pod = str_at(pod, "/metadata/name"), container = %name, error = %e, "starting container process failed");
+                    self.set_status(pod, |st| {
+                        st["phase"] = json!("Failed");
+                        st["reason"] = json!("ContainerCannotRun");
+                        st["message"] = json!(e);
+                    });
+                    return;
+                }
+            }
+        }
+        let status = running_status(pod, false);
+        let _ = self.shared.core.mutate(
+            &self.shared.core.resource("", "pods").expect("built in"),
+            pod.pointer("/metadata/namespace").and_then(Value::as_str),
+            str_at(pod, "/metadata/name"),
+            |o| {
+                if o.pointer("/spec/nodeName").is_none() {
+                    o["spec"]["nodeName"] = json!(NODE_NAME);
+                }
+                o["status"] = status;
+            },
+        );
+    }
+
+    /// Restarts exited processes as the pod's restart policy says, or ends the pod.
+    fn watch_pod(&mut self, pod: &Value) {
+        let uid = str_at(pod, "/metadata/uid").to_string();
+        let policy = str_at(pod, "/spec/restartPolicy").to_string();
+        let keys: Vec<(String, String)> = self
+            .running
+            .keys()
+            .filter(|(u, _)| *u == uid)
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            // The stand-in restarted while the pod ran: start its processes again.
+            self.start_pod_again(pod);
+            return;
+        }
+        for key in keys {
+            let exited = match self.running.get_mut(&key).map(|r| r.child.try_wait()) {
+                Some(Ok(Some(status))) => status.code().unwrap_or(137),
+                _ => continue,
+            };
+            let restart = policy == "Always" || (policy == "OnFailure" && exited != 0);
+            let container = key.1.clone();
+            if restart {
+                let r = self.running.get(&key).expect("present");
+                // Crash-looping programs back off, as the kubelet's CrashLoopBackOff does.
+                if r.started.elapsed() < Duration::from_secs(1) && r.restarts > 0 {
+                    continue;
+                }
+                let restarts = r.restarts + 1;
+                let c = pod
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| cs.iter().find(|c| c["name"] == json!(container)))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let Some(program) =
+                    program_for(&self.shared.config.image_programs, &c).map(Path::to_path_buf)
+                else {
+                    continue;
+                };
+                match self.spawn(pod, &c, &program) {
+                    Ok(child) => {
+                        self.running.insert(
+                            key,
+                            Running {
+                                child,
+                                restarts,
+                                started: Instant::now(),
+                            },
+                        );
+                        self.set_status(pod, |st| set_restarts(st, &container, restarts, exited));
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %container, error = %e, "restarting container process failed")
+                    }
+                }
+            } else {
+                self.running.remove(&key);
+                let all_done = !self.running.keys().any(|(u, _)| *u == uid);
+                self.set_status(pod, |st| {
+                    set_terminated(st, &container, exited);
+                    if all_done {
+                        st["phase"] = json!(if exited == 0 { "Succeeded" } else { "Failed" });
+                        for c in st["conditions"].as_array_mut().into_iter().flatten() {
+                            if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+                                c["status"] = json!("False");
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn start_pod_again(&mut self, pod: &Value) {
+        self.set_status(pod, |st| st["phase"] = json!("Pending"));
+    }
+
+    fn set_status(&self, pod: &Value, f: impl FnOnce(&mut Value)) {
+        let rt = self.shared.core.resource("", "pods").expect("built in");
+        let _ = self.shared.core.mutate(
+            &rt,
+            pod.pointer("/metadata/namespace").and_then(Value::as_str),
+            str_at(pod, "/metadata/name"),
+            |o| f(&mut o["status"]),
+        );
+    }
+
+    fn spawn(&self, pod: &Value, container: &Value, program: &Path) -> Result<Child, String> {
+        let ns = str_at(pod, "/metadata/namespace");
+        let pod_name = str_at(pod, "/metadata/name");
+        let cname = container["name"].as_str().unwrap_or("");
+        let sandbox = super::exec::sandbox_dir(&self.shared, ns, pod_name);
+        std::fs::create_dir_all(&sandbox)
+            .map_err(|e| format!("creating {}: {e}", sandbox.display()))?;
+        self.prepare_sandbox(pod, container, &sandbox)?;
+        let log_path = sandbox.join(format!("{cname}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let args: Vec<String> = container
+            .get("args")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut cmd = Command::new(program);
+        cmd.args(&args)
+            .current_dir(&sandbox)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &sandbox)
+            .env("HOSTNAME", pod_name)
+            .env("FERRY_SANDBOX", &sandbox)
+            .env("POD_NAME", pod_name)
+            .env("POD_NAMESPACE", ns)
+            .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            .env(
+                "KUBERNETES_SERVICE_PORT",
+                self.shared.config.listen_port.to_string(),
+            )
+            .env("KUBECONFIG", sandbox.join("kubeconfig"))
+            .envs(self.container_env(ns, container))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .kill_on_drop(true);
+        cmd.spawn()
+            .map_err(|e| format!("starting {}: {e}", program.display()))
+    }
+
+    /// Resolves `env` (values, ConfigMap and Secret keys, downward-API fields) and `envFrom`.
+    fn container_env(&self, ns: &str, container: &Value) -> Vec<(String, String)> {
+        let core = &self.shared.core;
+        let lookup = |plural: &str, name: &str, key: &str| -> Option<String> {
+            let obj = core.get(&core.resource("", plural)?, Some(ns), name).ok()?;
+            if plural == "secrets" {
+                use base64::Engine;
+                let b = obj.pointer(&format!("/data/{key}"))?.as_str()?;
+                let raw = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+                String::from_utf8(raw).ok()
+            } else {
+                obj.pointer(&format!("/data/{key}"))?
+                    .as_str()
+                    .map(str::to_string)
+            }
+        };
+        let mut out = Vec::new();
+        for from in container
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for (plural, field) in [("configmaps", "configMapRef"), ("secrets", "secretRef")] {
+                let Some(name) = from
+                    .pointer(&format!("/{field}/name"))
+                    .and_then(Value::as_str)
+                else {
+                    continue;
+                };
+                let Some(rt) = core.resource("", plural) else {
+                    continue;
+                };
+                if let Ok(obj) = core.get(&rt, Some(ns), name) {
+                    for k in obj
+                        .get("data")
+                        .and_then(Value::as_object)
+                        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                    {
+                        if let Some(v) = lookup(plural, name, &k) {
+                            out.push((
+                                format!(
+                                    "{}{k}",
+                                    from.get("prefix").and_then(Value::as_str).unwrap_or("")
+                                ),
+                                v,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for e in container
+            .get("env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(name) = e.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
+                Some(v.to_string())
+            } else if let Some(r) = e.pointer("/valueFrom/configMapKeyRef") {
+                lookup("configmaps", str_at(r, "/name"), str_at(r, "/key"))
+            } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
+                lookup("secrets", str_at(r, "/name"), str_at(r, "/key"))
+            } else if let Some(path) = e
+                .pointer("/valueFrom/fieldRef/fieldPath")
+                .and_then(Value::as_str)
+            {
+                match path {
+                    "metadata.namespace" => Some(ns.to_string()),
+                    "spec.nodeName" => Some(NODE_NAME.to_string()),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            if let Some(v) = value {
+                out.push((name.to_string(), v));
+            }
+        }
+        out
+    }
+
+    /// Service-account files, a kubeconfig, and the pod's volumes linked at their mount paths.
+    fn prepare_sandbox(
+        &self,
+        pod: &Value,
+        container: &Value,
+        sandbox: &Path,
+    ) -> Result<(), String> {
+        let ns = str_at(pod, "/metadata/namespace");
+        let io = |what: &Path| {
+            let what = what.display().to_string();
+            move |e: std::io::Error| format!("{what}: {e}")
+        };
+        let token = self.shared.config.token.clone().unwrap_or_default();
+        let sa_dir = sandbox.join("var/run/secrets/kubernetes.io/serviceaccount");
+        std::fs::create_dir_all(&sa_dir).map_err(io(&sa_dir))?;
+        let ca = self.shared.config.ca_pem.clone().unwrap_or_default();
+        for (file, contents) in [
+            ("token", token.as_str()),
+            ("ca.crt", ca.as_str()),
+            ("namespace", ns),
+        ] {
+            std::fs::write(sa_dir.join(file), contents).map_err(io(&sa_dir.join(file)))?;
+        }
+        let scheme = if self.shared.config.tls {
+            "https"
+        } else {
+            "http"
+        };
+        let server = format!("{scheme}://127.0.0.1:{}", self.shared.config.listen_port);
+        let mut kubeconfig = tls::kubeconfig(
+            "in-cluster",
+            &server,
+            self.shared.config.ca_pem.as_deref(),
+            &token,
+        );
+        kubeconfig["contexts"][0]["context"]["namespace"] = json!(ns);
+        std::fs::write(sandbox.join("kubeconfig"), kubeconfig.to_string())
+            .map_err(io(&sandbox.join("kubeconfig")))?;
+
+        let volumes = pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for m in container
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let vname = str_at(m, "/name");
+            let mount = str_at(m, "/mountPath").trim_start_matches('/');
+            let Some(v) = volumes.iter().find(|v| v["name"] == json!(vname)) else {
+                continue;
+            };
+            let target = sandbox.join(mount);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let source = self.volume_source(ns, sandbox, vname, v)?;
+            if std::fs::symlink_metadata(&target).is_ok() {
+                continue;
+            }
+            std::os::unix::fs::symlink(&source, &target).map_err(io(&target))?;
+        }
+        Ok(())
+    }
+
+    fn volume_source(
+        &self,
+        ns: &str,
+        sandbox: &Path,
+        vname: &str,
+        v: &Value,
+    ) -> Result<PathBuf, String> {
+        let core = &self.shared.core;
+        let dir = sandbox.join("volumes").join(vname);
+        let write_keys = |obj: &Value, decode: bool| -> Result<PathBuf, String> {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (k, val) in obj
+                .get("data")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+            {
+                let text = val.as_str().unwrap_or("");
+                let bytes = if decode {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .unwrap_or_default()
+                } else {
+                    text.as_bytes().to_vec()
+                };
+                std::fs::write(dir.join(&k), bytes)
+                    .map_err(|e| format!("{}: {e}", dir.join(&k).display()))?;
+            }
+            Ok(dir.clone())
+        };
+        if let Some(claim) = v
+            .pointer("/persistentVolumeClaim/claimName")
+            .and_then(Value::as_str)
+        {
+            let pvc = core
+                .get(
+                    &core
+                        .resource("", "persistentvolumeclaims")
+                        .expect("built in"),
+                    Some(ns),
+                    claim,
+                )
+                .map_err(|e| e.to_string())?;
+            let pv = core
+                .get(
+                    &core.resource("", "persistentvolumes").expect("built in"),
+                    None,
+                    str_at(&pvc, "/spec/volumeName"),
+                )
+                .map_err(|e| e.to_string())?;
+            return Ok(PathBuf::from(str_at(&pv, "/spec/hostPath/path")));
+        }
+        if let Some(name) = v.pointer("/configMap/name").and_then(Value::as_str) {
+            let cm = core
+                .get(
+                    &core.resource("", "configmaps").expect("built in"),
+                    Some(ns),
+                    name,
+                )
+                .map_err(|e| e.to_string())?;
+            return write_keys(&cm, false);
+        }
+        if let Some(name) = v.pointer("/secret/secretName").and_then(Value::as_str) {
+            let s = core
+                .get(
+                    &core.resource("", "secrets").expect("built in"),
+                    Some(ns),
+                    name,
+                )
+                .map_err(|e| e.to_string())?;
+            return write_keys(&s, true);
+        }
+        if let Some(path) = v.pointer("/hostPath/path").and_then(Value::as_str) {
+            return Ok(PathBuf::from(path));
+        }
+        // emptyDir and anything else: a directory of the pod's own.
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+}
+
+fn set_restarts(status: &mut Value, container: &str, restarts: i64, last_exit: i32) {
+    for c in status["containerStatuses"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if c["name"] == json!(container) {
+            c["restartCount"] = json!(restarts);
+            c["lastState"] = json!({"terminated": {"exitCode": last_exit, "reason": if last_exit == 0 { "Completed" } else { "Error" }, "finishedAt": now()}});
+            c["state"] = json!({"running": {"startedAt": now()}});
+        }
+    }
+}
+
+fn set_terminated(status: &mut Value, container: &str, exit: i32) {
+    for c in status["containerStatuses"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if c["name"] == json!(container) {
+            c["ready"] = json!(false);
+            c["started"] = json!(false);
+            c["state"] = json!({"terminated": {"exitCode": exit, "reason": if exit == 0 { "Completed" } else { "Error" }, "finishedAt": now()}});
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(
+            "*/cache-operator:*",
+            "registry.example.com/acme/cache-operator:1.2"
+        ));
+        assert!(!glob_match("*/cache-operator:*", "cache-operator:1.2"));
+        assert!(glob_match("ferry-spoke*", "ferry-spoke:dev"));
+        assert!(glob_match("exact:1", "exact:1"));
+        assert!(!glob_match("exact:1", "exact:2"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXcYYb"));
+        assert!(ImageProgram::parse("nope").is_err());
+        assert_eq!(
+            ImageProgram::parse("*/op:*=/bin/op").unwrap().program,
+            PathBuf::from("/bin/op")
+        );
+    }
+}
