@@ -203,6 +203,8 @@ impl StandIn {
     pub async fn shutdown(mut self) {
         for t in self.tasks.drain(..) {
             t.abort();
+            // Waiting for the cancellation frees the listening socket before we return.
+            let _ = t.await;
         }
         if self.shared.config.persist {
             if let Err(e) = self.shared.core.store.persist() {
