@@ -6,7 +6,7 @@ use super::error::{ApiError, ApiResult};
 use super::resources::ResourceRef;
 use super::selector::{FieldSelector, LabelSelector};
 use super::table::{self, Include};
-use super::{exec, protobuf, watch, StandInConfig};
+use super::{exec, protobuf, scale, watch, StandInConfig};
 use bytes::Bytes;
 use http::{header, Method, Request, Response};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -282,7 +282,7 @@ pub fn list_options(q: &Query) -> ApiResult<ListOptions> {
     })
 }
 
-async fn read_body(req: Request<Incoming>) -> ApiResult<(Value, String)> {
+pub(super) async fn read_body(req: Request<Incoming>) -> ApiResult<(Value, String)> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -310,7 +310,7 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<(Value, String)> {
     Ok((v, ct))
 }
 
-fn is_dry_run(q: &Query) -> bool {
+pub(super) fn is_dry_run(q: &Query) -> bool {
     q.all("dryRun").iter().any(|d| d == "All")
 }
 
@@ -431,7 +431,7 @@ async fn resource(
             Ok(json_response(200, &out(&t, patched)))
         }
         (&Method::GET | &Method::PUT | &Method::PATCH, Some(name), Some("scale")) => {
-            scale(shared.clone(), &t, name, req, &q).await
+            scale::serve(shared.clone(), &t, name, req, &q).await
         }
         (&Method::DELETE, Some(name), None) => {
             let (body, _) = read_body(req).await?;
@@ -501,134 +501,4 @@ fn delete_options(q: &Query, body: &Value) -> DeleteOptions {
                 .and_then(Value::as_array)
                 .is_some_and(|a| a.iter().any(|d| d == "All")),
     }
-}
-
-fn json_pointer(path: &str) -> String {
-    path.replace('.', "/")
-}
-
-fn scale_of(t: &Target, obj: &Value) -> Value {
-    let paths =
-        t.rt.scale
-            .as_ref()
-            .expect("scale target checked in routing");
-    let spec = obj
-        .pointer(&json_pointer(&paths.spec_replicas))
-        .cloned()
-        .unwrap_or(json!(0));
-    let status = obj
-        .pointer(&json_pointer(&paths.status_replicas))
-        .cloned()
-        .unwrap_or(json!(0));
-    let selector = match &paths.label_selector {
-        Some(p) => obj.pointer(&json_pointer(p)).cloned().unwrap_or(json!("")),
-        None => json!(""),
-    };
-    let selector = match selector {
-        Value::String(s) if !s.is_empty() => json!(s),
-        _ => obj
-            .pointer("/spec/selector")
-            .and_then(|s| LabelSelector::from_object(s).ok())
-            .map(|s| json!(s.to_query()))
-            .unwrap_or(json!("")),
-    };
-    let meta = &obj["metadata"];
-    json!({
-        "kind": "Scale", "apiVersion": "autoscaling/v1",
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
-                     "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
-        "spec": {"replicas": spec},
-        "status": {"replicas": status, "selector": selector},
-    })
-}
-
-async fn scale(
-    shared: Arc<Shared>,
-    t: &Target,
-    name: &str,
-    req: Request<Incoming>,
-    q: &Query,
-) -> ApiResult<Response<Body>> {
-    let core = &shared.core;
-    let ns = t.namespace.as_deref();
-    let obj = core.get(&t.rt, ns, name)?;
-    let current = scale_of(t, &obj);
-    if req.method() == Method::GET {
-        return Ok(json_response(200, &current));
-    }
-    let is_put = req.method() == Method::PUT;
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let (body, _) = read_body(req).await?;
-    let desired = if is_put {
-        body
-    } else {
-        match PatchType::from_content_type(&ct) {
-            Some(PatchType::Json) => {
-                super::patch::json_patch(&current, &body).map_err(ApiError::bad_request)?
-            }
-            Some(_) => super::patch::merge_patch(&current, &body),
-            None => {
-                return Err(ApiError::unsupported_media_type(format!(
-                    "unsupported patch type {ct:?}"
-                )))
-            }
-        }
-    };
-    let replicas = desired
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "Scale",
-                "autoscaling",
-                name,
-                "spec.replicas",
-                "Required value",
-            )
-        })?;
-    if replicas < 0 {
-        return Err(ApiError::invalid(
-            "Scale",
-            "autoscaling",
-            name,
-            "spec.replicas",
-            "Invalid value: must be greater than or equal to 0",
-        ));
-    }
-    let paths = t.rt.scale.as_ref().expect("checked in routing");
-    let mut patch = json!({});
-    let pointer = json_pointer(&paths.spec_replicas);
-    let mut cur = &mut patch;
-    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
-    for (i, p) in parts.iter().enumerate() {
-        if i + 1 == parts.len() {
-            cur[*p] = json!(replicas);
-        } else {
-            cur[*p] = json!({});
-            cur = &mut cur[*p];
-        }
-    }
-    if let Some(rv) = desired
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-    {
-        if is_put && !rv.is_empty() {
-            patch["metadata"] = json!({"resourceVersion": rv});
-        }
-    }
-    let updated = core.patch(
-        &t.rt,
-        ns,
-        name,
-        PatchType::Merge,
-        &patch,
-        Subresource::Main,
-        is_dry_run(q),
-    )?;
-    Ok(json_response(200, &scale_of(t, &updated)))
 }

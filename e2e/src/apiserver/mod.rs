@@ -17,6 +17,7 @@ pub mod kubelet;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
+mod scale;
 pub mod selector;
 pub mod store;
 mod table;

@@ -1,0 +1,266 @@
+//! The API's verbs with Kubernetes semantics, independent of HTTP: the HTTP layer and the
+//! built-in controllers both go through here, so a controller's write follows the same rules
+//! (resourceVersion, generation, finalizers) as a client's.
+//!
+//! Reads and the shared rules are here; writes (create, update, patch, controller mutations)
+//! are in `write`, deletion and what it sets off in `delete`.
+
+mod delete;
+mod write;
+
+use super::error::{ApiError, ApiResult};
+use super::patch;
+use super::resources::{established_crd_status, resource_type_from_crd, Registry, ResourceRef};
+use super::selector::{FieldSelector, LabelSelector};
+use super::store::{Inner, Key, Store};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::sync::RwLock;
+
+pub struct ApiCore {
+    pub store: Store,
+    registry: RwLock<Registry>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ListOptions {
+    pub label_selector: Option<LabelSelector>,
+    pub field_selector: Option<FieldSelector>,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+pub struct ListResult {
+    pub items: Vec<Value>,
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    Main,
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    pub fn from_content_type(ct: &str) -> Option<PatchType> {
+        let base = ct.split(';').next().unwrap_or("").trim();
+        Some(match base {
+            "application/json-patch+json" => PatchType::Json,
+            "application/merge-patch+json" => PatchType::Merge,
+            "application/strategic-merge-patch+json" => PatchType::Strategic,
+            "application/apply-patch+yaml" | "application/apply-patch+json" => PatchType::Apply,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+pub fn name_of(obj: &Value) -> &str {
+    meta_str(obj, "name").unwrap_or("")
+}
+
+/// DNS-1123 subdomain, the rule for most object names.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn random_suffix(n: usize) -> String {
+    // Kubernetes avoids vowels and confusable characters in generated names.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..n)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub fn new_uid() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+    )
+}
+
+/// Everything of an object except metadata and status: a change here bumps generation.
+fn spec_part(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    o
+}
+
+impl ApiCore {
+    pub fn new(store: Store) -> ApiCore {
+        let core = ApiCore {
+            store,
+            registry: RwLock::new(Registry::builtin()),
+        };
+        // Objects reloaded from a data directory bring their CRDs back into discovery.
+        let crds: Vec<Value> = {
+            let s = core.store.lock();
+            s.range("apiextensions.k8s.io", "customresourcedefinitions", None)
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        for crd in crds {
+            if let Ok(t) = resource_type_from_crd(&crd) {
+                core.registry_mut().insert(t);
+            }
+        }
+        core
+    }
+
+    pub fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn resource(&self, group: &str, plural: &str) -> Option<ResourceRef> {
+        self.registry().get(group, plural)
+    }
+
+    fn key(rt: &ResourceRef, namespace: Option<&str>, name: &str) -> Key {
+        Key::new(
+            &rt.group,
+            &rt.plural,
+            if rt.namespaced {
+                namespace.unwrap_or("")
+            } else {
+                ""
+            },
+            name,
+        )
+    }
+
+    /// The object as a client of `version` sees it.
+    pub fn at_version(rt: &ResourceRef, version: &str, mut obj: Value) -> Value {
+        obj["apiVersion"] = Value::String(rt.api_version(version));
+        obj
+    }
+
+    pub fn get(&self, rt: &ResourceRef, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+        let s = self.store.lock();
+        s.get(&Self::key(rt, namespace, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group_resource(), name))
+    }
+
+    pub fn list(
+        &self,
+        rt: &ResourceRef,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> ApiResult<ListResult> {
+        let s = self.store.lock();
+        let start_after: Option<Key> = match &opts.continue_token {
+            Some(t) => Some(decode_continue(t)?),
+            None => None,
+        };
+        let mut matching = s
+            .range(&rt.group, &rt.plural, namespace.filter(|_| rt.namespaced))
+            .filter(|(k, _)| start_after.as_ref().is_none_or(|after| *k > after))
+            .filter(|(_, v)| {
+                opts.label_selector
+                    .as_ref()
+                    .is_none_or(|sel| sel.matches(v.pointer("/metadata/labels")))
+                    && opts.field_selector.as_ref().is_none_or(|f| f.matches(v))
+            });
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let limit = opts.limit.filter(|l| *l > 0);
+        for (k, v) in matching.by_ref() {
+            if limit.is_some_and(|l| items.len() >= l) {
+                // One more exists: hand out a continue token.
+                let remaining = 1 + matching.count();
+                return Ok(ListResult {
+                    items,
+                    resource_version: s.resource_version(),
+                    continue_token: last_key.map(|k: Key| encode_continue(&k)),
+                    remaining: Some(remaining),
+                });
+            }
+            items.push(v.clone());
+            last_key = Some(k.clone());
+        }
+        Ok(ListResult {
+            items,
+            resource_version: s.resource_version(),
+            continue_token: None,
+            remaining: None,
+        })
+    }
+}
+
+fn push_unique(list: &mut Vec<Value>, f: &str) {
+    if !list.iter().any(|x| x.as_str() == Some(f)) {
+        list.push(Value::String(f.to_string()));
+    }
+}
+
+fn encode_continue(k: &Key) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        serde_json::to_vec(
+            &json!({"ns": k.namespace, "name": k.name, "g": k.group, "r": k.resource}),
+        )
+        .unwrap_or_default(),
+    )
+}
+
+fn decode_continue(t: &str) -> ApiResult<Key> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .map_err(|_| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::bad_request("continue key is not valid"))?;
+    let s = |f: &str| v.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+    Ok(Key::new(&s("g"), &s("r"), &s("ns"), &s("name")))
+}
+
+impl ApiError {
+    fn with_kind_message(mut self, sent: &str, expected: &str) -> ApiError {
+        self.message =
+            format!("the kind in the data ({sent}) does not match the expected kind ({expected})");
+        self
+    }
+}
