@@ -1,6 +1,9 @@
 //! The harness brings up real NATS with JetStream, a real object store and two stand-in
 //! clusters, and takes them all down again.
 
+mod common;
+
+use common::client;
 use ferry_e2e::harness::{Environment, EnvironmentOptions, StoreKind};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -8,16 +11,6 @@ use kube::api::{Api, ListParams};
 use object_store::ObjectStoreExt;
 use std::net::TcpStream;
 use std::time::Duration;
-
-async fn client(kubeconfig: &std::path::Path) -> kube::Client {
-    // object_store brings aws-lc-rs and kube brings ring; rustls needs to be told which to use.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
 
 fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()

@@ -2,6 +2,9 @@
 //! runtime watcher, conflicts, finalizers, garbage collection, selectors, pagination,
 //! server-side apply, subresources, storage and exec — the client Ferry's spoke uses.
 
+mod common;
+
+use common::eventually;
 use ferry_e2e::apiserver::{StandIn, StandInConfig};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -16,41 +19,17 @@ use kube::api::{
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Discovery, Scope};
 use kube::runtime::watcher;
-use kube::{Client, Config};
+use kube::Client;
 use serde_json::json;
 use std::time::Duration;
 
 async fn start(configure: impl FnOnce(&mut StandInConfig)) -> (StandIn, Client, tempfile::TempDir) {
-    // object_store brings aws-lc-rs and kube brings ring; rustls needs to be told which to use.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let mut config = StandInConfig::new("kube-rs", dir.path().join("cluster"));
     configure(&mut config);
     let server = StandIn::start(config).await.unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig_path).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    let client = Client::try_from(config).unwrap();
+    let client = common::client(&server.kubeconfig_path).await;
     (server, client, dir)
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn api_error(e: kube::Error) -> (u16, String) {

@@ -3,6 +3,9 @@
 //! configuration, reconciles custom resources, writes to its PVC, is restarted when it crashes
 //! and stopped when its pod goes.
 
+mod common;
+
+use common::eventually;
 use ferry_e2e::apiserver::kubelet::ImageProgram;
 use ferry_e2e::apiserver::{StandIn, StandInConfig};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -13,24 +16,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
-use std::time::Duration;
-
-async fn eventually<T, Fut: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut f: impl FnMut() -> Fut,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn create<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).unwrap()
@@ -38,7 +23,6 @@ fn create<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
 
 #[tokio::test]
 async fn operator_pods_run_as_processes() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let mut config = StandInConfig::new("kubelet", dir.path().join("cluster"));
     config.image_programs = vec![ImageProgram {
@@ -46,13 +30,7 @@ async fn operator_pods_run_as_processes() {
         program: env!("CARGO_BIN_EXE_standin-cache-operator").into(),
     }];
     let server = StandIn::start(config).await.unwrap();
-    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig_path).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = common::client(&server.kubeconfig_path).await;
     let pp = PostParams::default();
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());

@@ -1,6 +1,8 @@
 //! The stand-in as a process: state that survives a restart, plain HTTP when asked, the bearer
 //! token enforced, and periodic watch bookmarks.
 
+mod common;
+
 use ferry_e2e::apiserver::{StandIn, StandInConfig};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -11,14 +13,7 @@ use serde_json::json;
 use std::time::Duration;
 
 async fn client_for(server: &StandIn) -> kube::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig_path).unwrap();
-    kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
+    common::client(&server.kubeconfig_path).await
 }
 
 #[tokio::test]

@@ -191,15 +191,7 @@ impl ApiCore {
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(&rt.group_resource(), name))?;
-        if let Some(rv) = meta_str(&obj, "resourceVersion").filter(|r| !r.is_empty()) {
-            if Some(rv) != meta_str(&existing, "resourceVersion") {
-                return Err(ApiError::conflict(
-                    &rt.group_resource(),
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
-            }
-        }
+        check_resource_version(rt, name, &obj, &existing)?;
         self.write_over(&mut s, rt, key, existing, obj, sub, dry_run)
     }
 
@@ -364,15 +356,7 @@ impl ApiCore {
                 }
             }
         };
-        if let Some(rv) = meta_str(&patched, "resourceVersion").filter(|r| !r.is_empty()) {
-            if Some(rv) != meta_str(&existing, "resourceVersion") {
-                return Err(ApiError::conflict(
-                    &rt.group_resource(),
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
-            }
-        }
+        check_resource_version(rt, name, &patched, &existing)?;
         self.write_over(&mut s, rt, key, existing, patched, sub, dry_run)
     }
 
@@ -442,5 +426,22 @@ impl ApiCore {
     pub fn finalize_namespace(&self, name: &str) {
         let mut s = self.store.lock();
         s.remove(&Key::new("", "namespaces", "", name));
+    }
+}
+
+/// Optimistic concurrency: a write that names a resourceVersion must name the current one.
+fn check_resource_version(
+    rt: &ResourceRef,
+    name: &str,
+    new: &Value,
+    existing: &Value,
+) -> ApiResult<()> {
+    match meta_str(new, "resourceVersion").filter(|r| !r.is_empty()) {
+        Some(rv) if Some(rv) != meta_str(existing, "resourceVersion") => Err(ApiError::conflict(
+            &rt.group_resource(),
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )),
+        _ => Ok(()),
     }
 }
