@@ -10,7 +10,7 @@
 //! with the same token, which kube-rs's `Config::infer` and controller-runtime read first.
 
 use super::controllers::workloads::running_status;
-use super::controllers::NODE_NAME;
+use super::controllers::{claim_names, strings, NODE_NAME};
 use super::core::now;
 use super::http::Shared;
 use super::tls;
@@ -164,20 +164,12 @@ impl Kubelet {
         let Some(rt) = self.shared.core.resource("", "persistentvolumeclaims") else {
             return false;
         };
-        pod.pointer("/spec/volumes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| {
-                v.pointer("/persistentVolumeClaim/claimName")
-                    .and_then(Value::as_str)
-            })
-            .all(|c| {
-                self.shared
-                    .core
-                    .get(&rt, Some(ns), c)
-                    .is_ok_and(|pvc| str_at(&pvc, "/status/phase") == "Bound")
-            })
+        claim_names(pod).all(|c| {
+            self.shared
+                .core
+                .get(&rt, Some(ns), c)
+                .is_ok_and(|pvc| str_at(&pvc, "/status/phase") == "Bound")
+        })
     }
 
     fn start_pod(&mut self, pod: &Value) {
@@ -337,16 +329,7 @@ impl Kubelet {
             .open(&log_path)
             .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let args: Vec<String> = container
-            .get("args")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let args = strings(container, "/args");
         let mut cmd = Command::new(program);
         cmd.args(&args)
             .current_dir(&sandbox)

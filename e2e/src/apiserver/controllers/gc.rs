@@ -1,7 +1,7 @@
 //! The namespace controller (per-namespace defaults, and emptying terminating namespaces) and
 //! the garbage collector (owner references, foreground and orphan deletion).
 
-use super::{name, uid, Ctl};
+use super::{name, strings, uid, Ctl};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
@@ -47,15 +47,7 @@ pub fn namespaces(ctl: &Ctl) -> bool {
 }
 
 fn finalizers(o: &Value) -> Vec<String> {
-    o.pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    strings(o, "/metadata/finalizers")
 }
 
 fn without_finalizer(o: &mut Value, f: &str) {

@@ -135,6 +135,31 @@ pub fn ns_of(o: &Value) -> Option<&str> {
     o.pointer("/metadata/namespace").and_then(Value::as_str)
 }
 
+/// The claims a pod's volumes name.
+pub fn claim_names(pod: &Value) -> impl Iterator<Item = &str> {
+    pod.pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            v.pointer("/persistentVolumeClaim/claimName")
+                .and_then(Value::as_str)
+        })
+}
+
+/// A list of strings at `pointer` (finalizers, args), empty when absent.
+pub fn strings(v: &Value, pointer: &str) -> Vec<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn owner_ref(owner: &Value) -> Value {
     json!({
         "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],

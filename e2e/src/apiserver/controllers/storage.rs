@@ -3,7 +3,7 @@
 //! mode) under the cluster's data root; a VolumeSnapshot copies that data at a point in time,
 //! and a PVC whose dataSource is a snapshot starts from the copy.
 
-use super::{name, ns_of, uid, Ctl, PROVISIONER};
+use super::{claim_names, name, ns_of, uid, Ctl, PROVISIONER};
 use crate::apiserver::core::now;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -211,16 +211,9 @@ pub fn released_volumes(ctl: &Ctl) -> bool {
             continue;
         }
         let ns = ns_of(pvc).unwrap_or("");
-        let in_use = ctl.of("", "pods").any(|p| {
-            ns_of(p) == Some(ns)
-                && p.pointer("/spec/volumes")
-                    .and_then(Value::as_array)
-                    .is_some_and(|vs| {
-                        vs.iter().any(|v| {
-                            v.pointer("/persistentVolumeClaim/claimName") == Some(&json!(name(pvc)))
-                        })
-                    })
-        });
+        let in_use = ctl
+            .of("", "pods")
+            .any(|p| ns_of(p) == Some(ns) && claim_names(p).any(|c| c == name(pvc)));
         if !in_use {
             changed |= ctl.mutate("", "persistentvolumeclaims", pvc, |o| {
                 if let Some(f) = o

@@ -2,7 +2,7 @@
 //! Jobs make Pods, and the stand-in kubelet makes Pods Running and Ready (or Succeeded for Jobs).
 //! No container runs here; pods of mapped images belong to the process kubelet (`kubelet`).
 
-use super::{name, ns_of, owner_ref, uid, Ctl, NODE_NAME};
+use super::{claim_names, name, ns_of, owner_ref, uid, Ctl, NODE_NAME};
 use crate::apiserver::core::now;
 use serde_json::{json, Value};
 
@@ -367,19 +367,10 @@ pub fn pods(ctl: &Ctl) -> bool {
             continue;
         }
         let ns = ns_of(pod).unwrap_or("default");
-        let claims_bound = pod
-            .pointer("/spec/volumes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| {
-                v.pointer("/persistentVolumeClaim/claimName")
-                    .and_then(Value::as_str)
-            })
-            .all(|c| {
-                ctl.find("", "persistentvolumeclaims", ns, c)
-                    .is_some_and(|pvc| pvc.pointer("/status/phase") == Some(&json!("Bound")))
-            });
+        let claims_bound = claim_names(pod).all(|c| {
+            ctl.find("", "persistentvolumeclaims", ns, c)
+                .is_some_and(|pvc| pvc.pointer("/status/phase") == Some(&json!("Bound")))
+        });
         if !claims_bound {
             continue;
         }

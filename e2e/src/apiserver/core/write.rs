@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::apiserver::defaults;
+use crate::apiserver::resources::ResourceType;
 
 impl ApiCore {
     pub fn create(
@@ -112,28 +113,7 @@ impl ApiCore {
         obj["apiVersion"] = Value::String(rt.api_version(&rt.storage_version));
         obj["kind"] = Value::String(rt.kind.clone());
         defaults::on_create(rt, &mut obj, &s);
-        let crd_type =
-            if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
-                let t = resource_type_from_crd(&obj).map_err(|e| {
-                    let (field, msg) = e.split_once(": ").unwrap_or(("spec", &e));
-                    ApiError::invalid(&rt.kind, &rt.group, &name, field, msg)
-                })?;
-                if let Some(existing) = self.registry().get(&t.group, &t.plural) {
-                    if !existing.custom {
-                        return Err(ApiError::invalid(
-                            &rt.kind,
-                            &rt.group,
-                            &name,
-                            "spec.names.plural",
-                            "Invalid value: the resource is served by a built-in API group",
-                        ));
-                    }
-                }
-                obj["status"] = established_crd_status(&t, &now());
-                Some(t)
-            } else {
-                None
-            };
+        let crd_type = self.served_type_of_crd(rt, &name, &mut obj)?;
         if dry_run {
             return Ok(obj);
         }
@@ -285,18 +265,9 @@ impl ApiCore {
         if new == existing {
             return Ok(existing);
         }
-        let crd_type = if rt.group == "apiextensions.k8s.io"
-            && rt.plural == "customresourcedefinitions"
-            && sub == Subresource::Main
-        {
-            let t = resource_type_from_crd(&new).map_err(|e| {
-                let (field, msg) = e.split_once(": ").unwrap_or(("spec", &e));
-                ApiError::invalid(&rt.kind, &rt.group, &name, field, msg)
-            })?;
-            new["status"] = established_crd_status(&t, &now());
-            Some(t)
-        } else {
-            None
+        let crd_type = match sub {
+            Subresource::Main => self.served_type_of_crd(rt, &name, &mut new)?,
+            Subresource::Status => None,
         };
         if dry_run {
             return Ok(new);
@@ -399,6 +370,37 @@ impl ApiCore {
             new["metadata"]["generation"] = json!(g + 1);
         }
         Ok(self.store_or_finish_deletion(s, rt, key, new))
+    }
+
+    /// For a CustomResourceDefinition being written: the resource type it will serve (its
+    /// errors name the CRD's field), with the CRD's status set to established.
+    fn served_type_of_crd(
+        &self,
+        rt: &ResourceRef,
+        name: &str,
+        crd: &mut Value,
+    ) -> ApiResult<Option<ResourceType>> {
+        if rt.group != "apiextensions.k8s.io" || rt.plural != "customresourcedefinitions" {
+            return Ok(None);
+        }
+        let invalid =
+            |field: &str, msg: &str| ApiError::invalid(&rt.kind, &rt.group, name, field, msg);
+        let t = resource_type_from_crd(crd).map_err(|e| {
+            let (field, msg) = e.split_once(": ").unwrap_or(("spec", &e));
+            invalid(field, msg)
+        })?;
+        if self
+            .registry()
+            .get(&t.group, &t.plural)
+            .is_some_and(|existing| !existing.custom)
+        {
+            return Err(invalid(
+                "spec.names.plural",
+                "Invalid value: the resource is served by a built-in API group",
+            ));
+        }
+        crd["status"] = established_crd_status(&t, &now());
+        Ok(Some(t))
     }
 
     /// Stores the new version, unless it is being deleted and its last finalizer just went:
