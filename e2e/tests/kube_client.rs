@@ -47,6 +47,12 @@ async fn namespace(client: &Client, name: &str) {
     )
     .await
     .unwrap();
+    // As in a real cluster, the namespace controller adds kube-root-ca.crt shortly after.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), name);
+    eventually("the namespace's kube-root-ca.crt", || async {
+        cms.get("kube-root-ca.crt").await.ok()
+    })
+    .await;
 }
 
 fn cache_crd() -> CustomResourceDefinition {
