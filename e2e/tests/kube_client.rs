@@ -304,6 +304,41 @@ async fn selectors_pagination_and_server_side_apply() {
         s
     });
 
+    // deletecollection honours the selector.
+    let deleted = cms
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("n in (5,6)"),
+        )
+        .await
+        .unwrap();
+    let gone = deleted
+        .left()
+        .expect("the deleted objects, not a Status")
+        .items
+        .len();
+    assert_eq!(gone, 2);
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().labels("tier"))
+                .await
+                .unwrap()
+        )
+        .len(),
+        5
+    );
+    for i in 5..7 {
+        let tier = if i % 2 == 0 { "web" } else { "db" };
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+            "metadata": {"name": format!("cm-{i}"), "labels": {"tier": tier, "n": i.to_string()}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+
     let all: Api<ConfigMap> = Api::all(client.clone());
     assert_eq!(
         all.list(&ListParams::default().fields("metadata.namespace=shop"))

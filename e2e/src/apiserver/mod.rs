@@ -172,6 +172,13 @@ impl StandIn {
         })?;
         let core = core::ApiCore::new(store);
         controllers::bootstrap(&core);
+        // A cluster is up when its system objects exist: settle the controllers once before
+        // serving, so the first client already finds `default/kube-root-ca.crt`.
+        for _ in 0..20 {
+            if !controllers::reconcile_once(&core, &config) {
+                break;
+            }
+        }
         let shared = Arc::new(http::Shared { core, config });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(serve(listener, tls_config, shared.clone())));
