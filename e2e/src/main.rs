@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use ferry_e2e::apiserver::kubelet::ImageProgram;
 use ferry_e2e::harness::{Environment, EnvironmentOptions, StoreKind};
 use std::path::PathBuf;
 
@@ -34,6 +35,9 @@ enum Cmd {
         /// Keep cluster objects in the directory across runs.
         #[arg(long)]
         persist: bool,
+        /// Run pods whose image matches IMAGE_GLOB as local processes of PROGRAM (repeatable).
+        #[arg(long = "run-image", value_name = "IMAGE_GLOB=PROGRAM", value_parser = ImageProgram::parse)]
+        run_image: Vec<ImageProgram>,
     },
     /// Start the environment, deploy a sample application into "source" and show both clusters.
     Demo {

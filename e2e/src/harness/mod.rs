@@ -8,6 +8,7 @@ pub mod nats;
 pub mod object_store;
 pub mod process;
 
+use crate::apiserver::kubelet::ImageProgram;
 use crate::apiserver::{BackgroundStandIn, StandInConfig, StartError};
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,8 @@ pub struct EnvironmentOptions {
     pub minor_version: u32,
     /// Keep cluster objects across restarts of the environment in the same directory.
     pub persist: bool,
+    /// Images whose pods run local programs in every cluster (operators, Ferry's spoke).
+    pub image_programs: Vec<ImageProgram>,
 }
 
 impl EnvironmentOptions {
@@ -33,6 +36,7 @@ impl EnvironmentOptions {
             clusters: vec!["source".into(), "target".into()],
             minor_version: 33,
             persist: false,
+            image_programs: Vec::new(),
         }
     }
 }
@@ -86,6 +90,7 @@ impl Environment {
             let mut config = StandInConfig::new(name.clone(), opts.dir.join("clusters").join(name));
             config.minor_version = opts.minor_version;
             config.persist = opts.persist;
+            config.image_programs = opts.image_programs.clone();
             let standin =
                 BackgroundStandIn::start(config).map_err(|source| EnvironmentError::Cluster {
                     cluster: name.clone(),
