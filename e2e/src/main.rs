@@ -90,9 +90,11 @@ fn main() -> anyhow::Result<()> {
             store,
             dir,
             persist,
+            run_image,
         } => {
             let (mut opts, _temp) = options(store, dir)?;
             opts.persist = persist;
+            opts.image_programs = run_image;
             let env = Environment::up(&opts).context("bringing up the environment")?;
             let env_file = env.write_env_file().context("writing env.sh")?;
             print!("{}", env.describe());
