@@ -7,6 +7,7 @@
 
 pub mod envelope;
 pub mod object_ref;
+pub mod rules;
 pub mod subjects;
 
 pub use envelope::{Envelope, EnvelopeError, PROTOCOL_VERSION};

@@ -1,6 +1,24 @@
 //! Ferry's transform library: what a captured application must become to fit its new home.
 //!
-//! Pure functions over Kubernetes objects in their JSON form — sanitising for portability,
-//! transform rules (storage class, namespace, image registry, patches), Helm release records
-//! and the restore order. No I/O: data in, data out. The rule engine arrives with issue 5; the
-//! crate exists now so that the workspace layout (DESIGN.md) holds from the first commit.
+//! Pure functions over Kubernetes objects in their JSON form — no I/O: data in, data out.
+//!
+//! - [`spec`]: reading transform rules (YAML or JSON) and compiling them, with errors that name
+//!   the rule and the field.
+//! - [`sanitize`]: what is dropped or cleared so objects can be created in another cluster.
+//! - [`Transformer`]: applies sanitising and rules to a set of objects, recording which rule
+//!   changed or dropped what.
+//! - [`patch`], [`selector`]: JSON/merge/strategic-merge patch and label/field selectors, shared
+//!   with the stand-in API server.
+
+pub mod matcher;
+pub mod patch;
+pub mod rules;
+pub mod sanitize;
+pub mod selector;
+pub mod spec;
+mod transformer;
+
+pub use spec::{compile, parse_spec, CompiledRules, RuleError, SpecError};
+pub use transformer::{
+    Change, Dropped, Outcome, RuleFailure, TransformError, TransformedObject, Transformer,
+};

@@ -4,7 +4,7 @@
 use super::core::{PatchType, Subresource};
 use super::error::{ApiError, ApiResult};
 use super::http::{is_dry_run, json_response, read_body, Body, Query, Shared, Target};
-use super::selector::LabelSelector;
+use ferry_transform::selector::LabelSelector;
 use http::{header, Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
@@ -75,10 +75,9 @@ pub async fn serve(
         body
     } else {
         match PatchType::from_content_type(&ct) {
-            Some(PatchType::Json) => {
-                super::patch::json_patch(&current, &body).map_err(ApiError::bad_request)?
-            }
-            Some(_) => super::patch::merge_patch(&current, &body),
+            Some(PatchType::Json) => ferry_transform::patch::json_patch(&current, &body)
+                .map_err(ApiError::bad_request)?,
+            Some(_) => ferry_transform::patch::merge_patch(&current, &body),
             None => {
                 return Err(ApiError::unsupported_media_type(format!(
                     "unsupported patch type {ct:?}"

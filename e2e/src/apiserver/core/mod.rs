@@ -9,11 +9,11 @@ mod delete;
 mod write;
 
 use super::error::{ApiError, ApiResult};
-use super::patch;
 use super::resources::{established_crd_status, resource_type_from_crd, Registry, ResourceRef};
-use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Inner, Key, Store};
 use base64::Engine;
+use ferry_transform::patch;
+use ferry_transform::selector::{FieldSelector, LabelSelector};
 use serde_json::{json, Value};
 use std::sync::RwLock;
 

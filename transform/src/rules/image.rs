@@ -1,0 +1,247 @@
+//! `imageRegistry`: rewrites image references in every container of Pods and workload templates,
+//! and at configured paths of custom resources.
+
+use super::{for_each_string_at, group_of, kind_of, pod_spec_pointer, set, CONTAINER_LISTS};
+use ferry_protocol::rules::ImageRegistryRule;
+use regex::Regex;
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+enum How {
+    /// Registry (or registry/path) prefix, matched at a path boundary.
+    Prefix {
+        from: String,
+        to: String,
+    },
+    Regex {
+        re: Regex,
+        replacement: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageRewrite {
+    how: How,
+    custom_paths: Vec<(String, String, Vec<String>)>,
+}
+
+/// Docker Hub images may omit the registry (`nginx:1`, `bitnami/redis`); a rule written for
+/// `docker.io` must still reach them.
+fn with_registry(image: &str) -> String {
+    let first = image.split('/').next().unwrap_or("");
+    let has_registry =
+        image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_registry {
+        image.to_string()
+    } else if image.contains('/') {
+        format!("docker.io/{image}")
+    } else {
+        format!("docker.io/library/{image}")
+    }
+}
+
+impl ImageRewrite {
+    /// Errors name the field of the rule (`from`, `regex`, `customPaths[0].paths[1]`).
+    pub fn compile(rule: &ImageRegistryRule) -> Result<ImageRewrite, (String, String)> {
+        let how = match (&rule.from, &rule.to, &rule.regex, &rule.replacement) {
+            (Some(from), Some(to), None, None) => {
+                let from = from.trim_end_matches('/');
+                if from.is_empty() {
+                    return Err(("from".into(), "must not be empty".into()));
+                }
+                let to = to.trim_end_matches('/');
+                if to.is_empty() {
+                    return Err(("to".into(), "must not be empty".into()));
+                }
+                How::Prefix {
+                    from: from.into(),
+                    to: to.into(),
+                }
+            }
+            (None, None, Some(re), Some(replacement)) => How::Regex {
+                re: Regex::new(re)
+                    .map_err(|e| ("regex".to_string(), format!("invalid regex: {e}")))?,
+                replacement: replacement.clone(),
+            },
+            (Some(_), None, _, _) => return Err(("to".into(), "required with from".into())),
+            (None, Some(_), _, _) => return Err(("from".into(), "required with to".into())),
+            (None, None, Some(_), None) => {
+                return Err(("replacement".into(), "required with regex".into()))
+            }
+            (None, None, None, Some(_)) => {
+                return Err(("regex".into(), "required with replacement".into()))
+            }
+            (None, None, None, None) => {
+                return Err((
+                    "from".into(),
+                    "give from/to (a registry prefix) or regex/replacement".into(),
+                ))
+            }
+            _ => {
+                return Err((
+                    "regex".into(),
+                    "use either from/to or regex/replacement, not both".into(),
+                ))
+            }
+        };
+        let mut custom_paths = Vec::new();
+        for (i, kp) in rule.custom_paths.iter().enumerate() {
+            if kp.kind.is_empty() {
+                return Err((format!("customPaths[{i}].kind"), "must not be empty".into()));
+            }
+            for (j, p) in kp.paths.iter().enumerate() {
+                if !p.starts_with('/') {
+                    return Err((
+                        format!("customPaths[{i}].paths[{j}]"),
+                        format!("{p:?} is not a JSON pointer"),
+                    ));
+                }
+            }
+            custom_paths.push((kp.group.clone(), kp.kind.clone(), kp.paths.clone()));
+        }
+        Ok(ImageRewrite { how, custom_paths })
+    }
+
+    /// The rewritten reference, or `None` when the rule does not apply to it.
+    pub fn rewrite(&self, image: &str) -> Option<String> {
+        match &self.how {
+            How::Prefix { from, to } => {
+                for candidate in [image.to_string(), with_registry(image)] {
+                    if let Some(rest) = candidate.strip_prefix(from.as_str()) {
+                        if rest.is_empty() || rest.starts_with(['/', ':', '@']) {
+                            return Some(format!("{to}{rest}"));
+                        }
+                    }
+                }
+                None
+            }
+            How::Regex { re, replacement } => re
+                .is_match(image)
+                .then(|| re.replace(image, replacement.as_str()).into_owned()),
+        }
+    }
+
+    /// Rewrites every image of the object; returns the changes.
+    pub fn apply(&self, obj: &mut Value) -> Vec<String> {
+        let mut changes = Vec::new();
+        let (group, kind) = (group_of(obj).to_string(), kind_of(obj).to_string());
+        let mut pointers: Vec<String> = Vec::new();
+        if let Some(spec) = pod_spec_pointer(&group, &kind) {
+            for list in CONTAINER_LISTS {
+                pointers.push(format!("{spec}/{list}/*/image"));
+            }
+        }
+        for (g, k, paths) in &self.custom_paths {
+            if *g == group && *k == kind {
+                pointers.extend(paths.iter().cloned());
+            }
+        }
+        for p in pointers {
+            for_each_string_at(obj, &p, &mut |at, s| {
+                if let Some(new) = self.rewrite(s) {
+                    set(at, s, new, &mut changes);
+                }
+            });
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_protocol::rules::KindPaths;
+
+    fn prefix(from: &str, to: &str) -> ImageRewrite {
+        ImageRewrite::compile(&ImageRegistryRule {
+            from: Some(from.into()),
+            to: Some(to.into()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn prefixes_respect_path_boundaries() {
+        let r = prefix("registry.eu.example.com", "registry.us.example.com");
+        assert_eq!(
+            r.rewrite("registry.eu.example.com/shop/web:1.4").as_deref(),
+            Some("registry.us.example.com/shop/web:1.4")
+        );
+        assert_eq!(r.rewrite("registry.eu.example.com.evil/x:1"), None);
+        let hub = prefix("docker.io", "mirror.example.com");
+        assert_eq!(
+            hub.rewrite("nginx:1.27").as_deref(),
+            Some("mirror.example.com/library/nginx:1.27")
+        );
+        assert_eq!(
+            hub.rewrite("bitnami/redis@sha256:ab").as_deref(),
+            Some("mirror.example.com/bitnami/redis@sha256:ab")
+        );
+        assert_eq!(hub.rewrite("quay.io/x/y:1"), None);
+    }
+
+    #[test]
+    fn regex_with_captures() {
+        let r = ImageRewrite::compile(&ImageRegistryRule {
+            regex: Some(r"^registry\.(eu|us)\.example\.com/(.*)$".into()),
+            replacement: Some("mirror.example.com/$1/$2".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            r.rewrite("registry.eu.example.com/a/b:1").as_deref(),
+            Some("mirror.example.com/eu/a/b:1")
+        );
+        assert_eq!(r.rewrite("other/a:1"), None);
+    }
+
+    #[test]
+    fn reaches_every_container_list_and_custom_paths() {
+        let mut r = prefix("old.example.com", "new.example.com");
+        r.custom_paths = vec![];
+        let r = ImageRewrite::compile(&ImageRegistryRule {
+            from: Some("old.example.com".into()),
+            to: Some("new.example.com".into()),
+            custom_paths: vec![KindPaths {
+                group: "example.com".into(),
+                kind: "Cache".into(),
+                paths: vec!["/spec/image".into(), "/spec/sidecars/*/image".into()],
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        let mut cj = serde_json::json!({"apiVersion": "batch/v1", "kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": {
+            "initContainers": [{"image": "old.example.com/init:1"}],
+            "containers": [{"image": "old.example.com/app:1"}, {"image": "keep.example.com/x:1"}]}}}}}});
+        let changes = r.apply(&mut cj);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(
+            cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][1]["image"],
+            "keep.example.com/x:1"
+        );
+        let mut cr = serde_json::json!({"apiVersion": "example.com/v1", "kind": "Cache",
+                                        "spec": {"image": "old.example.com/cache:2", "sidecars": [{"image": "old.example.com/s:1"}]}});
+        assert_eq!(r.apply(&mut cr).len(), 2);
+        assert_eq!(cr["spec"]["sidecars"][0]["image"], "new.example.com/s:1");
+    }
+
+    #[test]
+    fn compile_errors_name_the_field() {
+        let e = ImageRewrite::compile(&ImageRegistryRule {
+            from: Some("a".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.0, "to");
+        let e = ImageRewrite::compile(&ImageRegistryRule {
+            from: Some("a".into()),
+            to: Some("b".into()),
+            regex: Some("x".into()),
+            replacement: Some("y".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.1.contains("not both"));
+    }
+}

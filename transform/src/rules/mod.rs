@@ -1,0 +1,99 @@
+//! The rules' effects on objects. Each function changes one object in place and returns what
+//! it changed, in words, for the preview.
+
+pub mod image;
+pub mod namespace;
+pub mod storage_class;
+
+use serde_json::Value;
+
+/// `apps/v1` → `apps`; `v1` → ``.
+pub fn group_of(obj: &Value) -> &str {
+    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    av.split_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+pub fn kind_of(obj: &Value) -> &str {
+    obj.get("kind").and_then(Value::as_str).unwrap_or("")
+}
+
+/// Where a kind keeps its pod spec: Pods directly, workloads in their template, CronJobs two
+/// levels down.
+pub fn pod_spec_pointer(group: &str, kind: &str) -> Option<&'static str> {
+    match (group, kind) {
+        ("", "Pod") => Some("/spec"),
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+        | ("batch", "Job")
+        | ("", "ReplicationController" | "PodTemplate") => Some("/spec/template/spec"),
+        ("batch", "CronJob") => Some("/spec/jobTemplate/spec/template/spec"),
+        _ => None,
+    }
+}
+
+pub const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+
+/// Visits every string at a JSON pointer whose `*` segments match every array element (or
+/// every map value).
+pub fn for_each_string_at(obj: &mut Value, pointer: &str, f: &mut dyn FnMut(&str, &mut String)) {
+    let segments: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    walk(obj, &segments, String::new(), f);
+}
+
+fn walk(v: &mut Value, segments: &[&str], at: String, f: &mut dyn FnMut(&str, &mut String)) {
+    let Some((first, rest)) = segments.split_first() else {
+        if let Value::String(s) = v {
+            f(&at, s);
+        }
+        return;
+    };
+    let token = first.replace("~1", "/").replace("~0", "~");
+    match (v, token.as_str()) {
+        (Value::Array(items), "*") => {
+            for (i, item) in items.iter_mut().enumerate() {
+                walk(item, rest, format!("{at}/{i}"), f);
+            }
+        }
+        (Value::Object(map), "*") => {
+            for (k, item) in map.iter_mut() {
+                walk(item, rest, format!("{at}/{k}"), f);
+            }
+        }
+        (Value::Array(items), t) => {
+            if let Some(item) = t.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                walk(item, rest, format!("{at}/{t}"), f);
+            }
+        }
+        (Value::Object(map), t) => {
+            if let Some(item) = map.get_mut(t) {
+                walk(item, rest, format!("{at}/{t}"), f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Sets `*s` to `new` and describes the change, if it differs.
+pub fn set(at: &str, s: &mut String, new: String, changes: &mut Vec<String>) {
+    if *s != new {
+        changes.push(format!("{at}: {s} → {new}"));
+        *s = new;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn walks_wildcards() {
+        let mut v = json!({"spec": {"items": [{"image": "a"}, {"image": "b"}, {"other": 1}]}});
+        let mut seen = Vec::new();
+        for_each_string_at(&mut v, "/spec/items/*/image", &mut |at, s| {
+            seen.push(format!("{at}={s}"));
+            s.push('!');
+        });
+        assert_eq!(seen, ["/spec/items/0/image=a", "/spec/items/1/image=b"]);
+        assert_eq!(v["spec"]["items"][1]["image"], "b!");
+    }
+}

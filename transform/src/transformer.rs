@@ -1,0 +1,314 @@
+//! Applying sanitising and rules to a set of objects, recording which rule did what.
+
+use crate::patch;
+use crate::rules::{namespace, storage_class};
+use crate::sanitize::{self, SanitizeOptions};
+use crate::spec::{Action, CompiledRules, RuleOrigin};
+use ferry_protocol::rules::{PatchOp, PatchOpKind};
+use ferry_protocol::ObjectRef;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// One change to one object, and what made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// `sanitize`, or the rule's origin (`transforms[1] ("dr")`).
+    pub by: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformedObject {
+    /// The object as it was in the source.
+    pub source: ObjectRef,
+    pub object: Value,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dropped {
+    pub source: ObjectRef,
+    pub by: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub objects: Vec<TransformedObject>,
+    pub dropped: Vec<Dropped>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransformError {
+    #[error("object {index}: cannot be named: apiVersion, kind and metadata.name are required")]
+    Unnamed { index: usize },
+    #[error("{}: {}: {}: {}", .0.object, .0.origin, .0.field, .0.message)]
+    Rule(Box<RuleFailure>),
+}
+
+/// A rule that could not be applied to an object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleFailure {
+    pub object: ObjectRef,
+    pub origin: RuleOrigin,
+    /// The field of the rule, e.g. `patch.ops[1]`.
+    pub field: String,
+    pub message: String,
+}
+
+pub struct Transformer {
+    rules: CompiledRules,
+    sanitize: SanitizeOptions,
+}
+
+impl Transformer {
+    pub fn new(rules: CompiledRules, sanitize: SanitizeOptions) -> Transformer {
+        Transformer { rules, sanitize }
+    }
+
+    /// Sanitises, then applies each rule in order to each object. Fails as a whole on the
+    /// first object a rule cannot be applied to, so nothing half-transformed is returned.
+    pub fn transform(&self, objects: &[Value]) -> Result<Outcome, TransformError> {
+        let set_uids = sanitize::uids(objects);
+        let dns: Vec<Option<regex::Regex>> = self
+            .rules
+            .rules
+            .iter()
+            .map(|r| match &r.action {
+                Action::Namespace {
+                    from,
+                    rewrite_dns: true,
+                    ..
+                } => Some(namespace::dns_pattern(from)),
+                _ => None,
+            })
+            .collect();
+        let mut out = Outcome::default();
+        'objects: for (index, original) in objects.iter().enumerate() {
+            let source =
+                ObjectRef::from_object(original).ok_or(TransformError::Unnamed { index })?;
+            if let Some(reason) = sanitize::drop_reason(original, &set_uids, &self.sanitize) {
+                out.dropped.push(Dropped {
+                    source,
+                    by: "sanitize".into(),
+                    reason,
+                });
+                continue;
+            }
+            let mut obj = original.clone();
+            let mut changes: Vec<Change> = sanitize::sanitize(&mut obj, &self.sanitize)
+                .into_iter()
+                .map(|description| Change {
+                    by: "sanitize".into(),
+                    description,
+                })
+                .collect();
+            for (rule, dns) in self.rules.rules.iter().zip(&dns) {
+                let by = rule.origin.to_string();
+                let described = match &rule.action {
+                    Action::Exclude(m) if m.matches(&obj) => {
+                        out.dropped.push(Dropped {
+                            source,
+                            by,
+                            reason: "excluded".into(),
+                        });
+                        continue 'objects;
+                    }
+                    Action::Include(m) if !m.matches(&obj) => {
+                        out.dropped.push(Dropped {
+                            source,
+                            by,
+                            reason: "not included".into(),
+                        });
+                        continue 'objects;
+                    }
+                    Action::Exclude(_) | Action::Include(_) => Vec::new(),
+                    Action::StorageClass { from, to } => storage_class::apply(&mut obj, from, to),
+                    Action::Namespace { from, to, .. } => {
+                        namespace::apply(&mut obj, from, to, dns.as_ref())
+                    }
+                    Action::Image(rw) => rw.apply(&mut obj),
+                    Action::Patch { matcher, ops } if matcher.matches(&obj) => {
+                        apply_patch(&mut obj, ops).map_err(|(i, message)| {
+                            TransformError::Rule(Box::new(RuleFailure {
+                                object: source.clone(),
+                                origin: rule.origin.clone(),
+                                field: format!("patch.ops[{i}]"),
+                                message,
+                            }))
+                        })?
+                    }
+                    Action::Patch { .. } => Vec::new(),
+                };
+                changes.extend(described.into_iter().map(|description| Change {
+                    by: by.clone(),
+                    description,
+                }));
+            }
+            out.objects.push(TransformedObject {
+                source,
+                object: obj,
+                changes,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Applies a rule's operations in order. A failing `test` skips the rest of this rule's
+/// operations for this object (and is reported as such); any other failure is an error.
+fn apply_patch(obj: &mut Value, ops: &[PatchOp]) -> Result<Vec<String>, (usize, String)> {
+    let mut changes = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let as_json = serde_json::to_value(op).map_err(|e| (i, e.to_string()))?;
+        match patch::json_patch(obj, &json!([as_json])) {
+            Ok(new) => {
+                if op.op != PatchOpKind::Test {
+                    changes.push(format!(
+                        "{} {}",
+                        format!("{:?}", op.op).to_lowercase(),
+                        op.path
+                    ));
+                }
+                *obj = new;
+            }
+            Err(_) if op.op == PatchOpKind::Test => {
+                changes.push(format!(
+                    "test {} did not hold: remaining operations skipped",
+                    op.path
+                ));
+                break;
+            }
+            Err(e) => return Err((i, e.trim_start_matches("operation 0: ").to_string())),
+        }
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{compile, parse_spec};
+
+    fn transformer(yaml: &str) -> Transformer {
+        Transformer::new(
+            compile(&parse_spec(yaml).unwrap()).unwrap(),
+            SanitizeOptions::default(),
+        )
+    }
+
+    fn app() -> Vec<Value> {
+        vec![
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "uid": "n1"}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "namespace": "shop", "uid": "d1", "labels": {"tier": "web"}},
+                   "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "web", "image": "registry.eu.example.com/web:1"}]}}}}),
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                   "metadata": {"name": "web-1", "namespace": "shop", "ownerReferences": [{"kind": "Deployment", "name": "web", "uid": "d1", "controller": true}]}}),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "shop"},
+                   "spec": {"storageClassName": "gp2", "volumeName": "pv-1"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "debug", "namespace": "shop"}}),
+        ]
+    }
+
+    #[test]
+    fn the_three_headline_migrations_and_a_patch() {
+        let t = transformer(
+            r#"
+transforms:
+  - storageClass: { from: gp2, to: premium-rwo }
+  - name: dr
+    namespace: { from: shop, to: shop-dr }
+  - imageRegistry: { from: registry.eu.example.com, to: registry.us.example.com }
+  - patch:
+      match: { group: apps, kind: Deployment, labelSelector: "tier=web" }
+      ops: [{ op: replace, path: /spec/replicas, value: 0 }]
+  - exclude: { kind: ConfigMap, name: "debug*" }
+"#,
+        );
+        let out = t.transform(&app()).unwrap();
+        let names: Vec<String> = out
+            .objects
+            .iter()
+            .map(|o| o.object["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["shop-dr", "web", "data"]);
+        assert_eq!(out.dropped.len(), 2);
+        assert!(out
+            .dropped
+            .iter()
+            .any(|d| d.source.kind == "ReplicaSet" && d.by == "sanitize"));
+        assert!(out
+            .dropped
+            .iter()
+            .any(|d| d.source.name == "debug" && d.by == "transforms[4]"));
+        let dep = &out.objects[1];
+        assert_eq!(dep.object["metadata"]["namespace"], "shop-dr");
+        assert_eq!(dep.object["spec"]["replicas"], 0);
+        assert_eq!(
+            dep.object["spec"]["template"]["spec"]["containers"][0]["image"],
+            "registry.us.example.com/web:1"
+        );
+        assert!(dep
+            .changes
+            .iter()
+            .any(|c| c.by == "transforms[1] (\"dr\")" && c.description.contains("shop → shop-dr")));
+        let pvc = &out.objects[2].object;
+        assert_eq!(pvc["spec"]["storageClassName"], "premium-rwo");
+        assert!(pvc["spec"].get("volumeName").is_none());
+        assert_eq!(
+            out.objects[2].source.namespace.as_deref(),
+            Some("shop"),
+            "source keeps the original reference"
+        );
+    }
+
+    #[test]
+    fn failing_test_skips_the_rest_of_the_rule() {
+        let t = transformer(
+            r#"
+transforms:
+  - patch:
+      match: { kind: Deployment }
+      ops:
+        - { op: test, path: /spec/replicas, value: 1 }
+        - { op: replace, path: /spec/replicas, value: 9 }
+  - patch:
+      match: { kind: Deployment }
+      ops: [{ op: add, path: /metadata/labels/migrated, value: "yes" }]
+"#,
+        );
+        let out = t.transform(&app()).unwrap();
+        let dep = out
+            .objects
+            .iter()
+            .find(|o| o.source.kind == "Deployment")
+            .unwrap();
+        assert_eq!(dep.object["spec"]["replicas"], 3);
+        assert_eq!(dep.object["metadata"]["labels"]["migrated"], "yes");
+        assert!(dep
+            .changes
+            .iter()
+            .any(|c| c.description.contains("did not hold")));
+    }
+
+    #[test]
+    fn other_patch_failures_name_object_rule_and_op() {
+        let t = transformer(
+            "transforms:\n  - name: bad\n    patch:\n      match: { kind: Deployment }\n      ops: [{ op: remove, path: /spec/missing }]\n",
+        );
+        let err = t.transform(&app()).unwrap_err().to_string();
+        assert_eq!(err, "apps/v1 Deployment shop/web: transforms[0] (\"bad\"): patch.ops[0]: remove: path \"/spec/missing\" does not exist");
+    }
+
+    #[test]
+    fn unnamed_objects_are_refused() {
+        let t = transformer("transforms: []\n");
+        let err = t.transform(&[json!({"kind": "ConfigMap"})]).unwrap_err();
+        assert_eq!(err, TransformError::Unnamed { index: 0 });
+    }
+}
