@@ -1,0 +1,761 @@
+//! Restore order: a dependency graph over the objects of a restore point, sorted so that
+//! everything an object needs exists (and is ready) before it is created.
+//!
+//! Each object gets a phase from its kind (CRDs, namespaces, cluster configuration, identity and
+//! RBAC, configuration, storage, operators, custom resources, services, workloads, routing,
+//! admission webhooks) and edges from what it names (its namespace, its CRD, the service
+//! account, ConfigMaps, Secrets and claims its pods use, the roles a binding grants, the volume
+//! a claim is bound to, the Services an Ingress routes to, and for custom resources the operator
+//! that reconciles them). The sort is Kahn's algorithm with the phase and the object's name as
+//! tie-breaker, so the same input always gives the same order; a cycle is broken at its
+//! smallest object and reported.
+
+use crate::rules::{group_of, kind_of, pod_spec_pointer, CONTAINER_LISTS};
+use ferry_protocol::ObjectRef;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    CustomResourceDefinitions,
+    Namespaces,
+    ClusterConfiguration,
+    IdentityAndRbac,
+    Configuration,
+    Storage,
+    Operators,
+    CustomResources,
+    Services,
+    Workloads,
+    Routing,
+    AdmissionWebhooks,
+}
+
+/// What the restoring spoke waits for after creating an object, before its dependents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReadinessGate {
+    /// CRD condition `Established`.
+    Established,
+    /// Namespace phase `Active`.
+    Active,
+    /// PVC phase `Bound`.
+    Bound,
+    /// `availableReplicas` (Deployments) or `readyReplicas` (StatefulSets) reach `replicas`;
+    /// DaemonSets: `numberReady` reaches `desiredNumberScheduled`.
+    Available,
+}
+
+impl ReadinessGate {
+    /// Whether the object as read back from the target cluster passes the gate.
+    pub fn passed(self, obj: &Value) -> bool {
+        let int = |p: &str| obj.pointer(p).and_then(Value::as_i64);
+        match self {
+            ReadinessGate::Established => obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                }),
+            ReadinessGate::Active => {
+                obj.pointer("/status/phase").and_then(Value::as_str) == Some("Active")
+            }
+            ReadinessGate::Bound => {
+                obj.pointer("/status/phase").and_then(Value::as_str) == Some("Bound")
+            }
+            ReadinessGate::Available => match kind_of(obj) {
+                "DaemonSet" => int("/status/numberReady") >= int("/status/desiredNumberScheduled"),
+                "StatefulSet" => {
+                    int("/status/readyReplicas").unwrap_or(0) >= int("/spec/replicas").unwrap_or(1)
+                }
+                _ => {
+                    int("/status/availableReplicas").unwrap_or(0)
+                        >= int("/spec/replicas").unwrap_or(1)
+                }
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub object: ObjectRef,
+    pub phase: Phase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<ReadinessGate>,
+    /// Why the object is where it is: its phase and each object it waits for.
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreOrder {
+    /// Indices into the input, in restore order, with their explanation.
+    pub steps: Vec<(usize, Step)>,
+    /// Cycles that had to be broken, in words.
+    pub broken_cycles: Vec<String>,
+}
+
+impl RestoreOrder {
+    /// `explain` output: one line per object, with its reasons.
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        for (n, (_, step)) in self.steps.iter().enumerate() {
+            let gate = step
+                .gate
+                .map(|g| format!(" [wait: {g:?}]"))
+                .unwrap_or_default();
+            out.push_str(&format!("{:>4}. {}{gate}\n", n + 1, step.object));
+            for r in &step.reasons {
+                out.push_str(&format!("        {r}\n"));
+            }
+        }
+        for c in &self.broken_cycles {
+            out.push_str(&format!("cycle broken: {c}\n"));
+        }
+        out
+    }
+}
+
+fn phase_of(obj: &Value, is_operator: bool, custom_kinds: &BTreeSet<(String, String)>) -> Phase {
+    let (group, kind) = (group_of(obj), kind_of(obj));
+    if custom_kinds.contains(&(group.to_string(), kind.to_string())) {
+        return Phase::CustomResources;
+    }
+    if is_operator {
+        return Phase::Operators;
+    }
+    match (group, kind) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => Phase::CustomResourceDefinitions,
+        ("", "Namespace") => Phase::Namespaces,
+        ("storage.k8s.io", _)
+        | ("scheduling.k8s.io", _)
+        | ("networking.k8s.io", "IngressClass")
+        | ("snapshot.storage.k8s.io", "VolumeSnapshotClass") => Phase::ClusterConfiguration,
+        ("", "ServiceAccount") | ("rbac.authorization.k8s.io", _) => Phase::IdentityAndRbac,
+        ("", "ConfigMap" | "Secret" | "LimitRange" | "ResourceQuota") => Phase::Configuration,
+        ("", "PersistentVolume" | "PersistentVolumeClaim") | ("snapshot.storage.k8s.io", _) => {
+            Phase::Storage
+        }
+        ("", "Service") => Phase::Services,
+        ("networking.k8s.io", _) | ("autoscaling", _) | ("policy", _) => Phase::Routing,
+        ("admissionregistration.k8s.io", _) | ("apiregistration.k8s.io", _) => {
+            Phase::AdmissionWebhooks
+        }
+        _ if pod_spec_pointer(group, kind).is_some() => Phase::Workloads,
+        // Unknown kinds of known groups (and custom kinds whose CRD is not in the set) go with
+        // custom resources: after configuration and operators, before workloads.
+        _ => Phase::CustomResources,
+    }
+}
+
+fn gate_of(obj: &Value, phase: Phase) -> Option<ReadinessGate> {
+    match (group_of(obj), kind_of(obj)) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => Some(ReadinessGate::Established),
+        ("", "Namespace") => Some(ReadinessGate::Active),
+        ("", "PersistentVolumeClaim") => Some(ReadinessGate::Bound),
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet") if phase == Phase::Operators => {
+            Some(ReadinessGate::Available)
+        }
+        _ => None,
+    }
+}
+
+type Key = (String, String, String, String); // group, kind, namespace, name
+
+fn key(group: &str, kind: &str, ns: &str, name: &str) -> Key {
+    (group.into(), kind.into(), ns.into(), name.into())
+}
+
+fn key_of(obj: &Value) -> Key {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
+    key(
+        group_of(obj),
+        kind_of(obj),
+        s("/metadata/namespace"),
+        s("/metadata/name"),
+    )
+}
+
+/// What an object's pods reference, as (group, kind, name) in the object's namespace.
+fn pod_references(obj: &Value) -> Vec<(&'static str, String)> {
+    let Some(spec_ptr) = pod_spec_pointer(group_of(obj), kind_of(obj)) else {
+        return Vec::new();
+    };
+    let Some(spec) = obj.pointer(spec_ptr) else {
+        return Vec::new();
+    };
+    let mut refs = Vec::new();
+    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    refs.push((
+        "ServiceAccount",
+        s(spec, "/serviceAccountName").unwrap_or_else(|| "default".into()),
+    ));
+    for v in spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(n) = s(v, "/configMap/name") {
+            refs.push(("ConfigMap", n));
+        }
+        if let Some(n) = s(v, "/secret/secretName") {
+            refs.push(("Secret", n));
+        }
+        if let Some(n) = s(v, "/persistentVolumeClaim/claimName") {
+            refs.push(("PersistentVolumeClaim", n));
+        }
+        for src in v
+            .pointer("/projected/sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = s(src, "/configMap/name") {
+                refs.push(("ConfigMap", n));
+            }
+            if let Some(n) = s(src, "/secret/name") {
+                refs.push(("Secret", n));
+            }
+        }
+    }
+    for list in CONTAINER_LISTS {
+        for c in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for e in c
+                .get("envFrom")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(n) = s(e, "/configMapRef/name") {
+                    refs.push(("ConfigMap", n));
+                }
+                if let Some(n) = s(e, "/secretRef/name") {
+                    refs.push(("Secret", n));
+                }
+            }
+            for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(n) = s(e, "/valueFrom/configMapKeyRef/name") {
+                    refs.push(("ConfigMap", n));
+                }
+                if let Some(n) = s(e, "/valueFrom/secretKeyRef/name") {
+                    refs.push(("Secret", n));
+                }
+            }
+        }
+    }
+    for ips in spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(n) = s(ips, "/name") {
+            refs.push(("Secret", n));
+        }
+    }
+    refs
+}
+
+/// Groups of the custom kinds in the set, and which workloads run as their operators: a
+/// workload whose service account is bound to a role that may write those groups.
+fn operators(objects: &[Value], crd_groups: &BTreeSet<String>) -> HashMap<usize, BTreeSet<String>> {
+    let mut role_groups: HashMap<(String, String, String), BTreeSet<String>> = HashMap::new();
+    for o in objects {
+        let (g, k) = (group_of(o), kind_of(o));
+        if g == "rbac.authorization.k8s.io" && (k == "Role" || k == "ClusterRole") {
+            let mut groups = BTreeSet::new();
+            for rule in o
+                .get("rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for ag in rule
+                    .get("apiGroups")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    if ag == "*" {
+                        groups.extend(crd_groups.iter().cloned());
+                    } else if crd_groups.contains(ag) {
+                        groups.insert(ag.to_string());
+                    }
+                }
+            }
+            let (ns, name) = (key_of(o).2, key_of(o).3);
+            role_groups.insert((k.to_string(), ns, name), groups);
+        }
+    }
+    // Service account (namespace, name) → groups it may manage.
+    let mut sa_groups: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    for o in objects {
+        let k = kind_of(o);
+        if group_of(o) != "rbac.authorization.k8s.io"
+            || (k != "RoleBinding" && k != "ClusterRoleBinding")
+        {
+            continue;
+        }
+        let role_kind = o
+            .pointer("/roleRef/kind")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let role_name = o
+            .pointer("/roleRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let binding_ns = key_of(o).2;
+        let role_ns = if role_kind == "Role" {
+            binding_ns.clone()
+        } else {
+            String::new()
+        };
+        let Some(groups) =
+            role_groups.get(&(role_kind.to_string(), role_ns, role_name.to_string()))
+        else {
+            continue;
+        };
+        for subj in o
+            .get("subjects")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if subj.get("kind").and_then(Value::as_str) == Some("ServiceAccount") {
+                let ns = subj
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&binding_ns)
+                    .to_string();
+                let name = subj
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                sa_groups
+                    .entry((ns, name))
+                    .or_default()
+                    .extend(groups.iter().cloned());
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for (i, o) in objects.iter().enumerate() {
+        if !matches!(
+            (group_of(o), kind_of(o)),
+            ("apps", "Deployment" | "StatefulSet" | "DaemonSet")
+        ) {
+            continue;
+        }
+        let sa = o
+            .pointer("/spec/template/spec/serviceAccountName")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        if let Some(groups) = sa_groups.get(&(key_of(o).2, sa.to_string())) {
+            if !groups.is_empty() {
+                out.insert(i, groups.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Computes the restore order of `objects`.
+pub fn restore_order(objects: &[Value]) -> RestoreOrder {
+    let index: HashMap<Key, usize> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (key_of(o), i))
+        .collect();
+    let mut custom_kinds = BTreeSet::new();
+    let mut crd_of_kind: HashMap<(String, String), usize> = HashMap::new();
+    for (i, o) in objects.iter().enumerate() {
+        if (group_of(o), kind_of(o)) == ("apiextensions.k8s.io", "CustomResourceDefinition") {
+            let g = o
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let k = o
+                .pointer("/spec/names/kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            custom_kinds.insert((g.clone(), k.clone()));
+            crd_of_kind.insert((g, k), i);
+        }
+    }
+    let crd_groups: BTreeSet<String> = custom_kinds.iter().map(|(g, _)| g.clone()).collect();
+    let operators = operators(objects, &crd_groups);
+    let phases: Vec<Phase> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| phase_of(o, operators.contains_key(&i), &custom_kinds))
+        .collect();
+
+    // deps[i] = (j, why): i waits for j.
+    let mut deps: Vec<BTreeMap<usize, String>> = vec![BTreeMap::new(); objects.len()];
+    let mut add = |i: usize, j: Option<&usize>, why: String| {
+        if let Some(&j) = j {
+            if j != i {
+                deps[i].entry(j).or_insert(why);
+            }
+        }
+    };
+    for (i, o) in objects.iter().enumerate() {
+        let (g, k, ns, _) = key_of(o);
+        if !ns.is_empty() {
+            add(
+                i,
+                index.get(&key("", "Namespace", "", &ns)),
+                format!("after Namespace {ns}, which contains it"),
+            );
+        }
+        if let Some(crd) = crd_of_kind.get(&(g.clone(), k.clone())) {
+            add(
+                i,
+                Some(crd),
+                format!("after the CustomResourceDefinition of {k}.{g}"),
+            );
+        }
+        for (ref_kind, name) in pod_references(o) {
+            add(
+                i,
+                index.get(&key("", ref_kind, &ns, &name)),
+                format!("after {ref_kind} {ns}/{name}, which its pods use"),
+            );
+        }
+        match (g.as_str(), k.as_str()) {
+            ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+                let rk = o
+                    .pointer("/roleRef/kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let rn = o
+                    .pointer("/roleRef/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let rns = if rk == "Role" { ns.as_str() } else { "" };
+                add(
+                    i,
+                    index.get(&key("rbac.authorization.k8s.io", rk, rns, rn)),
+                    format!("after {rk} {rn}, which it grants"),
+                );
+                for subj in o
+                    .get("subjects")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if subj.get("kind").and_then(Value::as_str) == Some("ServiceAccount") {
+                        let sns = subj.get("namespace").and_then(Value::as_str).unwrap_or(&ns);
+                        let sn = subj.get("name").and_then(Value::as_str).unwrap_or("");
+                        add(
+                            i,
+                            index.get(&key("", "ServiceAccount", sns, sn)),
+                            format!("after ServiceAccount {sns}/{sn}, its subject"),
+                        );
+                    }
+                }
+            }
+            ("", "PersistentVolumeClaim") => {
+                if let Some(v) = o.pointer("/spec/volumeName").and_then(Value::as_str) {
+                    add(
+                        i,
+                        index.get(&key("", "PersistentVolume", "", v)),
+                        format!("after PersistentVolume {v}, which it binds"),
+                    );
+                }
+                if let Some(sc) = o.pointer("/spec/storageClassName").and_then(Value::as_str) {
+                    add(
+                        i,
+                        index.get(&key("storage.k8s.io", "StorageClass", "", sc)),
+                        format!("after StorageClass {sc}"),
+                    );
+                }
+            }
+            ("networking.k8s.io", "Ingress") => {
+                let mut services = BTreeSet::new();
+                let mut collect = |b: &Value| {
+                    if let Some(n) = b.pointer("/service/name").and_then(Value::as_str) {
+                        services.insert(n.to_string());
+                    }
+                };
+                if let Some(b) = o.pointer("/spec/defaultBackend") {
+                    collect(b);
+                }
+                for rule in o
+                    .pointer("/spec/rules")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    for p in rule
+                        .pointer("/http/paths")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(b) = p.get("backend") {
+                            collect(b);
+                        }
+                    }
+                }
+                for s in services {
+                    add(
+                        i,
+                        index.get(&key("", "Service", &ns, &s)),
+                        format!("after Service {ns}/{s}, which it routes to"),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if phases[i] == Phase::CustomResources {
+            for (op, groups) in &operators {
+                if groups.contains(&g) {
+                    let (_, ok, ons, on) = key_of(&objects[*op]);
+                    add(i, Some(op), format!("after its operator {ok} {ons}/{on}, which must be ready to reconcile it"));
+                }
+            }
+        }
+    }
+    // Among objects whose waits are all met, the earliest phase goes first: phases order what
+    // the edges leave open, while the explanations stay about real references.
+    let sort_key = |i: usize| {
+        let (g, k, ns, n) = key_of(&objects[i]);
+        (phases[i], g, k, ns, n, i)
+    };
+    let keys: Vec<_> = (0..objects.len()).map(sort_key).collect();
+    let (sorted, broken) = toposort(&keys, &deps);
+    let mut order = RestoreOrder::default();
+    let describe = |j: usize| {
+        ObjectRef::from_object(&objects[j])
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    };
+    for (i, skipped) in broken {
+        let waits: Vec<String> = skipped.into_iter().map(describe).collect();
+        order.broken_cycles.push(format!(
+            "{} created before {}",
+            describe(i),
+            waits.join(", ")
+        ));
+    }
+    for next in sorted {
+        let o = &objects[next];
+        let mut reasons = vec![format!("phase: {:?}", phases[next])];
+        reasons.extend(deps[next].values().cloned());
+        order.steps.push((
+            next,
+            Step {
+                object: ObjectRef::from_object(o).unwrap_or_else(|| ObjectRef {
+                    group: group_of(o).into(),
+                    version: String::new(),
+                    kind: kind_of(o).into(),
+                    namespace: None,
+                    name: String::new(),
+                }),
+                phase: phases[next],
+                gate: gate_of(o, phases[next]),
+                reasons,
+            },
+        ));
+    }
+    order
+}
+
+/// Kahn's algorithm, taking the smallest ready key each time; when only cycles remain, the
+/// smallest waiting node goes next and the waits it skips are returned with it.
+fn toposort<K: Ord + Clone>(
+    keys: &[K],
+    deps: &[BTreeMap<usize, String>],
+) -> (Vec<usize>, Vec<(usize, Vec<usize>)>) {
+    let n = keys.len();
+    let mut remaining: Vec<usize> = deps.iter().map(BTreeMap::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, d) in deps.iter().enumerate() {
+        for &j in d.keys() {
+            dependents[j].push(i);
+        }
+    }
+    let mut ready: BTreeSet<(K, usize)> = (0..n)
+        .filter(|&i| remaining[i] == 0)
+        .map(|i| (keys[i].clone(), i))
+        .collect();
+    let mut done = vec![false; n];
+    let (mut sorted, mut broken) = (Vec::with_capacity(n), Vec::new());
+    while sorted.len() < n {
+        let next = match ready.pop_first() {
+            Some((_, i)) => i,
+            None => {
+                let i = (0..n)
+                    .filter(|&i| !done[i])
+                    .min_by(|&a, &b| keys[a].cmp(&keys[b]))
+                    .expect("nodes remain");
+                broken.push((i, deps[i].keys().copied().filter(|&j| !done[j]).collect()));
+                i
+            }
+        };
+        if done[next] {
+            continue;
+        }
+        done[next] = true;
+        sorted.push(next);
+        for &d in &dependents[next] {
+            remaining[d] = remaining[d].saturating_sub(1);
+            if remaining[d] == 0 && !done[d] {
+                ready.insert((keys[d].clone(), d));
+            }
+        }
+    }
+    (sorted, broken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn app() -> Vec<Value> {
+        vec![
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"rules": [{"http": {"paths": [{"backend": {"service": {"name": "web"}}}]}}]}}),
+            json!({"apiVersion": "example.com/v1", "kind": "Cache", "metadata": {"name": "hot", "namespace": "shop"}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"template": {"spec": {"serviceAccountName": "web",
+                       "containers": [{"envFrom": [{"configMapRef": {"name": "web-config"}}]}],
+                       "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}}}),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"}}),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "shop"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-config", "namespace": "shop"}}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "web", "namespace": "shop"}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cache-operator", "namespace": "shop"},
+                   "spec": {"template": {"spec": {"serviceAccountName": "operator", "containers": [{}]}}}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "operator"},
+                   "roleRef": {"kind": "ClusterRole", "name": "cache-manager"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": "shop"}]}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "cache-manager"},
+                   "rules": [{"apiGroups": ["example.com"], "resources": ["caches"], "verbs": ["*"]}]}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator", "namespace": "shop"}}),
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "caches.example.com"},
+                   "spec": {"group": "example.com", "names": {"kind": "Cache", "plural": "caches"}}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        ]
+    }
+
+    fn position(order: &RestoreOrder, kind: &str, name: &str) -> usize {
+        order
+            .steps
+            .iter()
+            .position(|(_, s)| s.object.kind == kind && s.object.name == name)
+            .unwrap()
+    }
+
+    #[test]
+    fn dependencies_come_first() {
+        let objects = app();
+        let order = restore_order(&objects);
+        assert_eq!(order.steps.len(), objects.len());
+        assert!(order.broken_cycles.is_empty());
+        let p = |k: &str, n: &str| position(&order, k, n);
+        assert_eq!(p("CustomResourceDefinition", "caches.example.com"), 0);
+        assert_eq!(p("Namespace", "shop"), 1);
+        assert!(p("ServiceAccount", "web") < p("Deployment", "web"));
+        assert!(p("ConfigMap", "web-config") < p("Deployment", "web"));
+        assert!(p("PersistentVolumeClaim", "data") < p("Deployment", "web"));
+        assert!(p("ClusterRole", "cache-manager") < p("ClusterRoleBinding", "operator"));
+        assert!(
+            p("Deployment", "cache-operator") < p("Cache", "hot"),
+            "operator before its custom resources"
+        );
+        assert!(p("Cache", "hot") < p("Deployment", "web"));
+        assert!(p("Service", "web") < p("Ingress", "web"));
+        let op = &order.steps[p("Deployment", "cache-operator")].1;
+        assert_eq!(op.phase, Phase::Operators);
+        assert_eq!(op.gate, Some(ReadinessGate::Available));
+        let cache = &order.steps[p("Cache", "hot")].1;
+        assert!(
+            cache
+                .reasons
+                .iter()
+                .any(|r| r.contains("operator apps/v1 Deployment")
+                    || r.contains("its operator Deployment shop/cache-operator")),
+            "{:?}",
+            cache.reasons
+        );
+        let explain = order.explain();
+        assert!(
+            explain.contains("[wait: Bound]") && explain.contains("which its pods use"),
+            "{explain}"
+        );
+    }
+
+    #[test]
+    fn deterministic_whatever_the_input_order() {
+        let objects = app();
+        let names = |o: &[Value]| -> Vec<String> {
+            restore_order(o)
+                .steps
+                .iter()
+                .map(|(_, s)| s.object.to_string())
+                .collect()
+        };
+        let expected = names(&objects);
+        let mut reversed = objects.clone();
+        reversed.reverse();
+        assert_eq!(names(&reversed), expected);
+        let mut rotated = objects.clone();
+        rotated.rotate_left(5);
+        assert_eq!(names(&rotated), expected);
+    }
+
+    #[test]
+    fn cycles_are_broken_predictably_and_reported() {
+        // Well-formed objects give no cycles through the edges above; the sort must still
+        // finish, deterministically, on any graph.
+        let dep = |pairs: &[(usize, &str)]| -> BTreeMap<usize, String> {
+            pairs.iter().map(|(j, w)| (*j, w.to_string())).collect()
+        };
+        let keys = ["c", "a", "b", "d"];
+        // a(1) → b(2) → c(0) → a(1) is a cycle; d(3) waits for c.
+        let deps = vec![
+            dep(&[(1, "c waits a")]),
+            dep(&[(2, "a waits b")]),
+            dep(&[(0, "b waits c")]),
+            dep(&[(0, "")]),
+        ];
+        let (sorted, broken) = toposort(&keys, &deps);
+        assert_eq!(
+            sorted,
+            [1, 0, 2, 3],
+            "a breaks the cycle (smallest key); c waited only for a; then b and d"
+        );
+        assert_eq!(broken, [(1, vec![2])]);
+        assert_eq!(toposort(&keys, &deps), (sorted, broken));
+    }
+
+    #[test]
+    fn gates() {
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                         "status": {"conditions": [{"type": "Established", "status": "True"}]}});
+        assert!(ReadinessGate::Established.passed(&crd));
+        let dep = json!({"kind": "Deployment", "spec": {"replicas": 2}, "status": {"availableReplicas": 1}});
+        assert!(!ReadinessGate::Available.passed(&dep));
+        let dep = json!({"kind": "Deployment", "spec": {"replicas": 2}, "status": {"availableReplicas": 2}});
+        assert!(ReadinessGate::Available.passed(&dep));
+        assert!(ReadinessGate::Bound.passed(&json!({"status": {"phase": "Bound"}})));
+    }
+}
