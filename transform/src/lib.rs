@@ -7,6 +7,7 @@
 //! - [`sanitize`]: what is dropped or cleared so objects can be created in another cluster.
 //! - [`Transformer`]: applies sanitising and rules to a set of objects, recording which rule
 //!   changed or dropped what.
+//! - [`preview`]: per-object diffs and a machine-readable plan.
 //! - [`order`]: the restore order, readiness gates and `explain`.
 //! - [`patch`], [`selector`]: JSON/merge/strategic-merge patch and label/field selectors, shared
 //!   with the stand-in API server.
@@ -14,6 +15,7 @@
 pub mod matcher;
 pub mod order;
 pub mod patch;
+pub mod preview;
 pub mod rules;
 pub mod sanitize;
 pub mod selector;

@@ -21,6 +21,8 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransformedObject {
+    /// Position in the input.
+    pub index: usize,
     /// The object as it was in the source.
     pub source: ObjectRef,
     pub object: Value,
@@ -30,6 +32,8 @@ pub struct TransformedObject {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Dropped {
+    /// Position in the input.
+    pub index: usize,
     pub source: ObjectRef,
     pub by: String,
     pub reason: String,
@@ -93,6 +97,7 @@ impl Transformer {
                 ObjectRef::from_object(original).ok_or(TransformError::Unnamed { index })?;
             if let Some(reason) = sanitize::drop_reason(original, &set_uids, &self.sanitize) {
                 out.dropped.push(Dropped {
+                    index,
                     source,
                     by: "sanitize".into(),
                     reason,
@@ -112,6 +117,7 @@ impl Transformer {
                 let described = match &rule.action {
                     Action::Exclude(m) if m.matches(&obj) => {
                         out.dropped.push(Dropped {
+                            index,
                             source,
                             by,
                             reason: "excluded".into(),
@@ -120,6 +126,7 @@ impl Transformer {
                     }
                     Action::Include(m) if !m.matches(&obj) => {
                         out.dropped.push(Dropped {
+                            index,
                             source,
                             by,
                             reason: "not included".into(),
@@ -150,6 +157,7 @@ impl Transformer {
                 }));
             }
             out.objects.push(TransformedObject {
+                index,
                 source,
                 object: obj,
                 changes,
