@@ -12,6 +12,7 @@
 //! - [`patch`], [`selector`]: JSON/merge/strategic-merge patch and label/field selectors, shared
 //!   with the stand-in API server.
 
+pub mod documents;
 pub mod matcher;
 pub mod order;
 pub mod patch;

@@ -1,0 +1,121 @@
+//! Reading objects from text: multi-document YAML (or JSON), with `kind: List` flattened, as
+//! `kubectl get -o yaml` and Helm produce them.
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: document {document}: {message}")]
+pub struct DocumentError {
+    pub source_name: String,
+    /// 1-based, counting `---` separated documents.
+    pub document: usize,
+    pub message: String,
+}
+
+/// Parses every document of `text`; empty documents are skipped, and every object must have
+/// `apiVersion`, `kind` and `metadata.name`.
+pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Value>, DocumentError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let err = |message: String| DocumentError {
+            source_name: source_name.to_string(),
+            document: i + 1,
+            message,
+        };
+        let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| err(e.to_string()))?;
+        match value {
+            Value::Null => continue,
+            Value::Object(_) => {}
+            other => {
+                return Err(err(format!(
+                    "expected an object, found {}",
+                    kind_name(&other)
+                )))
+            }
+        }
+        let items = if value
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k == "List" || k.ends_with("List"))
+            && value.get("items").is_some_and(Value::is_array)
+        {
+            value["items"].as_array().cloned().unwrap_or_default()
+        } else {
+            vec![value]
+        };
+        for (j, item) in items.into_iter().enumerate() {
+            for (field, pointer) in [
+                ("apiVersion", "/apiVersion"),
+                ("kind", "/kind"),
+                ("metadata.name", "/metadata/name"),
+            ] {
+                if !item
+                    .pointer(pointer)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty())
+                {
+                    return Err(err(format!("item {j}: {field} is required")));
+                }
+            }
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
+fn kind_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Objects as multi-document YAML.
+pub fn to_yaml_documents(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|o| serde_yaml_ng::to_string(o).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_documents_and_lists() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\nkind: List\napiVersion: v1\nitems:\n- {apiVersion: v1, kind: Secret, metadata: {name: b}}\n";
+        let objs = parse_documents(text, "in.yaml").unwrap();
+        assert_eq!(objs.len(), 2);
+        assert_eq!(objs[1]["kind"], "Secret");
+        let back = parse_documents(&to_yaml_documents(&objs), "out").unwrap();
+        assert_eq!(back, objs);
+    }
+
+    #[test]
+    fn errors_name_the_document() {
+        let err = parse_documents(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n- 1\n",
+            "x.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.yaml: document 2: expected an object, found a list"
+        );
+        let err = parse_documents("kind: ConfigMap\nmetadata: {name: a}\n", "y.yaml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "y.yaml: document 1: item 0: apiVersion is required"
+        );
+        assert!(parse_documents("a: [", "z.yaml")
+            .unwrap_err()
+            .to_string()
+            .starts_with("z.yaml: document 1:"));
+    }
+}
