@@ -49,10 +49,10 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Value>, Docu
                 ("kind", "/kind"),
                 ("metadata.name", "/metadata/name"),
             ] {
-                if !item
+                if item
                     .pointer(pointer)
                     .and_then(Value::as_str)
-                    .is_some_and(|s| !s.is_empty())
+                    .is_none_or(str::is_empty)
                 {
                     return Err(err(format!("item {j}: {field} is required")));
                 }
