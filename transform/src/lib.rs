@@ -7,12 +7,14 @@
 //! - [`sanitize`]: what is dropped or cleared so objects can be created in another cluster.
 //! - [`Transformer`]: applies sanitising and rules to a set of objects, recording which rule
 //!   changed or dropped what.
+//! - [`helm`]: Helm release records, rewritten with the same rules.
 //! - [`preview`]: per-object diffs and a machine-readable plan.
 //! - [`order`]: the restore order, readiness gates and `explain`.
 //! - [`patch`], [`selector`]: JSON/merge/strategic-merge patch and label/field selectors, shared
 //!   with the stand-in API server.
 
 pub mod documents;
+pub mod helm;
 pub mod matcher;
 pub mod order;
 pub mod patch;

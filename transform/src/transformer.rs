@@ -1,5 +1,6 @@
 //! Applying sanitising and rules to a set of objects, recording which rule did what.
 
+use crate::helm;
 use crate::patch;
 use crate::rules::{namespace, storage_class};
 use crate::sanitize::{self, SanitizeOptions};
@@ -52,6 +53,8 @@ pub enum TransformError {
     Unnamed { index: usize },
     #[error("{}: {}: {}: {}", .0.object, .0.origin, .0.field, .0.message)]
     Rule(Box<RuleFailure>),
+    #[error("{}: {}", .0.0, .0.1)]
+    Helm(Box<(ObjectRef, helm::HelmError)>),
 }
 
 /// A rule that could not be applied to an object.
@@ -112,8 +115,22 @@ impl Transformer {
                     description,
                 })
                 .collect();
+            let helm_error =
+                |error: helm::HelmError| TransformError::Helm(Box::new((source.clone(), error)));
+            let mut release = match helm::record_driver(&obj) {
+                Some(driver) => Some((driver, helm::decode(&obj, driver).map_err(helm_error)?)),
+                None => None,
+            };
             for (rule, dns) in self.rules.rules.iter().zip(&dns) {
                 let by = rule.origin.to_string();
+                if let Some((_, rel)) = release.as_mut() {
+                    let described =
+                        rewrite_release(rel, &rule.action, dns.as_ref()).map_err(helm_error)?;
+                    changes.extend(described.into_iter().map(|description| Change {
+                        by: by.clone(),
+                        description,
+                    }));
+                }
                 let described = match &rule.action {
                     Action::Exclude(m) if m.matches(&obj) => {
                         out.dropped.push(Dropped {
@@ -156,6 +173,14 @@ impl Transformer {
                     description,
                 }));
             }
+            if let Some((driver, rel)) = &release {
+                if changes
+                    .iter()
+                    .any(|c| c.description.starts_with("release."))
+                {
+                    helm::encode(&mut obj, *driver, rel).map_err(helm_error)?;
+                }
+            }
             out.objects.push(TransformedObject {
                 index,
                 source,
@@ -165,6 +190,89 @@ impl Transformer {
         }
         Ok(out)
     }
+}
+
+type ObjectRewrite<'a> = dyn FnMut(&mut Value) -> Vec<String> + 'a;
+
+/// Applies a storage-class, namespace or image rule inside a Helm release: its namespace, the
+/// objects of its manifest and hooks, and the values that name images or storage classes.
+fn rewrite_release(
+    release: &mut Value,
+    action: &Action,
+    dns: Option<&regex::Regex>,
+) -> Result<Vec<String>, helm::HelmError> {
+    let mut per_object: Box<ObjectRewrite<'_>> = match action {
+        Action::StorageClass { from, to } => {
+            Box::new(move |o: &mut Value| storage_class::apply(o, from, to))
+        }
+        Action::Namespace { from, to, .. } => {
+            Box::new(move |o: &mut Value| namespace::apply(o, from, to, dns))
+        }
+        Action::Image(rw) => Box::new(move |o: &mut Value| rw.apply(o)),
+        _ => return Ok(Vec::new()),
+    };
+    let mut changes = Vec::new();
+    if let Action::Namespace { from, to, .. } = action {
+        if release.get("namespace").and_then(Value::as_str) == Some(from.as_str()) {
+            release["namespace"] = Value::String(to.clone());
+            changes.push(format!("release.namespace: {from} → {to}"));
+        }
+    }
+    if let Some(manifest) = release
+        .get("manifest")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    {
+        let (new, described) =
+            helm::rewrite_manifest(&manifest, "release.manifest", &mut *per_object)?;
+        if !described.is_empty() {
+            release["manifest"] = Value::String(new);
+            changes.extend(described);
+        }
+    }
+    let hooks = release
+        .get("hooks")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    for i in 0..hooks {
+        let field = format!("release.hooks[{i}].manifest");
+        if let Some(manifest) = release["hooks"][i]
+            .get("manifest")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        {
+            let (new, described) = helm::rewrite_manifest(&manifest, &field, &mut *per_object)?;
+            if !described.is_empty() {
+                release["hooks"][i]["manifest"] = Value::String(new);
+                changes.extend(described);
+            }
+        }
+    }
+    drop(per_object);
+    for (pointer, label) in [
+        ("/config", "release.config"),
+        ("/chart/values", "release.chart.values"),
+    ] {
+        let Some(values) = release.pointer_mut(pointer) else {
+            continue;
+        };
+        match action {
+            Action::Image(rw) => helm::for_each_image_value(values, label, &mut |at, s| {
+                if let Some(new) = rw.rewrite(s) {
+                    crate::rules::set(at, s, new, &mut changes);
+                }
+            }),
+            Action::StorageClass { from, to } => {
+                helm::for_each_storage_class_value(values, label, &mut |at, s| {
+                    if s == from {
+                        crate::rules::set(at, s, to.clone(), &mut changes);
+                    }
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(changes)
 }
 
 /// Applies a rule's operations in order. A failing `test` skips the rest of this rule's
@@ -311,6 +419,61 @@ transforms:
         );
         let err = t.transform(&app()).unwrap_err().to_string();
         assert_eq!(err, "apps/v1 Deployment shop/web: transforms[0] (\"bad\"): patch.ops[0]: remove: path \"/spec/missing\" does not exist");
+    }
+
+    #[test]
+    fn helm_records_follow_the_rules() {
+        let release = json!({"name": "web", "namespace": "shop", "version": 1,
+            "manifest": "---\n# Source: webapp/templates/deploy.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  template:\n    spec:\n      containers:\n      - name: web\n        image: registry.eu.example.com/web:1\n---\n# Source: webapp/templates/pvc.yaml\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\n  namespace: shop\nspec:\n  storageClassName: gp2\n",
+            "config": {"image": {"repository": "registry.eu.example.com/web", "tag": "1"}, "persistence": {"storageClass": "gp2"}},
+            "chart": {"metadata": {"name": "webapp"}, "values": {"image": {"repository": "registry.eu.example.com/web", "tag": "1"}}}});
+        let mut secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+            "metadata": {"name": "sh.helm.release.v1.web.v1", "namespace": "shop", "labels": {"owner": "helm", "name": "web", "version": "1"}},
+            "data": {}});
+        crate::helm::encode(&mut secret, crate::helm::Driver::Secret, &release).unwrap();
+        let t = transformer(
+            "transforms:\n  - storageClass: { from: gp2, to: premium-rwo }\n  - namespace: { from: shop, to: shop-dr }\n  - imageRegistry: { from: registry.eu.example.com, to: registry.us.example.com }\n",
+        );
+        let out = t.transform(&[secret]).unwrap();
+        let rec = &out.objects[0];
+        assert_eq!(rec.object["metadata"]["namespace"], "shop-dr");
+        let back = crate::helm::decode(&rec.object, crate::helm::Driver::Secret).unwrap();
+        assert_eq!(back["namespace"], "shop-dr");
+        let manifest = back["manifest"].as_str().unwrap();
+        assert!(
+            manifest.contains("namespace: shop-dr") && !manifest.contains("namespace: shop\n"),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("image: registry.us.example.com/web:1")
+                && manifest.contains("storageClassName: premium-rwo"),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("# Source: webapp/templates/pvc.yaml"),
+            "{manifest}"
+        );
+        assert_eq!(
+            back["config"]["image"]["repository"],
+            "registry.us.example.com/web"
+        );
+        assert_eq!(back["config"]["persistence"]["storageClass"], "premium-rwo");
+        assert_eq!(
+            back["chart"]["values"]["image"]["repository"],
+            "registry.us.example.com/web"
+        );
+        assert!(rec
+            .changes
+            .iter()
+            .any(|c| c.description == "release.namespace: shop → shop-dr"));
+
+        let mut broken = rec.object.clone();
+        broken["data"]["release"] = json!("bm90IGd6aXA=");
+        let err = t.transform(&[broken]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("v1 Secret shop-dr/sh.helm.release.v1.web.v1: Helm release record: "),
+            "{err}"
+        );
     }
 
     #[test]
