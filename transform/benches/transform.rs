@@ -29,16 +29,28 @@ pub fn objects(n: usize) -> Vec<Value> {
                                     "env": [{"name": "DB", "value": format!("db.{ns}.svc.cluster.local")}]}],
                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": format!("pvc-{}", i + 2)}}]}}},
                 "status": {"replicas": 2}}),
-            1 => json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-                "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}}),
-            2 => json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": format!("pvc-{i}"), "namespace": ns},
-                "spec": {"storageClassName": "gp2", "volumeName": format!("pv-{i}")}}),
-            3 => json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "data": {"k": "dmFsdWU="}}),
-            4 => json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": format!("sa-{i}"), "namespace": ns}}),
-            5 => json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, "namespace": ns},
-                "roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "ServiceAccount", "name": format!("sa-{}", i - 1), "namespace": ns}]}),
-            _ => json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}"), "namespace": ns},
-                "data": {"config": "x".repeat(200)}}),
+            1 => {
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+                "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}})
+            }
+            2 => {
+                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": format!("pvc-{i}"), "namespace": ns},
+                "spec": {"storageClassName": "gp2", "volumeName": format!("pv-{i}")}})
+            }
+            3 => {
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "data": {"k": "dmFsdWU="}})
+            }
+            4 => {
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": format!("sa-{i}"), "namespace": ns}})
+            }
+            5 => {
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, "namespace": ns},
+                "roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "ServiceAccount", "name": format!("sa-{}", i - 1), "namespace": ns}]})
+            }
+            _ => {
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}"), "namespace": ns},
+                "data": {"config": "x".repeat(200)}})
+            }
         };
         out.push(obj);
         i += 1;
@@ -61,11 +73,21 @@ fn bench(c: &mut Criterion) {
     let input = objects(10_000);
     let rules = compile(&parse_spec(RULES).unwrap()).unwrap();
     let transformer = Transformer::new(rules, SanitizeOptions::default());
-    let transformed: Vec<Value> = transformer.transform(&input).unwrap().objects.into_iter().map(|o| o.object).collect();
+    let transformed: Vec<Value> = transformer
+        .transform(&input)
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.object)
+        .collect();
     let mut group = c.benchmark_group("10k objects");
     group.sample_size(10);
-    group.bench_function("transform", |b| b.iter(|| black_box(transformer.transform(black_box(&input)).unwrap())));
-    group.bench_function("restore order", |b| b.iter(|| black_box(restore_order(black_box(&transformed)))));
+    group.bench_function("transform", |b| {
+        b.iter(|| black_box(transformer.transform(black_box(&input)).unwrap()))
+    });
+    group.bench_function("restore order", |b| {
+        b.iter(|| black_box(restore_order(black_box(&transformed))))
+    });
     group.bench_function("transform + order", |b| {
         b.iter(|| {
             let out = transformer.transform(&input).unwrap();
