@@ -1,0 +1,156 @@
+//! Every rule reaches every kind it must: one object per kind, one assertion per place.
+
+use ferry_transform::sanitize::SanitizeOptions;
+use ferry_transform::{compile, parse_spec, Transformer};
+use serde_json::{json, Value};
+
+fn run(rules: &str, obj: Value) -> Value {
+    let t = Transformer::new(
+        compile(&parse_spec(rules).unwrap()).unwrap(),
+        SanitizeOptions::default(),
+    );
+    let mut out = t.transform(&[obj]).unwrap();
+    out.objects.remove(0).object
+}
+
+fn pod_spec(image: &str) -> Value {
+    json!({"initContainers": [{"name": "i", "image": image}], "containers": [{"name": "c", "image": image}],
+           "ephemeralContainers": [{"name": "e", "image": image}]})
+}
+
+#[test]
+fn image_registry_reaches_every_workload() {
+    let rules = "transforms:\n  - imageRegistry: { from: registry.eu.example.com, to: registry.us.example.com }\n";
+    let old = "registry.eu.example.com/app:1";
+    let new = "registry.us.example.com/app:1";
+    let template = json!({"spec": pod_spec(old)});
+    let cases = [
+        (
+            json!({"apiVersion": "v1", "kind": "Pod", "spec": pod_spec(old)}),
+            "/spec",
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": template}}),
+            "/spec/template/spec",
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"template": template}}),
+            "/spec/template/spec",
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "spec": {"template": template}}),
+            "/spec/template/spec",
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "spec": {"template": template}}),
+            "/spec/template/spec",
+        ),
+        (
+            json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": template}}),
+            "/spec/template/spec",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "ReplicationController", "spec": {"template": template}}),
+            "/spec/template/spec",
+        ),
+        (
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": template}}}}),
+            "/spec/jobTemplate/spec/template/spec",
+        ),
+    ];
+    for (mut obj, spec) in cases {
+        obj["metadata"] = json!({"name": "x", "namespace": "n"});
+        let kind = obj["kind"].as_str().unwrap().to_string();
+        let out = run(rules, obj);
+        for list in ["initContainers", "containers", "ephemeralContainers"] {
+            assert_eq!(
+                out.pointer(&format!("{spec}/{list}/0/image")).unwrap(),
+                new,
+                "{kind} {list}"
+            );
+        }
+    }
+}
+
+#[test]
+fn namespace_reaches_every_reference() {
+    let rules = "transforms:\n  - namespace: { from: shop, to: shop-dr }\n";
+    let cases = [
+        (
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "r", "namespace": "shop"},
+                "subjects": [{"kind": "ServiceAccount", "name": "a", "namespace": "shop"}]}),
+            vec!["/metadata/namespace", "/subjects/0/namespace"],
+        ),
+        (
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "r"},
+                "subjects": [{"kind": "ServiceAccount", "name": "a", "namespace": "shop"}]}),
+            vec!["/subjects/0/namespace"],
+        ),
+        (
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "w"},
+                "webhooks": [{"clientConfig": {"service": {"name": "s", "namespace": "shop"}}}]}),
+            vec!["/webhooks/0/clientConfig/service/namespace"],
+        ),
+        (
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "w"},
+                "webhooks": [{"clientConfig": {"service": {"name": "s", "namespace": "shop"}}}]}),
+            vec!["/webhooks/0/clientConfig/service/namespace"],
+        ),
+        (
+            json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1.x"},
+                "spec": {"service": {"name": "s", "namespace": "shop"}}}),
+            vec!["/spec/service/namespace"],
+        ),
+        (
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "a.b"},
+                "spec": {"conversion": {"webhook": {"clientConfig": {"service": {"name": "s", "namespace": "shop"}}}}}}),
+            vec!["/spec/conversion/webhook/clientConfig/service/namespace"],
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv"},
+                "spec": {"claimRef": {"name": "c", "namespace": "shop"}}}),
+            vec!["/spec/claimRef/namespace"],
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"kubernetes.io/metadata.name": "shop"}}}),
+            vec![
+                "/metadata/name",
+                "/metadata/labels/kubernetes.io~1metadata.name",
+            ],
+        ),
+        (
+            json!({"apiVersion": "example.com/v1", "kind": "Cache", "metadata": {"name": "c", "namespace": "shop"}}),
+            vec!["/metadata/namespace"],
+        ),
+    ];
+    for (obj, pointers) in cases {
+        let kind = obj["kind"].as_str().unwrap().to_string();
+        let out = run(rules, obj);
+        for p in pointers {
+            assert_eq!(out.pointer(p).unwrap(), "shop-dr", "{kind} {p}");
+        }
+    }
+}
+
+#[test]
+fn storage_class_reaches_claims_volumes_and_templates() {
+    let rules = "transforms:\n  - storageClass: { from: gp2, to: premium-rwo }\n";
+    let ann = json!({"volume.beta.kubernetes.io/storage-class": "gp2"});
+    let cases = [
+        (json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c", "namespace": "n", "annotations": ann},
+                "spec": {"storageClassName": "gp2"}}),
+         vec!["/spec/storageClassName", "/metadata/annotations/volume.beta.kubernetes.io~1storage-class"]),
+        (json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "v"}, "spec": {"storageClassName": "gp2"}}),
+         vec!["/spec/storageClassName"]),
+        (json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s", "namespace": "n"},
+                "spec": {"volumeClaimTemplates": [{"metadata": {"name": "d", "annotations": ann}, "spec": {"storageClassName": "gp2"}}]}}),
+         vec!["/spec/volumeClaimTemplates/0/spec/storageClassName", "/spec/volumeClaimTemplates/0/metadata/annotations/volume.beta.kubernetes.io~1storage-class"]),
+    ];
+    for (obj, pointers) in cases {
+        let kind = obj["kind"].as_str().unwrap().to_string();
+        let out = run(rules, obj);
+        for p in pointers {
+            assert_eq!(out.pointer(p).unwrap(), "premium-rwo", "{kind} {p}");
+        }
+    }
+}
