@@ -10,7 +10,7 @@
 //! tie-breaker, so the same input always gives the same order; a cycle is broken at its
 //! smallest object and reported.
 
-use crate::rules::{group_of, kind_of, pod_spec_pointer, CONTAINER_LISTS};
+use crate::rules::{group_of, kind_of, pod_spec_pointer, strings_at, CONTAINER_LISTS};
 use ferry_protocol::ObjectRef;
 use serde::Serialize;
 use serde_json::Value;
@@ -181,7 +181,28 @@ fn key_of(obj: &Value) -> Key {
     )
 }
 
-/// What an object's pods reference, as (group, kind, name) in the object's namespace.
+/// Where a pod spec names other objects of its namespace, and their kinds.
+const POD_REFERENCES: &[(&str, &str)] = &[
+    ("/volumes/*/configMap/name", "ConfigMap"),
+    ("/volumes/*/secret/secretName", "Secret"),
+    (
+        "/volumes/*/persistentVolumeClaim/claimName",
+        "PersistentVolumeClaim",
+    ),
+    ("/volumes/*/projected/sources/*/configMap/name", "ConfigMap"),
+    ("/volumes/*/projected/sources/*/secret/name", "Secret"),
+    ("/imagePullSecrets/*/name", "Secret"),
+];
+
+/// Where each container names other objects.
+const CONTAINER_REFERENCES: &[(&str, &str)] = &[
+    ("/envFrom/*/configMapRef/name", "ConfigMap"),
+    ("/envFrom/*/secretRef/name", "Secret"),
+    ("/env/*/valueFrom/configMapKeyRef/name", "ConfigMap"),
+    ("/env/*/valueFrom/secretKeyRef/name", "Secret"),
+];
+
+/// What an object's pods reference, as (kind, name) in the object's namespace.
 fn pod_references(obj: &Value) -> Vec<(&'static str, String)> {
     let Some(spec_ptr) = pod_spec_pointer(group_of(obj), kind_of(obj)) else {
         return Vec::new();
@@ -189,79 +210,21 @@ fn pod_references(obj: &Value) -> Vec<(&'static str, String)> {
     let Some(spec) = obj.pointer(spec_ptr) else {
         return Vec::new();
     };
-    let mut refs = Vec::new();
-    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-    refs.push((
-        "ServiceAccount",
-        s(spec, "/serviceAccountName").unwrap_or_else(|| "default".into()),
-    ));
-    for v in spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(n) = s(v, "/configMap/name") {
-            refs.push(("ConfigMap", n));
-        }
-        if let Some(n) = s(v, "/secret/secretName") {
-            refs.push(("Secret", n));
-        }
-        if let Some(n) = s(v, "/persistentVolumeClaim/claimName") {
-            refs.push(("PersistentVolumeClaim", n));
-        }
-        for src in v
-            .pointer("/projected/sources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(n) = s(src, "/configMap/name") {
-                refs.push(("ConfigMap", n));
-            }
-            if let Some(n) = s(src, "/secret/name") {
-                refs.push(("Secret", n));
-            }
-        }
+    let sa = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let mut refs = vec![("ServiceAccount", sa.to_string())];
+    for (pointer, kind) in POD_REFERENCES {
+        refs.extend(strings_at(spec, pointer).into_iter().map(|n| (*kind, n)));
     }
     for list in CONTAINER_LISTS {
-        for c in spec
-            .get(list)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            for e in c
-                .get("envFrom")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(n) = s(e, "/configMapRef/name") {
-                    refs.push(("ConfigMap", n));
-                }
-                if let Some(n) = s(e, "/secretRef/name") {
-                    refs.push(("Secret", n));
-                }
-            }
-            for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(n) = s(e, "/valueFrom/configMapKeyRef/name") {
-                    refs.push(("ConfigMap", n));
-                }
-                if let Some(n) = s(e, "/valueFrom/secretKeyRef/name") {
-                    refs.push(("Secret", n));
-                }
-            }
-        }
-    }
-    for ips in spec
-        .get("imagePullSecrets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(n) = s(ips, "/name") {
-            refs.push(("Secret", n));
+        for (pointer, kind) in CONTAINER_REFERENCES {
+            refs.extend(
+                strings_at(spec, &format!("/{list}/*{pointer}"))
+                    .into_iter()
+                    .map(|n| (*kind, n)),
+            );
         }
     }
     refs

@@ -72,6 +72,38 @@ fn walk(v: &mut Value, segments: &[&str], at: String, f: &mut dyn FnMut(&str, &m
     }
 }
 
+/// The strings at a JSON pointer whose `*` segments match every array element or map value.
+pub fn strings_at(obj: &Value, pointer: &str) -> Vec<String> {
+    fn collect(v: &Value, segments: &[&str], out: &mut Vec<String>) {
+        let Some((first, rest)) = segments.split_first() else {
+            if let Value::String(s) = v {
+                out.push(s.clone());
+            }
+            return;
+        };
+        let token = first.replace("~1", "/").replace("~0", "~");
+        match (v, token.as_str()) {
+            (Value::Array(items), "*") => items.iter().for_each(|i| collect(i, rest, out)),
+            (Value::Object(map), "*") => map.values().for_each(|i| collect(i, rest, out)),
+            (Value::Array(items), t) => {
+                if let Some(i) = t.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                    collect(i, rest, out)
+                }
+            }
+            (Value::Object(map), t) => {
+                if let Some(i) = map.get(t) {
+                    collect(i, rest, out)
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let segments: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    collect(obj, &segments, &mut out);
+    out
+}
+
 /// Sets `*s` to `new` and describes the change, if it differs.
 pub fn set(at: &str, s: &mut String, new: String, changes: &mut Vec<String>) {
     if *s != new {
@@ -95,5 +127,7 @@ mod tests {
         });
         assert_eq!(seen, ["/spec/items/0/image=a", "/spec/items/1/image=b"]);
         assert_eq!(v["spec"]["items"][1]["image"], "b!");
+        assert_eq!(strings_at(&v, "/spec/items/*/image"), ["a!", "b!"]);
+        assert!(strings_at(&v, "/spec/none/*").is_empty());
     }
 }

@@ -149,15 +149,7 @@ pub fn claim_names(pod: &Value) -> impl Iterator<Item = &str> {
 
 /// A list of strings at `pointer` (finalizers, args), empty when absent.
 pub fn strings(v: &Value, pointer: &str) -> Vec<String> {
-    v.pointer(pointer)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    ferry_transform::rules::strings_at(v, &format!("{pointer}/*"))
 }
 
 pub fn owner_ref(owner: &Value) -> Value {

@@ -119,18 +119,7 @@ pub fn resource_type_from_crd(crd: &Value) -> Result<ResourceType, String> {
     )?;
     let singular = name_field("singular").unwrap_or_else(|| kind.to_ascii_lowercase());
     let list_kind = name_field("listKind").unwrap_or_else(|| format!("{kind}List"));
-    let strings = |field: &str| -> Vec<String> {
-        names
-            .get(field)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let strings = |field: &str| ferry_transform::rules::strings_at(names, &format!("/{field}/*"));
     Ok(ResourceType {
         group: group.into(),
         versions: served,
