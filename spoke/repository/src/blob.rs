@@ -4,6 +4,7 @@
 //! id     = BLAKE3-keyed(id key, plaintext)                       32 bytes
 //! sealed = version (1) | flags (1) | nonce (12) | AES-256-GCM(encryption key, nonce,
 //!          aad = "ferry-blob-v1" | version | flags | kind (1) | id, body) | tag (16)
+//! kind   = 1 data, 2 tree, 3 pack header
 //! body   = zstd(plaintext) when flags & 1, else plaintext
 //! ```
 //!
@@ -45,6 +46,8 @@ impl std::fmt::Debug for BlobId {
 pub enum BlobKind {
     Data = 1,
     Tree = 2,
+    /// A pack's own table of contents.
+    PackHeader = 3,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -9,9 +9,12 @@
 //! - [`blob`]: one chunk sealed — named by its keyed BLAKE3 hash, compressed with zstd unless it
 //!   does not shrink, encrypted and authenticated with AES-256-GCM bound to its id.
 //!
-//! Packs, the index, snapshots, backends and commands build on these (issue 4, in progress);
+//! - [`pack`]: blobs gathered into multi-MiB pack objects with an encrypted table of contents.
+//!
+//! The index, snapshots, backends and commands build on these (issue 4, in progress);
 //! `docs/format.md` documents each layer as it lands.
 
 pub mod blob;
 pub mod chunker;
 pub mod keys;
+pub mod pack;
