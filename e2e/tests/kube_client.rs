@@ -846,3 +846,96 @@ async fn exec_runs_in_the_pod_sandbox() {
     let code = status.details.unwrap().causes.unwrap()[0].message.clone();
     assert_eq!(code.as_deref(), Some("7"));
 }
+
+#[tokio::test]
+async fn malformed_bodies_get_errors_not_panics() {
+    let (_server, client, _dir) = start(|_| {}).await;
+    let send = |method: &str, path: &str, content_type: &str, body: &str| {
+        let client = client.clone();
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        async move { client.request::<serde_json::Value>(req).await }
+    };
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let cases = [
+        (
+            "POST",
+            deployments.to_string(),
+            "application/json",
+            "[1, 2]",
+            400u16,
+            "must be a JSON object",
+        ),
+        (
+            "POST",
+            deployments.to_string(),
+            "application/json",
+            r#"{"metadata": "x"}"#,
+            422,
+            "metadata",
+        ),
+        (
+            "POST",
+            deployments.to_string(),
+            "application/json",
+            r#"{"metadata": {"name": "d"}, "spec": "x"}"#,
+            422,
+            "spec",
+        ),
+        (
+            "POST",
+            deployments.to_string(),
+            "application/json",
+            r#"{"metadata": {"name": "d", "labels": {"a": 1}}}"#,
+            422,
+            "metadata.labels",
+        ),
+        (
+            "POST",
+            deployments.to_string(),
+            "application/json",
+            r#"{"metadata": {"name": "d"}, "spec": {"template": {"metadata": "x"}}}"#,
+            422,
+            "spec.template.metadata",
+        ),
+    ];
+    for (method, path, ct, body, code, field) in cases {
+        match send(method, &path, ct, body).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, code, "{body}: {s:?}");
+                assert!(s.message.contains(field), "{body}: {}", s.message);
+            }
+            other => panic!("{body}: expected an error, got {other:?}"),
+        }
+    }
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let item = "/api/v1/namespaces/default/configmaps/p";
+    for (ct, body) in [
+        (
+            "application/json-patch+json",
+            r#"[{"op": "replace", "path": "", "value": 5}]"#,
+        ),
+        ("application/merge-patch+json", r#"{"metadata": 5}"#),
+        ("application/strategic-merge-patch+json", "7"),
+        ("application/apply-patch+yaml", "[]"),
+    ] {
+        match send("PATCH", item, ct, body).await {
+            Err(kube::Error::Api(s)) => {
+                assert!(s.code == 400 || s.code == 422, "{ct} {body}: {s:?}")
+            }
+            other => panic!("{ct} {body}: expected an error, got {other:?}"),
+        }
+    }
+    // The server is still serving and the object is unchanged.
+    assert!(cms.get("p").await.unwrap().data.is_none());
+}

@@ -46,8 +46,8 @@ impl<T: Serialize + DeserializeOwned> Envelope<T> {
         }
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("envelope bodies are plain data and always serialise")
+    pub fn to_bytes(&self) -> Result<Vec<u8>, EnvelopeError> {
+        serde_json::to_vec(self).map_err(EnvelopeError::Malformed)
     }
 
     /// Decodes a message, checking the version before the body so that a newer peer's message
@@ -76,7 +76,7 @@ mod tests {
     fn round_trips() {
         let e = Envelope::new("m1", vec!["a".to_string()]);
         assert_eq!(
-            Envelope::<Vec<String>>::from_bytes(&e.to_bytes()).unwrap(),
+            Envelope::<Vec<String>>::from_bytes(&e.to_bytes().unwrap()).unwrap(),
             e
         );
     }

@@ -38,6 +38,15 @@ impl ApiError {
         .with_details(group, kind, name)
     }
 
+    /// A path or resource type the server does not serve (no details: there is no object).
+    pub fn not_served(what: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({what})"),
+        )
+    }
+
     pub fn already_exists(group_resource: &str, name: &str) -> ApiError {
         let (kind, group) = split_group_resource(group_resource);
         ApiError::new(

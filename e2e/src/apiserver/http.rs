@@ -176,10 +176,7 @@ fn aggregated(v: &Value, version: &str) -> Response<Body> {
 }
 
 fn not_found_path(path: &str) -> ApiError {
-    let mut e = ApiError::not_found("", "");
-    e.message = format!("the server could not find the requested resource (path {path})");
-    e.details = None;
-    e
+    ApiError::not_served(format_args!("path {path}"))
 }
 
 fn resolve(core: &ApiCore, group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
@@ -218,19 +215,17 @@ fn target(
     name: Option<&str>,
     sub: Option<&str>,
 ) -> ApiResult<Target> {
-    let rt =
-        core.resource(group, resource)
-            .filter(|rt| rt.serves(version))
-            .ok_or_else(|| {
-                let mut e = ApiError::not_found("", "");
-                e.message =
-                    format!(
-                "the server could not find the requested resource (resource {resource} in {})",
-                if group.is_empty() { version.to_string() } else { format!("{group}/{version}") }
-            );
-                e.details = None;
-                e
-            })?;
+    let rt = core
+        .resource(group, resource)
+        .filter(|rt| rt.serves(version))
+        .ok_or_else(|| {
+            let gv = if group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{group}/{version}")
+            };
+            ApiError::not_served(format_args!("resource {resource} in {gv}"))
+        })?;
     if namespace.is_some() && !rt.namespaced {
         return Err(ApiError::not_found(
             &rt.group_resource(),

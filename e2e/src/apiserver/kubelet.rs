@@ -493,11 +493,11 @@ impl Kubelet {
             .flatten()
         {
             let vname = str_at(m, "/name");
-            let mount = str_at(m, "/mountPath").trim_start_matches('/');
+            let target = mount_target(sandbox, str_at(m, "/mountPath"))
+                .map_err(|e| format!("volumeMounts {vname}: {e}"))?;
             let Some(v) = volumes.iter().find(|v| v["name"] == json!(vname)) else {
                 continue;
             };
-            let target = sandbox.join(mount);
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
@@ -590,6 +590,20 @@ impl Kubelet {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(dir)
     }
+}
+
+/// Where a mount path appears for a process: inside the sandbox, whatever the manifest says.
+fn mount_target(sandbox: &Path, mount_path: &str) -> Result<PathBuf, String> {
+    let relative = Path::new(mount_path.trim_start_matches('/'));
+    let inside = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside || relative.as_os_str().is_empty() {
+        return Err(format!(
+            "mountPath {mount_path:?} must be a path without '..'"
+        ));
+    }
+    Ok(sandbox.join(relative))
 }
 
 fn set_restarts(status: &mut Value, container: &str, restarts: i64, last_exit: i32) {

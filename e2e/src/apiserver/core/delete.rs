@@ -23,10 +23,7 @@ impl ApiCore {
         opts: &DeleteOptions,
     ) -> ApiResult<Value> {
         let key = Self::key(rt, namespace, name);
-        let existing = s
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group_resource(), name))?;
+        let existing = Self::stored(s, rt, &key)?;
         if let Some(uid) = &opts.precondition_uid {
             if Some(uid.as_str()) != meta_str(&existing, "uid") {
                 return Err(ApiError::conflict(

@@ -257,10 +257,61 @@ fn decode_continue(t: &str) -> ApiResult<Key> {
     Ok(Key::new(&s("g"), &s("r"), &s("ns"), &s("name")))
 }
 
-impl ApiError {
-    fn with_kind_message(mut self, sent: &str, expected: &str) -> ApiError {
-        self.message =
-            format!("the kind in the data ({sent}) does not match the expected kind ({expected})");
-        self
+impl ApiCore {
+    /// The stored object at `key`, or NotFound naming it.
+    fn stored(s: &Inner, rt: &ResourceRef, key: &Key) -> ApiResult<Value> {
+        s.get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group_resource(), &key.name))
     }
+}
+
+/// The structure every object must have before any field is read or written: an object with
+/// an object `metadata` whose labels and annotations map strings to strings, and (for built-in
+/// kinds, whose schemas say so) object `spec`, `status` and pod `template`s. Kubernetes' schema
+/// validation refuses the same bodies; here it also keeps the controllers' field writes total.
+pub(crate) fn check_shape(rt: &ResourceRef, name: &str, obj: &Value) -> ApiResult<()> {
+    let invalid = |field: &str, what: &str| {
+        Err(ApiError::invalid(
+            &rt.kind,
+            &rt.group,
+            name,
+            field,
+            &format!("Invalid value: must be {what}"),
+        ))
+    };
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "the body of a {} must be a JSON object",
+            rt.kind
+        )));
+    }
+    match obj.get("metadata") {
+        None | Some(Value::Object(_)) => {}
+        Some(_) => return invalid("metadata", "an object"),
+    }
+    for field in ["labels", "annotations"] {
+        match obj.pointer(&format!("/metadata/{field}")) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) if m.values().all(Value::is_string) => {}
+            Some(_) => return invalid(&format!("metadata.{field}"), "a map of strings to strings"),
+        }
+    }
+    if !rt.custom {
+        for pointer in [
+            "/spec",
+            "/status",
+            "/spec/template",
+            "/spec/template/metadata",
+            "/spec/template/spec",
+            "/spec/jobTemplate/spec/template/spec",
+            "/spec/selector",
+        ] {
+            match obj.pointer(pointer) {
+                None | Some(Value::Null) | Some(Value::Object(_)) => {}
+                Some(_) => return invalid(&pointer[1..].replace('/', "."), "an object"),
+            }
+        }
+    }
+    Ok(())
 }

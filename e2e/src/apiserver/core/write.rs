@@ -12,11 +12,7 @@ impl ApiCore {
         mut obj: Value,
         dry_run: bool,
     ) -> ApiResult<Value> {
-        if !obj.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be an object",
-            ));
-        }
+        check_shape(rt, meta_str(&obj, "name").unwrap_or(""), &obj)?;
         self.check_type(rt, &obj)?;
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
@@ -128,11 +124,9 @@ impl ApiCore {
         if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
             if kind != rt.kind && !kind.is_empty() {
                 return Err(ApiError::bad_request(format!(
-                    "the API version in the data ({}) does not match the expected API version ({})",
-                    obj.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
-                    rt.api_version(&rt.storage_version)
-                ))
-                .with_kind_message(kind, &rt.kind));
+                    "the kind in the data ({kind}) does not match the expected kind ({})",
+                    rt.kind
+                )));
             }
         }
         if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
@@ -167,10 +161,7 @@ impl ApiCore {
         }
         let mut s = self.store.lock();
         let key = Self::key(rt, namespace, name);
-        let existing = s
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group_resource(), name))?;
+        let existing = Self::stored(&s, rt, &key)?;
         check_resource_version(rt, name, &obj, &existing)?;
         self.write_over(&mut s, rt, key, existing, obj, sub, dry_run)
     }
@@ -189,7 +180,9 @@ impl ApiCore {
         dry_run: bool,
     ) -> ApiResult<Value> {
         let name = key.name.clone();
-        if !obj.get("metadata").is_some_and(Value::is_object) {
+        // Bodies and patch results alike: a patch can turn an object into anything.
+        check_shape(rt, &name, &obj)?;
+        if obj.get("metadata").is_none() {
             obj["metadata"] = json!({});
         }
         let mut new = match sub {
@@ -298,7 +291,8 @@ impl ApiCore {
                 // Server-side apply creates what does not exist yet.
                 drop(s);
                 let mut obj = body.clone();
-                if !obj.get("metadata").is_some_and(Value::is_object) {
+                check_shape(rt, name, &obj)?;
+                if obj.get("metadata").is_none() {
                     obj["metadata"] = json!({});
                 }
                 obj["metadata"]["name"] = Value::String(name.to_string());
@@ -342,10 +336,7 @@ impl ApiCore {
     ) -> ApiResult<Value> {
         let mut s = self.store.lock();
         let key = Self::key(rt, namespace, name);
-        let existing = s
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group_resource(), name))?;
+        let existing = Self::stored(&s, rt, &key)?;
         let mut new = existing.clone();
         f(&mut new);
         if new == existing {
