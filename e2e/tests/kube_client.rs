@@ -236,16 +236,16 @@ async fn selectors_pagination_and_server_side_apply() {
     let (_server, client, _dir) = start(|_| {}).await;
     namespace(&client, "shop").await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "shop");
-    for i in 0..7 {
-        let tier = if i % 2 == 0 { "web" } else { "db" };
-        cms.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
+    let labelled = |i: usize| -> ConfigMap {
+        let tier = if i.is_multiple_of(2) { "web" } else { "db" };
+        serde_json::from_value(json!({
             "metadata": {"name": format!("cm-{i}"), "labels": {"tier": tier, "n": i.to_string()}}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+        .unwrap()
+    };
+    for i in 0..7 {
+        cms.create(&PostParams::default(), &labelled(i))
+            .await
+            .unwrap();
     }
     let names = |l: kube::core::ObjectList<ConfigMap>| -> Vec<String> {
         l.items
@@ -328,15 +328,9 @@ async fn selectors_pagination_and_server_side_apply() {
         5
     );
     for i in 5..7 {
-        let tier = if i % 2 == 0 { "web" } else { "db" };
-        cms.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-            "metadata": {"name": format!("cm-{i}"), "labels": {"tier": tier, "n": i.to_string()}}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+        cms.create(&PostParams::default(), &labelled(i))
+            .await
+            .unwrap();
     }
 
     let all: Api<ConfigMap> = Api::all(client.clone());

@@ -72,6 +72,18 @@ impl Kubectl {
     }
 }
 
+fn cache_size(k: &Kubectl) -> String {
+    k.ok(&[
+        "get",
+        "cache",
+        "hot",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.spec.size}",
+    ])
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -238,18 +250,7 @@ fn suite(minor: u32) {
     );
     let image = k.ok(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.metadata.generation}"]);
     assert_eq!(image, "registry.eu.example.com/web:1.1 80 2");
-    assert_eq!(
-        k.ok(&[
-            "get",
-            "cache",
-            "hot",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.size}"
-        ]),
-        "5"
-    );
+    assert_eq!(cache_size(&k), "5");
 
     k.ok(&[
         "patch",
@@ -282,18 +283,7 @@ fn suite(minor: u32) {
         "-p",
         r#"[{"op":"replace","path":"/spec/size","value":9}]"#,
     ]);
-    assert_eq!(
-        k.ok(&[
-            "get",
-            "cache",
-            "hot",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.size}"
-        ]),
-        "9"
-    );
+    assert_eq!(cache_size(&k), "9");
     assert_eq!(
         k.ok(&[
             "get",

@@ -83,8 +83,10 @@ impl Matcher {
         let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let metadata = obj.get("metadata");
         let meta = |f: &str| {
-            obj.pointer(&format!("/metadata/{f}"))
+            metadata
+                .and_then(|m| m.get(f))
                 .and_then(Value::as_str)
                 .unwrap_or("")
         };

@@ -230,6 +230,30 @@ fn pod_references(obj: &Value) -> Vec<(&'static str, String)> {
     refs
 }
 
+/// The service accounts a (Cluster)RoleBinding grants to, as (namespace, name); a subject
+/// without a namespace is in the binding's.
+fn service_account_subjects(binding: &Value) -> Vec<(String, String)> {
+    let binding_ns = binding
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    binding
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|s| s.get("kind").and_then(Value::as_str) == Some("ServiceAccount"))
+        .map(|s| {
+            let ns = s
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(binding_ns);
+            let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+            (ns.to_string(), name.to_string())
+        })
+        .collect()
+}
+
 /// Groups of the custom kinds in the set, and which workloads run as their operators: a
 /// workload whose service account is bound to a role that may write those groups.
 fn operators(objects: &[Value], crd_groups: &BTreeSet<String>) -> HashMap<usize, BTreeSet<String>> {
@@ -238,27 +262,14 @@ fn operators(objects: &[Value], crd_groups: &BTreeSet<String>) -> HashMap<usize,
         let (g, k) = (group_of(o), kind_of(o));
         if g == "rbac.authorization.k8s.io" && (k == "Role" || k == "ClusterRole") {
             let mut groups = BTreeSet::new();
-            for rule in o
-                .get("rules")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                for ag in rule
-                    .get("apiGroups")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                {
-                    if ag == "*" {
-                        groups.extend(crd_groups.iter().cloned());
-                    } else if crd_groups.contains(ag) {
-                        groups.insert(ag.to_string());
-                    }
+            for ag in strings_at(o, "/rules/*/apiGroups/*") {
+                if ag == "*" {
+                    groups.extend(crd_groups.iter().cloned());
+                } else if crd_groups.contains(&ag) {
+                    groups.insert(ag);
                 }
             }
-            let (ns, name) = (key_of(o).2, key_of(o).3);
+            let (_, _, ns, name) = key_of(o);
             role_groups.insert((k.to_string(), ns, name), groups);
         }
     }
@@ -279,9 +290,8 @@ fn operators(objects: &[Value], crd_groups: &BTreeSet<String>) -> HashMap<usize,
             .pointer("/roleRef/name")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let binding_ns = key_of(o).2;
         let role_ns = if role_kind == "Role" {
-            binding_ns.clone()
+            key_of(o).2
         } else {
             String::new()
         };
@@ -290,28 +300,11 @@ fn operators(objects: &[Value], crd_groups: &BTreeSet<String>) -> HashMap<usize,
         else {
             continue;
         };
-        for subj in o
-            .get("subjects")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if subj.get("kind").and_then(Value::as_str) == Some("ServiceAccount") {
-                let ns = subj
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&binding_ns)
-                    .to_string();
-                let name = subj
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                sa_groups
-                    .entry((ns, name))
-                    .or_default()
-                    .extend(groups.iter().cloned());
-            }
+        for sa in service_account_subjects(o) {
+            sa_groups
+                .entry(sa)
+                .or_default()
+                .extend(groups.iter().cloned());
         }
     }
     let mut out = HashMap::new();
@@ -416,21 +409,12 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
                     index.get(&key("rbac.authorization.k8s.io", rk, rns, rn)),
                     format!("after {rk} {rn}, which it grants"),
                 );
-                for subj in o
-                    .get("subjects")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if subj.get("kind").and_then(Value::as_str) == Some("ServiceAccount") {
-                        let sns = subj.get("namespace").and_then(Value::as_str).unwrap_or(&ns);
-                        let sn = subj.get("name").and_then(Value::as_str).unwrap_or("");
-                        add(
-                            i,
-                            index.get(&key("", "ServiceAccount", sns, sn)),
-                            format!("after ServiceAccount {sns}/{sn}, its subject"),
-                        );
-                    }
+                for (sns, sn) in service_account_subjects(o) {
+                    add(
+                        i,
+                        index.get(&key("", "ServiceAccount", &sns, &sn)),
+                        format!("after ServiceAccount {sns}/{sn}, its subject"),
+                    );
                 }
             }
             ("", "PersistentVolumeClaim") => {
@@ -450,32 +434,13 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
                 }
             }
             ("networking.k8s.io", "Ingress") => {
-                let mut services = BTreeSet::new();
-                let mut collect = |b: &Value| {
-                    if let Some(n) = b.pointer("/service/name").and_then(Value::as_str) {
-                        services.insert(n.to_string());
-                    }
-                };
-                if let Some(b) = o.pointer("/spec/defaultBackend") {
-                    collect(b);
-                }
-                for rule in o
-                    .pointer("/spec/rules")
-                    .and_then(Value::as_array)
+                let services: BTreeSet<String> = strings_at(o, "/spec/defaultBackend/service/name")
                     .into_iter()
-                    .flatten()
-                {
-                    for p in rule
-                        .pointer("/http/paths")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
-                        if let Some(b) = p.get("backend") {
-                            collect(b);
-                        }
-                    }
-                }
+                    .chain(strings_at(
+                        o,
+                        "/spec/rules/*/http/paths/*/backend/service/name",
+                    ))
+                    .collect();
                 for s in services {
                     add(
                         i,

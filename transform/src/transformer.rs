@@ -132,25 +132,20 @@ impl Transformer {
                     }));
                 }
                 let described = match &rule.action {
-                    Action::Exclude(m) if m.matches(&obj) => {
-                        out.dropped.push(Dropped {
-                            index,
-                            source,
-                            by,
-                            reason: "excluded".into(),
-                        });
-                        continue 'objects;
+                    Action::Exclude(m) | Action::Include(m) => {
+                        let excluded = matches!(rule.action, Action::Exclude(_));
+                        if m.matches(&obj) == excluded {
+                            let reason = if excluded { "excluded" } else { "not included" };
+                            out.dropped.push(Dropped {
+                                index,
+                                source,
+                                by,
+                                reason: reason.into(),
+                            });
+                            continue 'objects;
+                        }
+                        Vec::new()
                     }
-                    Action::Include(m) if !m.matches(&obj) => {
-                        out.dropped.push(Dropped {
-                            index,
-                            source,
-                            by,
-                            reason: "not included".into(),
-                        });
-                        continue 'objects;
-                    }
-                    Action::Exclude(_) | Action::Include(_) => Vec::new(),
                     Action::StorageClass { from, to } => storage_class::apply(&mut obj, from, to),
                     Action::Namespace { from, to, .. } => {
                         namespace::apply(&mut obj, from, to, dns.as_ref())

@@ -102,11 +102,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> ApiResult<Respons
             200,
             &discovery::version(shared.config.minor_version),
         )),
-        ["healthz"] | ["readyz"] | ["livez"] => Ok(Response::builder()
-            .status(200)
-            .header(header::CONTENT_TYPE, "text/plain")
-            .body(full("ok"))
-            .expect("valid")),
+        ["healthz"] | ["readyz"] | ["livez"] => Ok(plain_response("text/plain", "ok")),
         ["api"] => Ok(match discovery::wants_aggregated(&accept) {
             Some(v) => aggregated(&discovery::aggregated(&core.registry(), true, v), v),
             None => json_response(200, &discovery::api_versions()),
@@ -129,14 +125,10 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> ApiResult<Respons
         // client-side for kinds it finds no schema for, as against a server with CRDs without
         // schemas.
         ["openapi", "v2"] => Ok(if accept.contains("protobuf") {
-            Response::builder()
-                .status(200)
-                .header(
-                    header::CONTENT_TYPE,
-                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                )
-                .body(full(""))
-                .expect("valid")
+            plain_response(
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                "",
+            )
         } else {
             json_response(
                 200,
@@ -305,6 +297,24 @@ pub(super) async fn read_body(req: Request<Incoming>) -> ApiResult<(Value, Strin
     Ok((v, ct))
 }
 
+/// The patch format a request's content type names, or 415 listing the accepted ones.
+pub(super) fn patch_type(content_type: &str) -> ApiResult<PatchType> {
+    PatchType::from_content_type(content_type).ok_or_else(|| {
+        ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+        ))
+    })
+}
+
+/// A non-JSON response (health checks, logs, the empty OpenAPI v2 document).
+fn plain_response(content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(full(body))
+        .expect("static response parts are valid")
+}
+
 pub(super) fn is_dry_run(q: &Query) -> bool {
     q.all("dryRun").iter().any(|d| d == "All")
 }
@@ -410,18 +420,8 @@ async fn resource(
         }
         (&Method::PATCH, Some(name), None | Some("status")) => {
             let sub = sub_of(&t);
-            let ct = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let pt = PatchType::from_content_type(&ct).ok_or_else(|| {
-                ApiError::unsupported_media_type(format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"
-                ))
-            })?;
-            let (body, _) = read_body(req).await?;
+            let (body, ct) = read_body(req).await?;
+            let pt = patch_type(&ct)?;
             let patched = core.patch(&t.rt, ns, name, pt, &body, sub, is_dry_run(&q))?;
             Ok(json_response(200, &out(&t, patched)))
         }
@@ -445,11 +445,7 @@ async fn resource(
         (&Method::GET, Some(name), Some("log")) => {
             let pod = core.get(&t.rt, ns, name)?;
             let text = exec::pod_log(&shared, &pod, q.get("container"));
-            Ok(Response::builder()
-                .status(200)
-                .header(header::CONTENT_TYPE, "text/plain")
-                .body(full(text))
-                .expect("valid"))
+            Ok(plain_response("text/plain", text))
         }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} {})",

@@ -3,9 +3,9 @@
 
 use super::core::{PatchType, Subresource};
 use super::error::{ApiError, ApiResult};
-use super::http::{is_dry_run, json_response, read_body, Body, Query, Shared, Target};
+use super::http::{is_dry_run, json_response, patch_type, read_body, Body, Query, Shared, Target};
 use ferry_transform::selector::LabelSelector;
-use http::{header, Method, Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -64,25 +64,14 @@ pub async fn serve(
         return Ok(json_response(200, &current));
     }
     let is_put = req.method() == Method::PUT;
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let (body, _) = read_body(req).await?;
+    let (body, ct) = read_body(req).await?;
     let desired = if is_put {
         body
     } else {
-        match PatchType::from_content_type(&ct) {
-            Some(PatchType::Json) => ferry_transform::patch::json_patch(&current, &body)
+        match patch_type(&ct)? {
+            PatchType::Json => ferry_transform::patch::json_patch(&current, &body)
                 .map_err(ApiError::bad_request)?,
-            Some(_) => ferry_transform::patch::merge_patch(&current, &body),
-            None => {
-                return Err(ApiError::unsupported_media_type(format!(
-                    "unsupported patch type {ct:?}"
-                )))
-            }
+            _ => ferry_transform::patch::merge_patch(&current, &body),
         }
     };
     let replicas = desired

@@ -34,31 +34,34 @@ impl<'a> Ctl<'a> {
             .expect("controllers only touch built-in resources")
     }
 
-    pub fn of<'b>(
-        &'b self,
-        group: &'b str,
-        plural: &'b str,
-    ) -> impl Iterator<Item = &'b Value> + 'b {
-        self.objects
-            .iter()
-            .filter(move |(k, _)| k.group == group && k.resource == plural)
-            .map(|(_, v)| v)
+    /// Objects of one resource. `objects` is in key order (group, resource, namespace, name),
+    /// so a resource is one contiguous run, found by binary search.
+    pub fn of(&self, group: &str, plural: &str) -> impl Iterator<Item = &Value> + '_ {
+        fn resource(k: &Key) -> (&str, &str) {
+            (&k.group, &k.resource)
+        }
+        let start = self
+            .objects
+            .partition_point(|(k, _)| resource(k) < (group, plural));
+        let end = self
+            .objects
+            .partition_point(|(k, _)| resource(k) <= (group, plural));
+        self.objects[start..end].iter().map(|(_, v)| v)
     }
 
     pub fn find(&self, group: &str, plural: &str, ns: &str, name: &str) -> Option<&Value> {
+        let key = Key::new(group, plural, ns, name);
         self.objects
-            .iter()
-            .find(|(k, _)| {
-                k.group == group && k.resource == plural && k.namespace == ns && k.name == name
-            })
-            .map(|(_, v)| v)
+            .binary_search_by(|(k, _)| k.cmp(&key))
+            .ok()
+            .map(|i| &self.objects[i].1)
     }
 
     /// Objects whose controller owner reference points at `owner`'s uid.
     pub fn owned_by<'b>(
         &'b self,
-        group: &'b str,
-        plural: &'b str,
+        group: &str,
+        plural: &str,
         owner: &'b Value,
     ) -> impl Iterator<Item = &'b Value> + 'b {
         let uid = uid(owner).to_string();
