@@ -10,7 +10,7 @@
 //! tie-breaker, so the same input always gives the same order; a cycle is broken at its
 //! smallest object and reported.
 
-use crate::rules::{group_of, kind_of, pod_spec_pointer, strings_at, CONTAINER_LISTS};
+use crate::rules::{group_of, kind_of, pod_spec_pointer, strings_at};
 use ferry_protocol::ObjectRef;
 use serde::Serialize;
 use serde_json::Value;
@@ -194,12 +194,38 @@ const POD_REFERENCES: &[(&str, &str)] = &[
     ("/imagePullSecrets/*/name", "Secret"),
 ];
 
-/// Where each container names other objects.
+/// Where each container of each list names other objects.
 const CONTAINER_REFERENCES: &[(&str, &str)] = &[
-    ("/envFrom/*/configMapRef/name", "ConfigMap"),
-    ("/envFrom/*/secretRef/name", "Secret"),
-    ("/env/*/valueFrom/configMapKeyRef/name", "ConfigMap"),
-    ("/env/*/valueFrom/secretKeyRef/name", "Secret"),
+    ("/containers/*/envFrom/*/configMapRef/name", "ConfigMap"),
+    ("/containers/*/envFrom/*/secretRef/name", "Secret"),
+    (
+        "/containers/*/env/*/valueFrom/configMapKeyRef/name",
+        "ConfigMap",
+    ),
+    ("/containers/*/env/*/valueFrom/secretKeyRef/name", "Secret"),
+    ("/initContainers/*/envFrom/*/configMapRef/name", "ConfigMap"),
+    ("/initContainers/*/envFrom/*/secretRef/name", "Secret"),
+    (
+        "/initContainers/*/env/*/valueFrom/configMapKeyRef/name",
+        "ConfigMap",
+    ),
+    (
+        "/initContainers/*/env/*/valueFrom/secretKeyRef/name",
+        "Secret",
+    ),
+    (
+        "/ephemeralContainers/*/envFrom/*/configMapRef/name",
+        "ConfigMap",
+    ),
+    ("/ephemeralContainers/*/envFrom/*/secretRef/name", "Secret"),
+    (
+        "/ephemeralContainers/*/env/*/valueFrom/configMapKeyRef/name",
+        "ConfigMap",
+    ),
+    (
+        "/ephemeralContainers/*/env/*/valueFrom/secretKeyRef/name",
+        "Secret",
+    ),
 ];
 
 /// What an object's pods reference, as (kind, name) in the object's namespace.
@@ -215,17 +241,8 @@ fn pod_references(obj: &Value) -> Vec<(&'static str, String)> {
         .and_then(Value::as_str)
         .unwrap_or("default");
     let mut refs = vec![("ServiceAccount", sa.to_string())];
-    for (pointer, kind) in POD_REFERENCES {
+    for (pointer, kind) in POD_REFERENCES.iter().chain(CONTAINER_REFERENCES) {
         refs.extend(strings_at(spec, pointer).into_iter().map(|n| (*kind, n)));
-    }
-    for list in CONTAINER_LISTS {
-        for (pointer, kind) in CONTAINER_REFERENCES {
-            refs.extend(
-                strings_at(spec, &format!("/{list}/*{pointer}"))
-                    .into_iter()
-                    .map(|n| (*kind, n)),
-            );
-        }
     }
     refs
 }

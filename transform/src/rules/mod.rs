@@ -74,33 +74,44 @@ fn walk(v: &mut Value, segments: &[&str], at: String, f: &mut dyn FnMut(&str, &m
 
 /// The strings at a JSON pointer whose `*` segments match every array element or map value.
 pub fn strings_at(obj: &Value, pointer: &str) -> Vec<String> {
-    fn collect(v: &Value, segments: &[&str], out: &mut Vec<String>) {
-        let Some((first, rest)) = segments.split_first() else {
+    fn collect<'a>(
+        v: &Value,
+        mut segments: impl Iterator<Item = &'a str> + Clone,
+        out: &mut Vec<String>,
+    ) {
+        let Some(first) = segments.next() else {
             if let Value::String(s) = v {
                 out.push(s.clone());
             }
             return;
         };
-        let token = first.replace("~1", "/").replace("~0", "~");
-        match (v, token.as_str()) {
-            (Value::Array(items), "*") => items.iter().for_each(|i| collect(i, rest, out)),
-            (Value::Object(map), "*") => map.values().for_each(|i| collect(i, rest, out)),
+        let token: std::borrow::Cow<str> = if first.contains('~') {
+            first.replace("~1", "/").replace("~0", "~").into()
+        } else {
+            first.into()
+        };
+        match (v, token.as_ref()) {
+            (Value::Array(items), "*") => {
+                items.iter().for_each(|i| collect(i, segments.clone(), out))
+            }
+            (Value::Object(map), "*") => {
+                map.values().for_each(|i| collect(i, segments.clone(), out))
+            }
             (Value::Array(items), t) => {
                 if let Some(i) = t.parse::<usize>().ok().and_then(|i| items.get(i)) {
-                    collect(i, rest, out)
+                    collect(i, segments, out)
                 }
             }
             (Value::Object(map), t) => {
                 if let Some(i) = map.get(t) {
-                    collect(i, rest, out)
+                    collect(i, segments, out)
                 }
             }
             _ => {}
         }
     }
     let mut out = Vec::new();
-    let segments: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
-    collect(obj, &segments, &mut out);
+    collect(obj, pointer.trim_start_matches('/').split('/'), &mut out);
     out
 }
 
