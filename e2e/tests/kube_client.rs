@@ -235,6 +235,13 @@ async fn conflicts_and_errors_carry_kubernetes_reasons() {
 async fn selectors_pagination_and_server_side_apply() {
     let (_server, client, _dir) = start(|_| {}).await;
     namespace(&client, "shop").await;
+    // Defaulted like Kubernetes does, and selectable by it.
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let shop = nss
+        .list(&ListParams::default().labels("kubernetes.io/metadata.name=shop"))
+        .await
+        .unwrap();
+    assert_eq!(shop.items.len(), 1);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "shop");
     let labelled = |i: usize| -> ConfigMap {
         let tier = if i.is_multiple_of(2) { "web" } else { "db" };

@@ -6,19 +6,25 @@ use super::resources::ResourceType;
 use super::store::Inner;
 use serde_json::{json, Value};
 
+/// Sets the field at a JSON pointer (RFC 6901 escapes: `~1` is `/`) unless it is present.
 fn set_default(obj: &mut Value, pointer: &str, value: Value) {
-    if obj.pointer(pointer).is_none() {
-        let mut parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
-        let last = parts.pop().unwrap_or_default();
-        let mut cur = obj;
-        for p in parts {
-            if !cur.get(p).is_some_and(Value::is_object) {
-                cur[p] = json!({});
-            }
-            cur = &mut cur[p];
-        }
-        cur[last] = value;
+    if obj.pointer(pointer).is_some() {
+        return;
     }
+    let mut parts: Vec<String> = pointer
+        .trim_start_matches('/')
+        .split('/')
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut cur = obj;
+    for p in parts {
+        if !cur.get(&p).is_some_and(Value::is_object) {
+            cur[&p] = json!({});
+        }
+        cur = &mut cur[&p];
+    }
+    cur[&last] = value;
 }
 
 pub fn on_create(rt: &ResourceType, obj: &mut Value, store: &Inner) {

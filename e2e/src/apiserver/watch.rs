@@ -6,7 +6,7 @@
 use super::core::{ApiCore, ListOptions};
 use super::error::{ApiError, ApiResult};
 use super::http::{list_options, Body, Query, Shared, Target};
-use super::store::{EventType, StoreEvent};
+use super::store::{Key, StoreEvent};
 use super::table::{self, Include};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -27,22 +27,26 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, ev: &StoreEvent) -> bool {
-        ev.key.group == self.group
-            && ev.key.resource == self.resource
+        self.matches_object(&ev.key, &ev.object)
+    }
+
+    fn matches_object(&self, key: &Key, object: &Value) -> bool {
+        key.group == self.group
+            && key.resource == self.resource
             && self
                 .namespace
                 .as_ref()
-                .is_none_or(|ns| ev.key.namespace == *ns)
+                .is_none_or(|ns| key.namespace == *ns)
             && self
                 .list
                 .label_selector
                 .as_ref()
-                .is_none_or(|s| s.matches(ev.object.pointer("/metadata/labels")))
+                .is_none_or(|s| s.matches(object.pointer("/metadata/labels")))
             && self
                 .list
                 .field_selector
                 .as_ref()
-                .is_none_or(|f| f.matches(&ev.object))
+                .is_none_or(|f| f.matches(object))
     }
 }
 
@@ -138,14 +142,7 @@ pub fn serve(shared: Arc<Shared>, t: Target, q: &Query, accept: &str) -> ApiResu
             Ok(w) => {
                 let initial: Vec<Value> = if send_initial {
                     s.range(&filter.group, &filter.resource, filter.namespace.as_deref())
-                        .filter(|(k, v)| {
-                            filter.matches(&StoreEvent {
-                                type_: EventType::Added,
-                                key: (*k).clone(),
-                                object: (*v).clone(),
-                                rv: 0,
-                            })
-                        })
+                        .filter(|(k, v)| filter.matches_object(k, v))
                         .map(|(_, v)| v.clone())
                         .collect()
                 } else {

@@ -10,7 +10,7 @@ pub mod process;
 
 use crate::apiserver::kubelet::ImageProgram;
 use crate::apiserver::{BackgroundStandIn, StandInConfig, StartError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use object_store::{S3Access, StoreKind};
 
@@ -161,10 +161,6 @@ impl Environment {
         self.clusters.clear();
         self.store.stop();
         self.nats.stop();
-    }
-
-    pub fn log_dir(&self) -> &Path {
-        &self.dir
     }
 }
 

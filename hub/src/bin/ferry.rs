@@ -68,7 +68,7 @@ struct RuleInput {
     sanitize: SanitizeFlags,
 }
 
-#[derive(Args, Clone, Copy)]
+#[derive(Args, Clone, Copy, Default)]
 struct SanitizeFlags {
     /// Keep objects' status.
     #[arg(long)]
@@ -155,12 +155,7 @@ fn main() -> anyhow::Result<()> {
         Command::Transform(TransformCommand::Order { input, rules, json }) => {
             let mut objects = read_objects(&input)?;
             if let Some(rules) = rules {
-                let flags = SanitizeFlags {
-                    keep_status: false,
-                    keep_node_ports: false,
-                    keep_owned: false,
-                };
-                objects = transformer(&rules, flags)?
+                objects = transformer(&rules, SanitizeFlags::default())?
                     .transform(&objects)?
                     .objects
                     .into_iter()

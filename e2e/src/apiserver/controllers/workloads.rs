@@ -174,7 +174,7 @@ pub fn replica_sets(ctl: &Ctl) -> bool {
             }
         }
         let ready = pods.iter().filter(|p| is_ready(p)).count() as i64;
-        let status = json!({"replicas": have.min(want.max(have)), "fullyLabeledReplicas": have,
+        let status = json!({"replicas": have, "fullyLabeledReplicas": have,
                             "readyReplicas": ready, "availableReplicas": ready,
                             "observedGeneration": generation(rs)});
         changed |= ctl.mutate("apps", "replicasets", rs, |o| set_status(o, status));

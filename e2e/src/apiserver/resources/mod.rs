@@ -114,14 +114,6 @@ impl Registry {
             .cloned()
     }
 
-    /// The resource type of an object of this kind in this group.
-    pub fn by_kind(&self, group: &str, kind: &str) -> Option<ResourceRef> {
-        self.types
-            .values()
-            .find(|t| t.group == group && t.kind == kind)
-            .cloned()
-    }
-
     pub fn all(&self) -> impl Iterator<Item = &ResourceRef> {
         self.types.values()
     }
