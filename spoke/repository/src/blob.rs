@@ -34,6 +34,34 @@ impl std::fmt::Display for BlobId {
     }
 }
 
+impl BlobId {
+    pub fn from_hex(s: &str) -> Option<BlobId> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+            let hex = std::str::from_utf8(pair).ok()?;
+            out[i] = u8::from_str_radix(hex, 16).ok()?;
+        }
+        Some(BlobId(out))
+    }
+}
+
+impl serde::Serialize for BlobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BlobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BlobId, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        BlobId::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a 64-digit hex blob id")))
+    }
+}
+
 impl std::fmt::Debug for BlobId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "BlobId({self})")
@@ -41,13 +69,16 @@ impl std::fmt::Debug for BlobId {
 }
 
 /// What a blob holds; part of its authenticated data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 #[repr(u8)]
 pub enum BlobKind {
     Data = 1,
     Tree = 2,
     /// A pack's own table of contents.
     PackHeader = 3,
+    /// A repository file outside packs: config, index, snapshot manifest.
+    Meta = 4,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -103,6 +134,13 @@ impl BlobCodec {
     /// Seals a plaintext; returns its id and the sealed bytes.
     pub fn seal(&self, kind: BlobKind, plaintext: &[u8]) -> Result<(BlobId, Vec<u8>), BlobError> {
         let id = self.id_of(plaintext);
+        Ok((id, self.seal_as(kind, &id, plaintext)?))
+    }
+
+    /// Seals a plaintext whose id the caller has already computed with [`BlobCodec::id_of`]
+    /// (writers hash first to skip known blobs, and must not pay for the hash twice).
+    pub fn seal_as(&self, kind: BlobKind, id: &BlobId, plaintext: &[u8]) -> Result<Vec<u8>, BlobError> {
+        let id = *id;
         // Compress unless it does not pay: already-compressed data (images, archives) would only
         // cost CPU on both ends.
         let compressed = zstd::bulk::compress(plaintext, self.level)
@@ -130,7 +168,7 @@ impl BlobCodec {
             )
             .map_err(|_| BlobError::Random)?;
         out.extend_from_slice(tag.as_ref());
-        Ok((id, out))
+        Ok(out)
     }
 
     /// Opens a sealed blob expected to be `id` of `kind`, verifying everything.

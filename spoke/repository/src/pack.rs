@@ -13,7 +13,7 @@
 
 use crate::blob::{BlobCodec, BlobError, BlobId, BlobKind};
 
-const ENTRY: usize = 1 + 32 + 8 + 4;
+const ENTRY: usize = 1 + 32 + 8 + 4 + 4;
 const TRAILER: usize = 32 + 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +21,10 @@ pub struct PackEntry {
     pub kind: BlobKind,
     pub id: BlobId,
     pub offset: u64,
+    /// Sealed length in the pack.
     pub length: u32,
+    /// Plaintext length (restores place chunks by it without opening them first).
+    pub raw_length: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,17 +54,18 @@ impl PackWriter {
     /// Seals and appends a blob; returns its id and how many bytes it added.
     pub fn add(&mut self, kind: BlobKind, plaintext: &[u8]) -> Result<(BlobId, usize), BlobError> {
         let (id, sealed) = self.codec.seal(kind, plaintext)?;
-        self.add_sealed(kind, id, &sealed);
+        self.add_sealed(kind, id, &sealed, plaintext.len() as u32);
         Ok((id, sealed.len()))
     }
 
     /// Appends an already sealed blob (sealing can happen on other threads).
-    pub fn add_sealed(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8]) {
+    pub fn add_sealed(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_length: u32) {
         self.entries.push(PackEntry {
             kind,
             id,
             offset: self.data.len() as u64,
             length: sealed.len() as u32,
+            raw_length,
         });
         self.data.extend_from_slice(sealed);
     }
@@ -82,6 +86,7 @@ impl PackWriter {
             header.extend_from_slice(&e.id.0);
             header.extend_from_slice(&e.offset.to_le_bytes());
             header.extend_from_slice(&e.length.to_le_bytes());
+            header.extend_from_slice(&e.raw_length.to_le_bytes());
         }
         let (header_id, sealed) = self.codec.seal(BlobKind::PackHeader, &header)?;
         self.data.extend_from_slice(&sealed);
@@ -151,6 +156,7 @@ pub fn read_header(
             .ok_or_else(|| malformed(format!("entry {i}: unknown blob kind {}", e[0])))?;
         let offset = u64::from_le_bytes(e[33..41].try_into().expect("8 bytes"));
         let length = u32::from_le_bytes(e[41..45].try_into().expect("4 bytes"));
+        let raw_length = u32::from_le_bytes(e[45..49].try_into().expect("4 bytes"));
         if offset
             .checked_add(length as u64)
             .is_none_or(|end| end > header_start as u64)
@@ -164,6 +170,7 @@ pub fn read_header(
             id: BlobId(e[1..33].try_into().expect("32 bytes")),
             offset,
             length,
+            raw_length,
         });
     }
     Ok(entries)

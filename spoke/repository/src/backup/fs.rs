@@ -1,0 +1,468 @@
+//! Filesystem backups: a directory tree, with its metadata, into trees and data blobs.
+
+use super::{blocking, commit, find_parent, pipeline_result, BackupOptions, BATCH_BYTES};
+use crate::blob::{BlobId, BlobKind};
+use crate::chunker::{chunk, ChunkerParams};
+use crate::lock::Lock;
+use crate::progress::Progress;
+use crate::repo::{RepoError, Repository};
+use crate::saver::Saver;
+use crate::tree::{Node, NodeKind, Snapshot, SnapshotKind, Summary, Tree};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// File bytes read at once: several of the largest chunk, so that every window but the last
+/// ends on a boundary FastCDC chose freely (32 MiB with the default chunk sizes).
+fn window(params: ChunkerParams) -> usize {
+    (params.max_size as usize * 4).max(1024 * 1024)
+}
+
+/// Bytes of a file, cut into chunks.
+struct Part {
+    buf: Vec<u8>,
+    cuts: Vec<(usize, usize)>,
+}
+
+enum FileData {
+    Whole(Part),
+    /// Unchanged since the parent snapshot.
+    Reuse(Vec<BlobId>),
+    /// Another name of an inode already in this snapshot.
+    LinkTo((u64, u64)),
+    /// A large file: its parts follow as `MorePart`, then `EndFile`.
+    Begin,
+}
+
+enum Event {
+    EnterDir(Node),
+    ExitDir,
+    File(Node, FileData),
+    MorePart(Part),
+    EndFile,
+    Leaf(Node),
+    Skipped(String),
+}
+
+struct Batch {
+    events: Vec<Event>,
+}
+
+fn node_from(name: &std::ffi::OsStr, kind: NodeKind, meta: &Metadata) -> Node {
+    let mut n = Node::empty(kind);
+    n.set_name(name);
+    n.mode = meta.mode() & 0o7777;
+    n.uid = meta.uid();
+    n.gid = meta.gid();
+    n.mtime = meta.mtime();
+    n.mtime_nsec = meta.mtime_nsec() as u32;
+    n.inode = meta.ino();
+    n.device = meta.dev();
+    n.links = meta.nlink();
+    if kind == NodeKind::File {
+        n.size = meta.size();
+    }
+    n
+}
+
+/// Backs up the directory `path`.
+pub async fn backup(
+    repo: Arc<Repository>,
+    path: &Path,
+    options: BackupOptions,
+) -> Result<(String, Snapshot), RepoError> {
+    let started = Instant::now();
+    let meta = std::fs::metadata(path).map_err(|e| RepoError::io(path, e))?;
+    if !meta.is_dir() {
+        return Err(RepoError::Invalid(format!(
+            "{}: not a directory (use block mode for images and devices)",
+            path.display()
+        )));
+    }
+    let root = std::fs::canonicalize(path).map_err(|e| RepoError::io(path, e))?;
+    let source = options
+        .source
+        .clone()
+        .unwrap_or_else(|| root.display().to_string());
+    let lock = Lock::shared(repo.backend(), "backup", options.lock).await?;
+    let parent = find_parent(&repo, &options, &source, SnapshotKind::Filesystem).await?;
+    let parent_tree = match &parent {
+        Some((_, s)) => Some(repo.load_tree(&s.tree).await?),
+        None => None,
+    };
+    let progress = Progress::new("backup");
+    let reporter = progress.report(options.progress.clone(), Duration::from_millis(500));
+    {
+        let (root, progress) = (root.clone(), progress.clone());
+        std::thread::spawn(move || {
+            let (bytes, files) = measure(&root);
+            progress.set_total(bytes, files);
+        });
+    }
+    let saver = Arc::new(Saver::new(repo.clone()));
+    let (tx, rx) = sync_channel::<Batch>(2);
+    let walker = {
+        let (repo, params) = (repo.clone(), repo.config().chunker);
+        blocking(move || {
+            let mut w = Walker {
+                repo,
+                params,
+                tx,
+                batch: Vec::new(),
+                batch_bytes: 0,
+                seen_inodes: HashMap::new(),
+                runtime: tokio::runtime::Handle::current(),
+            };
+            w.walk_dir(&root, parent_tree)?;
+            w.flush()
+        })
+    };
+    let processor = {
+        let (saver, progress) = (saver.clone(), progress.clone());
+        blocking(move || {
+            let result = process(&saver, rx, &progress);
+            let finished = saver.finish();
+            let (tree, summary) = result?;
+            finished?;
+            Ok((tree, summary))
+        })
+    };
+    let (walked, processed) = tokio::join!(walker, processor);
+    let (tree, summary) = pipeline_result(walked, processed)?;
+    let parent_name = parent.map(|(n, _)| n);
+    let result = commit(
+        &repo,
+        &saver,
+        &options,
+        source,
+        SnapshotKind::Filesystem,
+        parent_name,
+        tree,
+        summary,
+        started,
+    )
+    .await;
+    reporter.finish();
+    lock.release().await?;
+    result
+}
+
+/// Size and file count of a tree, for the progress estimate; errors just end the estimate early.
+fn measure(root: &Path) -> (u64, u64) {
+    let (mut bytes, mut files) = (0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                bytes += m.len();
+                files += 1;
+            }
+        }
+    }
+    (bytes, files)
+}
+
+struct Walker {
+    repo: Arc<Repository>,
+    params: ChunkerParams,
+    tx: SyncSender<Batch>,
+    batch: Vec<Event>,
+    batch_bytes: usize,
+    seen_inodes: HashMap<(u64, u64), ()>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Walker {
+    fn push(&mut self, event: Event, bytes: usize) -> Result<(), RepoError> {
+        self.batch.push(event);
+        self.batch_bytes += bytes;
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= 4096 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), RepoError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        let events = std::mem::take(&mut self.batch);
+        // A closed channel means the processor failed; its error is the one to report.
+        self.tx
+            .send(Batch { events })
+            .map_err(|_| RepoError::Interrupted)
+    }
+
+    fn walk_dir(&mut self, dir: &Path, parent: Option<Tree>) -> Result<(), RepoError> {
+        let mut entries: Vec<(OsString, PathBuf)> = std::fs::read_dir(dir)
+            .map_err(|e| RepoError::io(dir, e))?
+            .map(|e| e.map(|e| (e.file_name(), e.path())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| RepoError::io(dir, e))?;
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let parent_nodes: HashMap<Vec<u8>, &Node> = parent
+            .as_ref()
+            .map(|t| {
+                t.nodes
+                    .iter()
+                    .filter_map(|n| n.os_name().ok().map(|name| (name.into_vec(), n)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, path) in entries {
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.push(Event::Skipped(format!("{}: vanished", path.display())), 0)?;
+                    continue;
+                }
+                Err(e) => return Err(RepoError::io(&path, e)),
+            };
+            let old = parent_nodes.get(name.as_bytes()).copied();
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                self.push(Event::EnterDir(node_from(&name, NodeKind::Dir, &meta)), 0)?;
+                let sub = match old {
+                    Some(Node {
+                        kind: NodeKind::Dir,
+                        subtree: Some(id),
+                        ..
+                    }) => Some(self.runtime.block_on(self.repo.load_tree(id))?),
+                    _ => None,
+                };
+                self.walk_dir(&path, sub)?;
+                self.push(Event::ExitDir, 0)?;
+            } else if ft.is_file() {
+                self.file(&name, &path, &meta, old)?;
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(|e| RepoError::io(&path, e))?;
+                let mut node = node_from(&name, NodeKind::Symlink, &meta);
+                node.set_target(target.as_os_str());
+                self.push(Event::Leaf(node), 0)?;
+            } else {
+                let what = if ft.is_fifo() {
+                    "named pipe"
+                } else if ft.is_socket() {
+                    "socket"
+                } else if ft.is_block_device() {
+                    "block device"
+                } else {
+                    "character device"
+                };
+                tracing::warn!(path = %path.display(), "skipped: {what}");
+                self.push(
+                    Event::Skipped(format!("{}: {what} (not backed up)", path.display())),
+                    0,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file(
+        &mut self,
+        name: &std::ffi::OsStr,
+        path: &Path,
+        meta: &Metadata,
+        old: Option<&Node>,
+    ) -> Result<(), RepoError> {
+        let node = node_from(name, NodeKind::File, meta);
+        if node.links > 1 {
+            let key = (node.device, node.inode);
+            if self.seen_inodes.insert(key, ()).is_some() {
+                return self.push(Event::File(node, FileData::LinkTo(key)), 0);
+            }
+        }
+        if let Some(old) = old {
+            let unchanged = old.kind == NodeKind::File
+                && old.size == node.size
+                && old.mtime == node.mtime
+                && old.mtime_nsec == node.mtime_nsec
+                && old.inode == node.inode
+                && (old.size == 0 || !old.content.is_empty());
+            if unchanged {
+                let content = old.content.clone();
+                return self.push(Event::File(node, FileData::Reuse(content)), 0);
+            }
+        }
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.push(Event::Skipped(format!("{}: vanished", path.display())), 0);
+            }
+            Err(e) => return Err(RepoError::io(path, e)),
+        };
+        let mut buf = Vec::new();
+        let mut first = Some(node);
+        loop {
+            let eof = fill(&mut file, &mut buf, window(self.params)).map_err(|e| RepoError::io(path, e))?;
+            let mut cuts = chunk(&buf, self.params);
+            let tail = if eof {
+                Vec::new()
+            } else {
+                // The last cut may only end where the window does; read it again with more.
+                let (off, _) = cuts.pop().expect("a full window has chunks");
+                buf.split_off(off)
+            };
+            let part = Part {
+                buf: std::mem::replace(&mut buf, tail),
+                cuts,
+            };
+            let bytes = part.buf.len();
+            match (first.take(), eof) {
+                (Some(node), true) => {
+                    return self.push(Event::File(node, FileData::Whole(part)), bytes)
+                }
+                (Some(node), false) => {
+                    self.push(Event::File(node, FileData::Begin), 0)?;
+                    self.push(Event::MorePart(part), bytes)?;
+                }
+                (None, eof) => {
+                    self.push(Event::MorePart(part), bytes)?;
+                    if eof {
+                        return self.push(Event::EndFile, 0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads until `buf` holds `want` bytes or the file ends; true at end of file.
+fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
+    buf.reserve(want.saturating_sub(buf.len()));
+    while buf.len() < want {
+        let n = file
+            .by_ref()
+            .take((want - buf.len()) as u64)
+            .read_to_end(buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+struct DirBuilder {
+    node: Option<Node>,
+    children: Vec<Node>,
+}
+
+fn process(
+    saver: &Saver,
+    rx: Receiver<Batch>,
+    progress: &Progress,
+) -> Result<(BlobId, Summary), RepoError> {
+    let mut summary = Summary::default();
+    let mut stack = vec![DirBuilder {
+        node: None,
+        children: Vec::new(),
+    }];
+    let mut open_file: Option<Node> = None;
+    let mut links: HashMap<(u64, u64), Vec<BlobId>> = HashMap::new();
+    let save_tree = |children: Vec<Node>| -> Result<BlobId, RepoError> {
+        let json = serde_json::to_vec(&Tree { nodes: children }).expect("tree serializes");
+        saver.save(BlobKind::Tree, &json)
+    };
+    for batch in rx {
+        let slices: Vec<&[u8]> = batch
+            .events
+            .iter()
+            .flat_map(|e| match e {
+                Event::File(_, FileData::Whole(p)) | Event::MorePart(p) => Some(p),
+                _ => None,
+            })
+            .flat_map(|p| p.cuts.iter().map(|&(o, l)| &p.buf[o..o + l]))
+            .collect();
+        let ids = slices
+            .par_iter()
+            .map(|s| saver.save(BlobKind::Data, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids = ids.into_iter();
+        for event in batch.events {
+            match event {
+                Event::EnterDir(node) => stack.push(DirBuilder {
+                    node: Some(node),
+                    children: Vec::new(),
+                }),
+                Event::ExitDir => {
+                    let dir = stack.pop().expect("walker balances directories");
+                    let mut node = dir.node.expect("only the root has no node");
+                    node.subtree = Some(save_tree(dir.children)?);
+                    summary.dirs += 1;
+                    stack.last_mut().expect("root").children.push(node);
+                }
+                Event::File(mut node, data) => {
+                    match data {
+                        FileData::Whole(p) => {
+                            node.content = ids.by_ref().take(p.cuts.len()).collect();
+                            progress.add(node.size, 1);
+                        }
+                        FileData::Reuse(content) => {
+                            node.content = content;
+                            summary.reused += 1;
+                            progress.add(node.size, 1);
+                        }
+                        FileData::LinkTo(key) => {
+                            node.content = links.get(&key).cloned().unwrap_or_default();
+                            progress.add(node.size, 1);
+                        }
+                        FileData::Begin => {
+                            open_file = Some(node);
+                            continue;
+                        }
+                    }
+                    finish_file(node, &mut links, &mut stack, &mut summary);
+                }
+                Event::MorePart(p) => {
+                    let node = open_file.as_mut().expect("part of an open file");
+                    node.content.extend(ids.by_ref().take(p.cuts.len()));
+                    progress.add(p.buf.len() as u64, 0);
+                }
+                Event::EndFile => {
+                    let node = open_file.take().expect("an open file ends");
+                    progress.add(0, 1);
+                    finish_file(node, &mut links, &mut stack, &mut summary);
+                }
+                Event::Leaf(node) => stack.last_mut().expect("root").children.push(node),
+                Event::Skipped(why) => summary.skipped.push(why),
+            }
+        }
+    }
+    let root = stack.pop().expect("root");
+    if !stack.is_empty() {
+        return Err(RepoError::Interrupted);
+    }
+    Ok((save_tree(root.children)?, summary))
+}
+
+fn finish_file(
+    node: Node,
+    links: &mut HashMap<(u64, u64), Vec<BlobId>>,
+    stack: &mut [DirBuilder],
+    summary: &mut Summary,
+) {
+    if node.links > 1 {
+        links
+            .entry((node.device, node.inode))
+            .or_insert_with(|| node.content.clone());
+    }
+    summary.files += 1;
+    summary.bytes += node.size;
+    stack.last_mut().expect("root").children.push(node);
+}

@@ -1,0 +1,413 @@
+//! A repository opened with its key: config, index, blobs, trees and snapshots.
+
+use crate::backend::{Backend, BackendError};
+use crate::blob::{BlobCodec, BlobError, BlobId, BlobKind};
+use crate::chunker::ChunkerParams;
+use crate::index::{Index, IndexFile};
+use crate::keys::{KdfParams, KeyError, KeyFile, MasterKey};
+use crate::meta::{self, Config, MetaError, FORMAT_VERSION};
+use crate::pack::PackError;
+use crate::tree::{BlockMap, Snapshot, Tree};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+use std::sync::{Arc, RwLock};
+
+/// Errors of the engine. Each names the object it is about: a key, a pack, a blob, a snapshot
+/// or a path.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error("blob {id} in pack {pack}: {source}")]
+    Blob {
+        id: BlobId,
+        pack: String,
+        #[source]
+        source: BlobError,
+    },
+    #[error("{key}: {source}")]
+    Key {
+        key: String,
+        #[source]
+        source: KeyError,
+    },
+    #[error("{url}: no key file opens with this passphrase ({tried} tried)")]
+    WrongPassphrase { url: String, tried: usize },
+    #[error("{url}: a repository already exists here")]
+    AlreadyInitialized { url: String },
+    #[error("{url}: not a Ferry repository (no config)")]
+    NotARepository { url: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("blob {id} ({context}) is not in the index")]
+    MissingBlob { id: BlobId, context: String },
+    #[error("tree {id}: {message}")]
+    Tree { id: BlobId, message: String },
+    #[error("snapshot {query:?}: {message}")]
+    Snapshot { query: String, message: String },
+    #[error("{0}")]
+    Locked(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl RepoError {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> RepoError {
+        RepoError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Choices fixed when a repository is created.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub block_chunk_size: u32,
+    pub pack_size: u32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            block_chunk_size: 512 * 1024,
+            pack_size: 16 * 1024 * 1024,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+pub struct Repository {
+    backend: Backend,
+    codec: BlobCodec,
+    config: Config,
+    index: RwLock<Arc<Index>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({})", self.backend.url())
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut b = vec![0u8; bytes];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("system random number generator");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Repository {
+    /// Creates a repository: a new master key wrapped by `passphrase`, and the config.
+    pub async fn init(
+        backend: Backend,
+        passphrase: &[u8],
+        options: InitOptions,
+    ) -> Result<Repository, RepoError> {
+        if backend.exists("config").await? {
+            return Err(RepoError::AlreadyInitialized {
+                url: backend.url().into(),
+            });
+        }
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: random_hex(16),
+            chunker: options.chunker,
+            block_chunk_size: options.block_chunk_size,
+            pack_size: options.pack_size,
+        };
+        config.validate("config").map_err(RepoError::Config)?;
+        let master = MasterKey::generate().map_err(|source| RepoError::Key {
+            key: "new key".into(),
+            source,
+        })?;
+        let key_file = master
+            .wrap(passphrase, options.kdf)
+            .map_err(|source| RepoError::Key {
+                key: "new key".into(),
+                source,
+            })?;
+        let key_json = serde_json::to_vec_pretty(&key_file).expect("key file serializes");
+        let key_name = blake3::hash(&key_json).to_hex().to_string();
+        backend
+            .put(&format!("keys/{key_name}"), key_json.into())
+            .await?;
+        let codec = BlobCodec::new(&master);
+        let (_, sealed) = meta::seal(&codec, &config).map_err(|source| RepoError::Blob {
+            id: BlobId([0; 32]),
+            pack: "config".into(),
+            source,
+        })?;
+        backend.put_new("config", sealed.into()).await.map_err(|e| match e {
+            BackendError::AlreadyExists { .. } => RepoError::AlreadyInitialized {
+                url: backend.url().into(),
+            },
+            e => e.into(),
+        })?;
+        tracing::info!(url = backend.url(), id = %config.id, "repository created");
+        Ok(Repository {
+            backend,
+            codec,
+            config,
+            index: RwLock::new(Arc::new(Index::default())),
+        })
+    }
+
+    /// Opens a repository with a passphrase and loads its index.
+    pub async fn open(backend: Backend, passphrase: &[u8]) -> Result<Repository, RepoError> {
+        if !backend.exists("config").await? {
+            return Err(RepoError::NotARepository {
+                url: backend.url().into(),
+            });
+        }
+        let keys = backend.list("keys").await?;
+        let mut master = None;
+        for listed in &keys {
+            let bytes = backend.get(&listed.key).await?;
+            let file: KeyFile =
+                serde_json::from_slice(&bytes).map_err(|e| RepoError::Key {
+                    key: listed.key.clone(),
+                    source: KeyError::Malformed {
+                        field: "(file)",
+                        message: e.to_string(),
+                    },
+                })?;
+            match MasterKey::unwrap(&file, passphrase) {
+                Ok(m) => {
+                    master = Some(m);
+                    break;
+                }
+                Err(KeyError::WrongPassphrase) => continue,
+                Err(source) => {
+                    return Err(RepoError::Key {
+                        key: listed.key.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        let master = master.ok_or_else(|| RepoError::WrongPassphrase {
+            url: backend.url().into(),
+            tried: keys.len(),
+        })?;
+        let codec = BlobCodec::new(&master);
+        let config_bytes = backend.get("config").await?;
+        let config: Config = meta::open(&codec, "config", &config_bytes, false, "config")?;
+        config.validate("config").map_err(RepoError::Config)?;
+        let repo = Repository {
+            backend,
+            codec,
+            config,
+            index: RwLock::new(Arc::new(Index::default())),
+        };
+        repo.reload_index().await?;
+        Ok(repo)
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn codec(&self) -> &BlobCodec {
+        &self.codec
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A snapshot of the current index (cheap: shared).
+    pub fn index(&self) -> Arc<Index> {
+        self.index.read().expect("index lock").clone()
+    }
+
+    pub(crate) fn set_index(&self, index: Index) {
+        *self.index.write().expect("index lock") = Arc::new(index);
+    }
+
+    /// Adds packs a writer has just indexed.
+    pub(crate) fn extend_index(&self, file_name: String, file: &IndexFile) {
+        let mut guard = self.index.write().expect("index lock");
+        let index = Arc::make_mut(&mut guard);
+        index.files.push(file_name);
+        for p in &file.packs {
+            index.add_pack(p);
+        }
+    }
+
+    /// Reads every index file again (after other writers added theirs).
+    pub async fn reload_index(&self) -> Result<(), RepoError> {
+        let files = self.load_all::<IndexFile>("index", "index file").await?;
+        for (name, f) in &files {
+            if f.version != FORMAT_VERSION {
+                return Err(MetaError::Version {
+                    key: format!("index/{name}"),
+                    version: f.version,
+                }
+                .into());
+            }
+        }
+        self.set_index(Index::from_files(files));
+        Ok(())
+    }
+
+    /// Loads and opens every sealed file in a folder, eight at a time; returns (name, value).
+    pub(crate) async fn load_all<T: DeserializeOwned + Send + 'static>(
+        &self,
+        folder: &str,
+        what: &'static str,
+    ) -> Result<Vec<(String, T)>, RepoError> {
+        let listed = self.backend.list(folder).await?;
+        let mut loaded: Vec<(String, T)> = futures::stream::iter(listed)
+            .map(|l| async move {
+                let bytes = self.backend.get(&l.key).await?;
+                let value: T = meta::open(&self.codec, &l.key, &bytes, true, what)?;
+                let name = l.key.rsplit('/').next().unwrap_or(&l.key).to_string();
+                Ok::<_, RepoError>((name, value))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        loaded.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(loaded)
+    }
+
+    /// Seals and stores a metadata file under `folder/`; returns its name.
+    pub(crate) async fn save_meta<T: serde::Serialize>(
+        &self,
+        folder: &str,
+        value: &T,
+    ) -> Result<String, RepoError> {
+        let (name, bytes) = meta::seal(&self.codec, value).map_err(|source| RepoError::Blob {
+            id: BlobId([0; 32]),
+            pack: folder.into(),
+            source,
+        })?;
+        self.backend
+            .put(&format!("{folder}/{name}"), Bytes::from(bytes))
+            .await?;
+        Ok(name)
+    }
+
+    /// Reads one blob, verifying it.
+    pub async fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>, RepoError> {
+        let index = self.index();
+        let loc = *index.get(id).ok_or_else(|| RepoError::MissingBlob {
+            id: *id,
+            context: format!("{kind:?}").to_lowercase(),
+        })?;
+        let pack = index.pack_id(loc.pack).to_string();
+        let sealed = self
+            .backend
+            .get_range(
+                &format!("data/{pack}"),
+                loc.offset..loc.offset + loc.length as u64,
+            )
+            .await?;
+        self.codec
+            .open(kind, id, &sealed)
+            .map_err(|source| RepoError::Blob {
+                id: *id,
+                pack,
+                source,
+            })
+    }
+
+    pub async fn load_tree(&self, id: &BlobId) -> Result<Tree, RepoError> {
+        let bytes = self.read_blob(BlobKind::Tree, id).await?;
+        serde_json::from_slice(&bytes).map_err(|e| RepoError::Tree {
+            id: *id,
+            message: format!("not a valid directory tree: {e}"),
+        })
+    }
+
+    pub async fn load_block_map(&self, id: &BlobId) -> Result<BlockMap, RepoError> {
+        let bytes = self.read_blob(BlobKind::Tree, id).await?;
+        let map: BlockMap = serde_json::from_slice(&bytes).map_err(|e| RepoError::Tree {
+            id: *id,
+            message: format!("not a valid block map: {e}"),
+        })?;
+        map.validate()
+            .map_err(|message| RepoError::Tree { id: *id, message })?;
+        Ok(map)
+    }
+
+    /// Every snapshot, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<(String, Snapshot)>, RepoError> {
+        let mut all = self.load_all::<Snapshot>("snapshots", "snapshot").await?;
+        all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(all)
+    }
+
+    /// Finds a snapshot by its name, a unique prefix of it, or `latest` (optionally the latest
+    /// of a source).
+    pub async fn find_snapshot(
+        &self,
+        query: &str,
+        source: Option<&str>,
+    ) -> Result<(String, Snapshot), RepoError> {
+        let all = self.snapshots().await?;
+        let not_found = |message: &str| RepoError::Snapshot {
+            query: query.into(),
+            message: message.into(),
+        };
+        if query == "latest" {
+            return all
+                .into_iter()
+                .rev()
+                .find(|(_, s)| source.is_none_or(|src| s.source == src))
+                .ok_or_else(|| not_found("the repository has no snapshot of this source"));
+        }
+        let mut matching: Vec<_> = all
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(query))
+            .collect();
+        match matching.len() {
+            0 => Err(not_found("no such snapshot")),
+            1 => Ok(matching.remove(0)),
+            n => Err(not_found(&format!(
+                "{n} snapshots start with this; give more digits"
+            ))),
+        }
+    }
+
+    pub(crate) async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<String, RepoError> {
+        self.save_meta("snapshots", snapshot).await
+    }
+
+    /// Removes snapshots (their data stays until `prune`).
+    pub async fn forget(&self, names: &[String]) -> Result<(), RepoError> {
+        let all = self.snapshots().await?;
+        for name in names {
+            if !all.iter().any(|(n, _)| n == name) {
+                return Err(RepoError::Snapshot {
+                    query: name.clone(),
+                    message: "no such snapshot".into(),
+                });
+            }
+        }
+        for name in names {
+            self.backend.delete(&format!("snapshots/{name}")).await?;
+            tracing::info!(snapshot = %name, "forgotten");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,529 @@
+//! Restores: a snapshot (or a part of it) into a directory, or a block snapshot into an image
+//! file or a block device.
+//!
+//! Plan, then execute: the trees are read first into a list of what goes where; then packs are
+//! fetched in parallel (neighbouring blobs in one range read), every blob is verified as it is
+//! opened, and each is written to every place that needs it. Chunks of zeroes are not written,
+//! so files and images come back sparse. Metadata is applied last, directories deepest first,
+//! so writing into them does not disturb their times.
+
+use crate::backup::block::is_zero;
+use crate::blob::{BlobId, BlobKind};
+use crate::progress::{Progress, ProgressFn};
+use crate::repo::{RepoError, Repository};
+use crate::tree::{Node, NodeKind, Snapshot, SnapshotKind};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Blobs closer than this in a pack are fetched in one read.
+const COALESCE_GAP: u64 = 1024 * 1024;
+/// Reads in flight at once.
+const PARALLEL_READS: usize = 8;
+
+#[derive(Clone, Default)]
+pub struct RestoreOptions {
+    /// Restore only this path of the snapshot (a file or a directory, `/`-separated).
+    pub path: Option<String>,
+    pub progress: Option<ProgressFn>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// Ownership that could not be applied (not running as root), counted, not fatal.
+    pub ownership_skipped: u64,
+}
+
+/// Where one blob goes: a file (by position in the plan) and an offset in it.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    file: usize,
+    offset: u64,
+}
+
+/// What to write: files and the blobs that fill them.
+#[derive(Default)]
+pub(crate) struct WritePlan {
+    files: Vec<PathBuf>,
+    blobs: HashMap<BlobId, Vec<Target>>,
+    pub bytes: u64,
+}
+
+impl WritePlan {
+    fn add_file(&mut self, path: PathBuf) -> usize {
+        self.files.push(path);
+        self.files.len() - 1
+    }
+}
+
+/// Finds the node at `path` below a snapshot's root tree.
+async fn resolve(
+    repo: &Repository,
+    root: &BlobId,
+    path: &str,
+) -> Result<Option<Node>, RepoError> {
+    let mut tree = repo.load_tree(root).await?;
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let node = tree
+            .nodes
+            .iter()
+            .find(|n| n.os_name().ok().as_deref() == Some(std::ffi::OsStr::new(part)))
+            .cloned()
+            .ok_or_else(|| RepoError::Invalid(format!("{path}: not in the snapshot")))?;
+        if i + 1 == parts.len() {
+            return Ok(Some(node));
+        }
+        match node.subtree {
+            Some(id) if node.kind == NodeKind::Dir => tree = repo.load_tree(&id).await?,
+            _ => {
+                return Err(RepoError::Invalid(format!(
+                    "{path}: {part} is not a directory"
+                )))
+            }
+        }
+    }
+    Ok(None)
+}
+
+struct Planned {
+    dirs: Vec<(PathBuf, Node)>,
+    files: Vec<(PathBuf, Node)>,
+    symlinks: Vec<(PathBuf, Node)>,
+    hardlinks: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Reads the trees under `root` into a plan for `target`; trees load in parallel, level by level.
+async fn plan_tree(
+    repo: &Repository,
+    root: BlobId,
+    target: &Path,
+) -> Result<Planned, RepoError> {
+    let mut planned = Planned {
+        dirs: Vec::new(),
+        files: Vec::new(),
+        symlinks: Vec::new(),
+        hardlinks: Vec::new(),
+    };
+    let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut level = vec![(target.to_path_buf(), root)];
+    while !level.is_empty() {
+        let trees: Vec<_> = futures::stream::iter(level.drain(..))
+            .map(|(dir, id)| async move { Ok::<_, RepoError>((dir, id, repo.load_tree(&id).await?)) })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        for (dir, id, tree) in trees {
+            for node in tree.nodes {
+                let name = node
+                    .os_name()
+                    .map_err(|message| RepoError::Tree { id, message })?;
+                let path = dir.join(&name);
+                match node.kind {
+                    NodeKind::Dir => {
+                        let sub = node.subtree.ok_or_else(|| RepoError::Tree {
+                            id,
+                            message: format!("directory {:?} has no subtree", node.name),
+                        })?;
+                        level.push((path.clone(), sub));
+                        planned.dirs.push((path, node));
+                    }
+                    NodeKind::File => {
+                        if node.links > 1 {
+                            let key = (node.device, node.inode);
+                            if let Some(first) = inodes.get(&key) {
+                                planned.hardlinks.push((first.clone(), path));
+                                continue;
+                            }
+                            inodes.insert(key, path.clone());
+                        }
+                        planned.files.push((path, node));
+                    }
+                    NodeKind::Symlink => planned.symlinks.push((path, node)),
+                }
+            }
+        }
+    }
+    Ok(planned)
+}
+
+/// Restores a filesystem snapshot into `target` (created if missing; existing files of the same
+/// names are replaced).
+pub async fn restore(
+    repo: Arc<Repository>,
+    snapshot: &Snapshot,
+    target: &Path,
+    options: RestoreOptions,
+) -> Result<RestoreSummary, RepoError> {
+    if snapshot.kind != SnapshotKind::Filesystem {
+        return Err(RepoError::Invalid(
+            "a block snapshot restores to an image file or a device (restore_block)".into(),
+        ));
+    }
+    std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
+    let mut planned = match &options.path {
+        Some(p) if !p.trim_matches('/').is_empty() => {
+            match resolve(&repo, &snapshot.tree, p).await? {
+                Some(node) if node.kind == NodeKind::Dir => {
+                    let sub = node.subtree.ok_or_else(|| RepoError::Invalid(format!("{p}: directory without a subtree")))?;
+                    plan_tree(&repo, sub, target).await?
+                }
+                Some(node) => {
+                    let name = node.os_name().map_err(RepoError::Invalid)?;
+                    let path = target.join(name);
+                    let mut planned = Planned { dirs: vec![], files: vec![], symlinks: vec![], hardlinks: vec![] };
+                    if node.kind == NodeKind::File {
+                        planned.files.push((path, node));
+                    } else {
+                        planned.symlinks.push((path, node));
+                    }
+                    planned
+                }
+                None => plan_tree(&repo, snapshot.tree, target).await?,
+            }
+        }
+        _ => plan_tree(&repo, snapshot.tree, target).await?,
+    };
+    let mut summary = RestoreSummary::default();
+    for (path, _) in &planned.dirs {
+        std::fs::create_dir_all(path).map_err(|e| RepoError::io(path, e))?;
+    }
+    let mut plan = WritePlan::default();
+    for (path, node) in &planned.files {
+        create_sized(path, node.size)?;
+        plan.add_file(path.clone());
+        plan.bytes += node.size;
+    }
+    let offsets = content_offsets(&repo, &planned.files).await?;
+    for (file, entries) in offsets.into_iter().enumerate() {
+        for (id, offset) in entries {
+            plan.blobs.entry(id).or_default().push(Target { file, offset });
+        }
+    }
+    let progress = Progress::new("restore");
+    progress.set_total(plan.bytes, planned.files.len() as u64);
+    let reporter = progress.report(options.progress.clone(), Duration::from_millis(500));
+    execute(&repo, plan, &progress).await?;
+    for (path, node) in planned.symlinks.drain(..) {
+        let target = node
+            .os_target()
+            .map_err(|m| RepoError::Invalid(format!("{}: {m}", path.display())))?;
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&target, &path).map_err(|e| RepoError::io(&path, e))?;
+        apply_metadata(&path, &node, &mut summary, false)?;
+        summary.symlinks += 1;
+    }
+    for (first, other) in &planned.hardlinks {
+        let _ = std::fs::remove_file(other);
+        std::fs::hard_link(first, other).map_err(|e| RepoError::io(other, e))?;
+        summary.files += 1;
+    }
+    for (path, node) in &planned.files {
+        apply_metadata(path, node, &mut summary, true)?;
+        summary.files += 1;
+        summary.bytes += node.size;
+    }
+    planned.dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (path, node) in &planned.dirs {
+        apply_metadata(path, node, &mut summary, true)?;
+        summary.dirs += 1;
+    }
+    reporter.finish();
+    Ok(summary)
+}
+
+/// Where each blob of each file starts, from the plaintext lengths in the index; the sum must
+/// be the size the snapshot records.
+async fn content_offsets(
+    repo: &Arc<Repository>,
+    files: &[(PathBuf, Node)],
+) -> Result<Vec<Vec<(BlobId, u64)>>, RepoError> {
+    let lengths = plaintext_lengths(repo, files.iter().flat_map(|(_, n)| n.content.iter())).await?;
+    let mut out = Vec::with_capacity(files.len());
+    for (path, node) in files {
+        let mut offset = 0u64;
+        let mut entries = Vec::with_capacity(node.content.len());
+        for id in &node.content {
+            entries.push((*id, offset));
+            offset += lengths[id];
+        }
+        if offset != node.size {
+            return Err(RepoError::Invalid(format!(
+                "{}: content adds up to {offset} bytes but the snapshot records {}",
+                path.display(),
+                node.size
+            )));
+        }
+        out.push(entries);
+    }
+    Ok(out)
+}
+
+async fn plaintext_lengths<'a>(
+    repo: &Arc<Repository>,
+    ids: impl Iterator<Item = &'a BlobId>,
+) -> Result<HashMap<BlobId, u64>, RepoError> {
+    let index = repo.index();
+    let mut out = HashMap::new();
+    for id in ids {
+        if out.contains_key(id) {
+            continue;
+        }
+        let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
+            id: *id,
+            context: "file content".into(),
+        })?;
+        out.insert(*id, loc.raw_length as u64);
+    }
+    Ok(out)
+}
+
+fn create_sized(path: &Path, size: u64) -> Result<(), RepoError> {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.is_file() {
+            if m.is_dir() {
+                std::fs::remove_dir_all(path).map_err(|e| RepoError::io(path, e))?;
+            } else {
+                std::fs::remove_file(path).map_err(|e| RepoError::io(path, e))?;
+            }
+        }
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| RepoError::io(path, e))?;
+    f.set_len(size).map_err(|e| RepoError::io(path, e))
+}
+
+/// Fetches and writes every blob of a plan: packs in parallel, nearby blobs in one read.
+pub(crate) async fn execute(
+    repo: &Arc<Repository>,
+    plan: WritePlan,
+    progress: &Arc<Progress>,
+) -> Result<(), RepoError> {
+    let index = repo.index();
+    // pack -> [(offset, length, id)]
+    let mut by_pack: HashMap<u32, Vec<(u64, u32, BlobId)>> = HashMap::new();
+    for id in plan.blobs.keys() {
+        let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
+            id: *id,
+            context: "restore".into(),
+        })?;
+        by_pack
+            .entry(loc.pack)
+            .or_default()
+            .push((loc.offset, loc.length, *id));
+    }
+    let mut reads = Vec::new();
+    for (pack, mut blobs) in by_pack {
+        blobs.sort();
+        let mut group: Vec<(u64, u32, BlobId)> = Vec::new();
+        for b in blobs {
+            if let Some(last) = group.last() {
+                if b.0 > last.0 + last.1 as u64 + COALESCE_GAP {
+                    reads.push((pack, std::mem::take(&mut group)));
+                }
+            }
+            group.push(b);
+        }
+        reads.push((pack, group));
+    }
+    let plan = Arc::new(plan);
+    futures::stream::iter(reads)
+        .map(|(pack, group)| {
+            let (repo, index, plan, progress) =
+                (repo.clone(), index.clone(), plan.clone(), progress.clone());
+            async move {
+                let pack_id = index.pack_id(pack).to_string();
+                let start = group[0].0;
+                let end = group.last().map(|b| b.0 + b.1 as u64).unwrap_or(start);
+                let bytes = repo
+                    .backend()
+                    .get_range(&format!("data/{pack_id}"), start..end)
+                    .await?;
+                tokio::task::spawn_blocking(move || {
+                    write_group(&repo, &plan, &pack_id, start, &bytes, &group, &progress)
+                })
+                .await
+                .map_err(|e| RepoError::Invalid(format!("restore worker failed: {e}")))?
+            }
+        })
+        .buffer_unordered(PARALLEL_READS)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+fn write_group(
+    repo: &Repository,
+    plan: &WritePlan,
+    pack_id: &str,
+    start: u64,
+    bytes: &[u8],
+    group: &[(u64, u32, BlobId)],
+    progress: &Progress,
+) -> Result<(), RepoError> {
+    let mut open: HashMap<usize, File> = HashMap::new();
+    for (offset, length, id) in group {
+        let at = (offset - start) as usize;
+        let sealed = bytes
+            .get(at..at + *length as usize)
+            .ok_or_else(|| RepoError::Invalid(format!("pack {pack_id}: short read")))?;
+        let plain = repo
+            .codec()
+            .open(BlobKind::Data, id, sealed)
+            .map_err(|source| RepoError::Blob {
+                id: *id,
+                pack: pack_id.into(),
+                source,
+            })?;
+        let zero = is_zero(&plain);
+        for t in &plan.blobs[id] {
+            progress.add(plain.len() as u64, 0);
+            if zero {
+                continue;
+            }
+            let file = match open.entry(t.file) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let path = &plan.files[t.file];
+                    v.insert(
+                        OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .map_err(|e| RepoError::io(path, e))?,
+                    )
+                }
+            };
+            file.write_all_at(&plain, t.offset)
+                .map_err(|e| RepoError::io(&plan.files[t.file], e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets mode, owner (when permitted) and modification time, without following symlinks.
+fn apply_metadata(
+    path: &Path,
+    node: &Node,
+    summary: &mut RestoreSummary,
+    chmod: bool,
+) -> Result<(), RepoError> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| RepoError::Invalid(format!("{}: path contains NUL", path.display())))?;
+    // SAFETY: c is a valid NUL-terminated path; the calls only read it.
+    let rc = unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) };
+    if rc != 0 {
+        summary.ownership_skipped += 1;
+    }
+    if chmod {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
+            .map_err(|e| RepoError::io(path, e))?;
+    }
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: node.mtime as libc::time_t,
+            tv_nsec: node.mtime_nsec as libc::c_long,
+        },
+    ];
+    // SAFETY: as above; times points at two timespecs as utimensat requires.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(RepoError::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Restores a block snapshot into an image file (created sparse) or onto a block device (holes
+/// written as zeroes, since a device keeps old data).
+pub async fn restore_block(
+    repo: Arc<Repository>,
+    snapshot: &Snapshot,
+    target: &Path,
+    options: RestoreOptions,
+) -> Result<RestoreSummary, RepoError> {
+    if snapshot.kind != SnapshotKind::Block {
+        return Err(RepoError::Invalid(
+            "a filesystem snapshot restores to a directory".into(),
+        ));
+    }
+    let map = repo.load_block_map(&snapshot.tree).await?;
+    let device = std::fs::metadata(target)
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false);
+    if device {
+        let mut f = File::open(target).map_err(|e| RepoError::io(target, e))?;
+        let size = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
+            .map_err(|e| RepoError::io(target, e))?;
+        if size < map.size {
+            return Err(RepoError::Invalid(format!(
+                "{}: device of {size} bytes is smaller than the {}-byte volume",
+                target.display(),
+                map.size
+            )));
+        }
+    } else {
+        create_sized(target, 0)?;
+        create_sized(target, map.size)?;
+    }
+    let mut plan = WritePlan::default();
+    let file = plan.add_file(target.to_path_buf());
+    plan.bytes = map.size;
+    let mut holes = Vec::new();
+    for (i, chunk) in map.chunks.iter().enumerate() {
+        let offset = i as u64 * map.chunk_size as u64;
+        match chunk {
+            Some(id) => plan.blobs.entry(*id).or_default().push(Target { file, offset }),
+            None => holes.push(offset),
+        }
+    }
+    let progress = Progress::new("restore");
+    progress.set_total(map.size, 1);
+    let reporter = progress.report(options.progress.clone(), Duration::from_millis(500));
+    execute(&repo, plan, &progress).await?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(target)
+        .map_err(|e| RepoError::io(target, e))?;
+    let zeros = vec![0u8; map.chunk_size as usize];
+    for offset in holes {
+        let len = (map.size - offset).min(map.chunk_size as u64) as usize;
+        if device {
+            f.write_all_at(&zeros[..len], offset)
+                .map_err(|e| RepoError::io(target, e))?;
+        }
+        progress.add(len as u64, 0);
+    }
+    f.sync_all().map_err(|e| RepoError::io(target, e))?;
+    progress.add(0, 1);
+    reporter.finish();
+    Ok(RestoreSummary {
+        files: 1,
+        bytes: map.size,
+        ..Default::default()
+    })
+}

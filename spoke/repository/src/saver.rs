@@ -1,0 +1,190 @@
+//! The write path shared by every writer: skip known blobs, seal new ones, fill packs, upload
+//! them in the background and index them.
+//!
+//! Order makes interruption safe: a pack is uploaded before an index file names it, and index
+//! files are written before the snapshot that needs them. A writer killed at any point leaves at
+//! worst packs no index names (check reports them, prune removes them) and never a snapshot
+//! pointing at missing data. Index files are written every few packs, so a backup that is
+//! interrupted and run again re-uses what already reached the repository.
+
+use crate::blob::{BlobId, BlobKind};
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::meta::FORMAT_VERSION;
+use crate::pack::{PackEntry, PackWriter};
+use crate::repo::{RepoError, Repository};
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Index files are written after this many packs (and at the end).
+const PACKS_PER_INDEX: usize = 32;
+/// Packs uploading at once; with 16 MiB packs that bounds upload memory near 100 MiB.
+const UPLOADS: usize = 4;
+
+struct FinishedPack {
+    id: String,
+    bytes: Bytes,
+    entries: Vec<PackEntry>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SaverStats {
+    pub new_blobs: AtomicU64,
+    pub new_bytes: AtomicU64,
+    pub stored_bytes: AtomicU64,
+}
+
+pub(crate) struct Saver {
+    repo: Arc<Repository>,
+    known: Arc<Index>,
+    pending: Mutex<HashSet<BlobId>>,
+    packer: Mutex<PackWriter>,
+    pack_size: usize,
+    tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
+    uploader: Mutex<Option<JoinHandle<Result<(), RepoError>>>>,
+    pub stats: SaverStats,
+}
+
+impl Saver {
+    /// Must be called inside a tokio runtime (the uploader runs on it).
+    pub fn new(repo: Arc<Repository>) -> Saver {
+        let (tx, rx) = mpsc::channel(2);
+        let uploader = tokio::spawn(upload(repo.clone(), rx));
+        Saver {
+            known: repo.index(),
+            pending: Mutex::new(HashSet::new()),
+            packer: Mutex::new(PackWriter::new(repo.codec().clone())),
+            pack_size: repo.config().pack_size as usize,
+            tx: Mutex::new(Some(tx)),
+            uploader: Mutex::new(Some(uploader)),
+            stats: SaverStats::default(),
+            repo,
+        }
+    }
+
+    /// Stores a blob unless the repository (or this writer) already has it. Blocking: call from
+    /// worker threads, not async tasks.
+    pub fn save(&self, kind: BlobKind, plaintext: &[u8]) -> Result<BlobId, RepoError> {
+        let codec = self.repo.codec();
+        let id = codec.id_of(plaintext);
+        if self.known.contains(&id) || !self.pending.lock().expect("pending").insert(id) {
+            return Ok(id);
+        }
+        let sealed = codec
+            .seal_as(kind, &id, plaintext)
+            .map_err(|source| RepoError::Blob {
+                id,
+                pack: "(new)".into(),
+                source,
+            })?;
+        self.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .new_bytes
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.stats
+            .stored_bytes
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let full = {
+            let mut packer = self.packer.lock().expect("packer");
+            packer.add_sealed(kind, id, &sealed, plaintext.len() as u32);
+            (packer.size() >= self.pack_size).then(|| {
+                std::mem::replace(&mut *packer, PackWriter::new(codec.clone()))
+            })
+        };
+        if let Some(pack) = full {
+            self.send(pack)?;
+        }
+        Ok(id)
+    }
+
+    fn send(&self, pack: PackWriter) -> Result<(), RepoError> {
+        let (id, bytes, entries) = pack.finish().map_err(|source| RepoError::Blob {
+            id: BlobId([0; 32]),
+            pack: "(pack header)".into(),
+            source,
+        })?;
+        let tx = self.tx.lock().expect("sender").clone();
+        let Some(tx) = tx else {
+            return Err(RepoError::Interrupted);
+        };
+        tx.blocking_send(FinishedPack {
+            id,
+            bytes: Bytes::from(bytes),
+            entries,
+        })
+        .map_err(|_| RepoError::Interrupted)
+    }
+
+    /// Uploads the last pack and waits until everything is stored and indexed. Blocking.
+    pub fn finish(&self) -> Result<(), RepoError> {
+        let last = {
+            let mut packer = self.packer.lock().expect("packer");
+            std::mem::replace(&mut *packer, PackWriter::new(self.repo.codec().clone()))
+        };
+        let sent = if last.is_empty() {
+            Ok(())
+        } else {
+            self.send(last)
+        };
+        self.tx.lock().expect("sender").take();
+        let uploader = self.uploader.lock().expect("uploader").take();
+        let uploaded = match uploader {
+            Some(handle) => tokio::runtime::Handle::current()
+                .block_on(handle)
+                .unwrap_or_else(|e| Err(RepoError::Invalid(format!("uploader failed: {e}")))),
+            None => Ok(()),
+        };
+        // The uploader's error explains a failed send better than "interrupted".
+        uploaded.and(sent)
+    }
+}
+
+async fn upload(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>) -> Result<(), RepoError> {
+    let mut in_flight = FuturesUnordered::new();
+    let mut unindexed: Vec<IndexPack> = Vec::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            pack = rx.recv(), if open && in_flight.len() < UPLOADS => match pack {
+                Some(pack) => {
+                    let repo = repo.clone();
+                    in_flight.push(async move {
+                        let size = pack.bytes.len() as u64;
+                        repo.backend().put(&format!("data/{}", pack.id), pack.bytes).await?;
+                        tracing::debug!(pack = %pack.id, size, blobs = pack.entries.len(), "pack stored");
+                        Ok::<_, RepoError>(IndexPack::new(pack.id, size, &pack.entries))
+                    });
+                }
+                None => open = false,
+            },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                unindexed.push(done?);
+                if unindexed.len() >= PACKS_PER_INDEX {
+                    write_index(&repo, std::mem::take(&mut unindexed)).await?;
+                }
+            },
+            else => break,
+        }
+    }
+    if !unindexed.is_empty() {
+        write_index(&repo, unindexed).await?;
+    }
+    Ok(())
+}
+
+async fn write_index(repo: &Repository, packs: Vec<IndexPack>) -> Result<(), RepoError> {
+    let file = IndexFile {
+        version: FORMAT_VERSION,
+        supersedes: Vec::new(),
+        packs,
+    };
+    let name = repo.save_meta("index", &file).await?;
+    tracing::debug!(index = %name, packs = file.packs.len(), "index written");
+    repo.extend_index(name, &file);
+    Ok(())
+}

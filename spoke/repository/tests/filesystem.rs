@@ -1,0 +1,102 @@
+//! Filesystem snapshots through the library API: round trips, incremental backups, partial
+//! restores.
+
+mod common;
+
+use common::*;
+use ferry_repository::backup::{fs, BackupOptions};
+use ferry_repository::restore::{restore, RestoreOptions};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+fn set_mtime(path: &Path, secs: i64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64)).unwrap();
+}
+
+/// A tree with every kind of entry the format keeps.
+fn build_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("etc/conf.d")).unwrap();
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    std::fs::write(root.join("etc/hosts"), b"127.0.0.1 localhost\n").unwrap();
+    std::fs::write(root.join("etc/conf.d/app.conf"), b"key = value\n".repeat(300)).unwrap();
+    std::fs::write(root.join("zero"), b"").unwrap();
+    std::fs::write(root.join("big.bin"), noise(3 * 1024 * 1024 + 17, 7)).unwrap();
+    let mut sparse = vec![0u8; 512 * 1024];
+    sparse[100_000..100_100].copy_from_slice(&[9u8; 100]);
+    std::fs::write(root.join("mostly-zero"), &sparse).unwrap();
+    std::fs::write(root.join(OsStr::from_bytes(b"caf\xe9")), b"latin-1 name").unwrap();
+    std::os::unix::fs::symlink("etc/hosts", root.join("hosts-link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
+    std::fs::hard_link(root.join("etc/hosts"), root.join("hosts-hard")).unwrap();
+    std::fs::set_permissions(root.join("etc/conf.d/app.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(root.join("big.bin"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let fifo = std::ffi::CString::new(root.join("pipe").as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    set_mtime(&root.join("etc/hosts"), 1_000_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_keeps_content_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    build_tree(&src);
+    let url = format!("file://{}", dir.path().join("repo").display());
+    let repo = init(&url).await;
+    let (name, snap) = fs::backup(repo.clone(), &src, BackupOptions::default()).await.unwrap();
+    assert_eq!(snap.summary.skipped.len(), 1, "{:?}", snap.summary.skipped);
+    assert!(snap.summary.skipped[0].contains("named pipe"));
+    assert_eq!(snap.summary.files, 7);
+
+    let repo = reopen(&url).await;
+    let (found, snap) = repo.find_snapshot(&name[..8], None).await.unwrap();
+    assert_eq!(found, name);
+    let out = dir.path().join("out");
+    restore(repo.clone(), &snap, &out, RestoreOptions::default()).await.unwrap();
+    std::fs::remove_file(src.join("pipe")).unwrap();
+    assert_eq!(describe(&out), describe(&src));
+    // Restored sparse: the zero chunks of `mostly-zero` were not written.
+    use std::os::unix::fs::MetadataExt;
+    let blocks = std::fs::metadata(out.join("mostly-zero")).unwrap().blocks();
+    assert!(blocks * 512 < 512 * 1024, "{blocks} blocks allocated");
+
+    // A single file and a subtree.
+    let one = dir.path().join("one");
+    restore(repo.clone(), &snap, &one, RestoreOptions { path: Some("etc/conf.d/app.conf".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(std::fs::read(one.join("app.conf")).unwrap(), b"key = value\n".repeat(300));
+    let sub = dir.path().join("sub");
+    restore(repo.clone(), &snap, &sub, RestoreOptions { path: Some("/etc".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(describe(&sub), describe(&src.join("etc")));
+    let err = restore(repo, &snap, &sub, RestoreOptions { path: Some("etc/nope".into()), ..Default::default() }).await.unwrap_err();
+    assert!(err.to_string().contains("etc/nope: not in the snapshot"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_backup_reads_only_what_changed_and_stores_only_new_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    build_tree(&src);
+    std::fs::remove_file(src.join("pipe")).unwrap();
+    let repo = init("memory://").await;
+    let (first, s1) = fs::backup(repo.clone(), &src, BackupOptions::default()).await.unwrap();
+    assert_eq!(s1.summary.reused, 0);
+    let (_, again) = fs::backup(repo.clone(), &src, BackupOptions::default()).await.unwrap();
+    assert_eq!(again.parent.as_deref(), Some(first.as_str()));
+    assert_eq!(again.summary.reused, again.summary.files - 1, "all but the hard link's second name");
+    assert_eq!(again.summary.new_bytes, 0);
+    assert_eq!(again.tree, s1.tree, "same tree, same id");
+
+    // Change 100 bytes in the middle of the big file: one or two chunks are new.
+    let mut big = std::fs::read(src.join("big.bin")).unwrap();
+    big[1_500_000..1_500_100].copy_from_slice(&[0xAB; 100]);
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::fs::write(src.join("etc/new"), b"new file").unwrap();
+    let (_, third) = fs::backup(repo.clone(), &src, BackupOptions::default()).await.unwrap();
+    assert!(third.summary.new_bytes < 3 * 65536 + 1000, "{:?}", third.summary);
+    assert!(third.summary.new_bytes > 0);
+    let out = dir.path().join("out");
+    restore(repo, &third, &out, RestoreOptions::default()).await.unwrap();
+    assert_eq!(describe(&out), describe(&src));
+}
