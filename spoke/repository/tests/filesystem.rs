@@ -68,7 +68,11 @@ async fn round_trip_keeps_content_and_metadata() {
     assert_eq!(std::fs::read(one.join("app.conf")).unwrap(), b"key = value\n".repeat(300));
     let sub = dir.path().join("sub");
     restore(repo.clone(), &snap, &sub, RestoreOptions { path: Some("/etc".into()), ..Default::default() }).await.unwrap();
-    assert_eq!(describe(&sub), describe(&src.join("etc")));
+    // `hosts` has a second name outside the subtree: it comes back as a single file.
+    let mut expected = describe(&src.join("etc"));
+    let hosts = expected.get_mut("hosts").unwrap();
+    *hosts = hosts.replace(" same-inode-as hosts", "");
+    assert_eq!(describe(&sub), expected);
     let err = restore(repo, &snap, &sub, RestoreOptions { path: Some("etc/nope".into()), ..Default::default() }).await.unwrap_err();
     assert!(err.to_string().contains("etc/nope: not in the snapshot"), "{err}");
 }
