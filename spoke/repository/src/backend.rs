@@ -121,7 +121,10 @@ impl Backend {
             message,
         };
         let (store, root): (Arc<dyn ObjectStore>, Path) = if url == "memory://" {
-            (Arc::new(object_store::memory::InMemory::new()), Path::default())
+            (
+                Arc::new(object_store::memory::InMemory::new()),
+                Path::default(),
+            )
         } else if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let store = object_store::aws::AmazonS3Builder::from_env()
@@ -332,7 +335,9 @@ mod tests {
             },
         )
         .unwrap();
-        b.put("data/ab", Bytes::from_static(b"small")).await.unwrap();
+        b.put("data/ab", Bytes::from_static(b"small"))
+            .await
+            .unwrap();
         b.put("data/cd", Bytes::from(vec![7u8; 23])).await.unwrap();
         assert_eq!(&b.get("data/cd").await.unwrap()[..], &[7u8; 23][..]);
         assert_eq!(&b.get_range("data/ab", 1..3).await.unwrap()[..], b"ma");
@@ -351,7 +356,9 @@ mod tests {
             ]
         );
         assert!(b.get("data/zz").await.unwrap_err().is_not_found());
-        b.put_new("locks/x", Bytes::from_static(b"1")).await.unwrap();
+        b.put_new("locks/x", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
         assert!(matches!(
             b.put_new("locks/x", Bytes::from_static(b"2")).await,
             Err(BackendError::AlreadyExists { .. })
@@ -365,6 +372,9 @@ mod tests {
     #[test]
     fn unknown_schemes_are_refused_by_name() {
         let err = Backend::open("ftp://x/y").unwrap_err().to_string();
-        assert!(err.contains("ftp://x/y") && err.contains("unknown scheme"), "{err}");
+        assert!(
+            err.contains("ftp://x/y") && err.contains("unknown scheme"),
+            "{err}"
+        );
     }
 }

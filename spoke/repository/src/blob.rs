@@ -139,7 +139,12 @@ impl BlobCodec {
 
     /// Seals a plaintext whose id the caller has already computed with [`BlobCodec::id_of`]
     /// (writers hash first to skip known blobs, and must not pay for the hash twice).
-    pub fn seal_as(&self, kind: BlobKind, id: &BlobId, plaintext: &[u8]) -> Result<Vec<u8>, BlobError> {
+    pub fn seal_as(
+        &self,
+        kind: BlobKind,
+        id: &BlobId,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, BlobError> {
         let id = *id;
         // Compress unless it does not pay: already-compressed data (images, archives) would only
         // cost CPU on both ends.

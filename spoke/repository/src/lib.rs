@@ -14,17 +14,20 @@
 //! The index, snapshots, backends and commands build on these (issue 4, in progress);
 //! `docs/format.md` documents each layer as it lands.
 
-pub mod blob;
-pub mod chunker;
-pub mod keys;
-pub mod pack;
 pub mod backend;
 pub mod backup;
+pub mod blob;
+pub mod check;
+pub mod chunker;
+pub mod export;
 pub mod index;
+pub mod keys;
 pub mod lock;
 pub mod meta;
+pub mod pack;
 pub mod progress;
+pub mod prune;
 pub mod repo;
+pub mod restore;
 mod saver;
 pub mod tree;
-pub mod restore;

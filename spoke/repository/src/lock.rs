@@ -37,7 +37,11 @@ impl LockFile {
     fn describe(&self, name: &str) -> String {
         format!(
             "{} lock locks/{name} held by {} (pid {} on {}), refreshed {}s ago",
-            if self.exclusive { "exclusive" } else { "shared" },
+            if self.exclusive {
+                "exclusive"
+            } else {
+                "shared"
+            },
             self.operation,
             self.pid,
             self.hostname,

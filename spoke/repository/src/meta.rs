@@ -148,8 +148,8 @@ mod tests {
                 .to_string();
             assert!(err.starts_with("config: "), "{err}");
         }
-        let err = open::<serde_json::Value>(&codec, "config", &bytes[..20], false, "config")
-            .unwrap_err();
+        let err =
+            open::<serde_json::Value>(&codec, "config", &bytes[..20], false, "config").unwrap_err();
         assert!(matches!(err, MetaError::Truncated { len: 20, .. }));
     }
 }

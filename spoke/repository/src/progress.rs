@@ -67,7 +67,8 @@ impl Progress {
         let bytes_total = known.then(|| self.bytes_total.load(Ordering::Relaxed));
         let rate = bytes_done as f64 / elapsed.as_secs_f64().max(1e-3);
         let eta = bytes_total.and_then(|t| {
-            (rate > 0.0).then(|| Duration::from_secs_f64(t.saturating_sub(bytes_done) as f64 / rate))
+            (rate > 0.0)
+                .then(|| Duration::from_secs_f64(t.saturating_sub(bytes_done) as f64 / rate))
         });
         ProgressEvent {
             operation: self.operation,
@@ -142,10 +143,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         p.add(500, 2);
         let e = p.event(false);
-        assert_eq!((e.bytes_done, e.files_done, e.files_total), (500, 2, Some(4)));
+        assert_eq!(
+            (e.bytes_done, e.files_done, e.files_total),
+            (500, 2, Some(4))
+        );
         assert!(e.bytes_per_second > 0.0);
         let eta = e.eta.unwrap();
-        assert!(eta > Duration::ZERO && eta < e.elapsed * 2, "{eta:?} vs {:?}", e.elapsed);
+        assert!(
+            eta > Duration::ZERO && eta < e.elapsed * 2,
+            "{eta:?} vs {:?}",
+            e.elapsed
+        );
         assert!(p.event(true).finished);
     }
 }

@@ -156,12 +156,15 @@ impl Repository {
             pack: "config".into(),
             source,
         })?;
-        backend.put_new("config", sealed.into()).await.map_err(|e| match e {
-            BackendError::AlreadyExists { .. } => RepoError::AlreadyInitialized {
-                url: backend.url().into(),
-            },
-            e => e.into(),
-        })?;
+        backend
+            .put_new("config", sealed.into())
+            .await
+            .map_err(|e| match e {
+                BackendError::AlreadyExists { .. } => RepoError::AlreadyInitialized {
+                    url: backend.url().into(),
+                },
+                e => e.into(),
+            })?;
         tracing::info!(url = backend.url(), id = %config.id, "repository created");
         Ok(Repository {
             backend,
@@ -182,14 +185,13 @@ impl Repository {
         let mut master = None;
         for listed in &keys {
             let bytes = backend.get(&listed.key).await?;
-            let file: KeyFile =
-                serde_json::from_slice(&bytes).map_err(|e| RepoError::Key {
-                    key: listed.key.clone(),
-                    source: KeyError::Malformed {
-                        field: "(file)",
-                        message: e.to_string(),
-                    },
-                })?;
+            let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| RepoError::Key {
+                key: listed.key.clone(),
+                source: KeyError::Malformed {
+                    field: "(file)",
+                    message: e.to_string(),
+                },
+            })?;
             match MasterKey::unwrap(&file, passphrase) {
                 Ok(m) => {
                     master = Some(m);

@@ -67,11 +67,7 @@ impl WritePlan {
 }
 
 /// Finds the node at `path` below a snapshot's root tree.
-async fn resolve(
-    repo: &Repository,
-    root: &BlobId,
-    path: &str,
-) -> Result<Option<Node>, RepoError> {
+async fn resolve(repo: &Repository, root: &BlobId, path: &str) -> Result<Option<Node>, RepoError> {
     let mut tree = repo.load_tree(root).await?;
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     for (i, part) in parts.iter().enumerate() {
@@ -104,11 +100,7 @@ struct Planned {
 }
 
 /// Reads the trees under `root` into a plan for `target`; trees load in parallel, level by level.
-async fn plan_tree(
-    repo: &Repository,
-    root: BlobId,
-    target: &Path,
-) -> Result<Planned, RepoError> {
+async fn plan_tree(repo: &Repository, root: BlobId, target: &Path) -> Result<Planned, RepoError> {
     let mut planned = Planned {
         dirs: Vec::new(),
         files: Vec::new(),
@@ -118,11 +110,14 @@ async fn plan_tree(
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut level = vec![(target.to_path_buf(), root)];
     while !level.is_empty() {
-        let trees: Vec<_> = futures::stream::iter(level.drain(..))
-            .map(|(dir, id)| async move { Ok::<_, RepoError>((dir, id, repo.load_tree(&id).await?)) })
-            .buffered(16)
-            .try_collect()
-            .await?;
+        let trees: Vec<_> =
+            futures::stream::iter(level.drain(..))
+                .map(|(dir, id)| async move {
+                    Ok::<_, RepoError>((dir, id, repo.load_tree(&id).await?))
+                })
+                .buffered(16)
+                .try_collect()
+                .await?;
         for (dir, id, tree) in trees {
             for node in tree.nodes {
                 let name = node
@@ -175,13 +170,20 @@ pub async fn restore(
         Some(p) if !p.trim_matches('/').is_empty() => {
             match resolve(&repo, &snapshot.tree, p).await? {
                 Some(node) if node.kind == NodeKind::Dir => {
-                    let sub = node.subtree.ok_or_else(|| RepoError::Invalid(format!("{p}: directory without a subtree")))?;
+                    let sub = node.subtree.ok_or_else(|| {
+                        RepoError::Invalid(format!("{p}: directory without a subtree"))
+                    })?;
                     plan_tree(&repo, sub, target).await?
                 }
                 Some(node) => {
                     let name = node.os_name().map_err(RepoError::Invalid)?;
                     let path = target.join(name);
-                    let mut planned = Planned { dirs: vec![], files: vec![], symlinks: vec![], hardlinks: vec![] };
+                    let mut planned = Planned {
+                        dirs: vec![],
+                        files: vec![],
+                        symlinks: vec![],
+                        hardlinks: vec![],
+                    };
                     if node.kind == NodeKind::File {
                         planned.files.push((path, node));
                     } else {
@@ -207,7 +209,10 @@ pub async fn restore(
     let offsets = content_offsets(&repo, &planned.files).await?;
     for (file, entries) in offsets.into_iter().enumerate() {
         for (id, offset) in entries {
-            plan.blobs.entry(id).or_default().push(Target { file, offset });
+            plan.blobs
+                .entry(id)
+                .or_default()
+                .push(Target { file, offset });
         }
     }
     let progress = Progress::new("restore");
@@ -233,7 +238,9 @@ pub async fn restore(
         summary.files += 1;
         summary.bytes += node.size;
     }
-    planned.dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    planned
+        .dirs
+        .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (path, node) in &planned.dirs {
         apply_metadata(path, node, &mut summary, true)?;
         summary.dirs += 1;
@@ -497,7 +504,11 @@ pub async fn restore_block(
     for (i, chunk) in map.chunks.iter().enumerate() {
         let offset = i as u64 * map.chunk_size as u64;
         match chunk {
-            Some(id) => plan.blobs.entry(*id).or_default().push(Target { file, offset }),
+            Some(id) => plan
+                .blobs
+                .entry(*id)
+                .or_default()
+                .push(Target { file, offset }),
             None => holes.push(offset),
         }
     }

@@ -53,10 +53,21 @@ pub(crate) struct Saver {
 impl Saver {
     /// Must be called inside a tokio runtime (the uploader runs on it).
     pub fn new(repo: Arc<Repository>) -> Saver {
+        let known = repo.index();
+        Self::with_known(repo, known)
+    }
+
+    /// A saver that writes every blob it is given, even those the index already has (prune
+    /// moves live blobs out of packs it is about to delete).
+    pub fn for_repack(repo: Arc<Repository>) -> Saver {
+        Self::with_known(repo, Arc::new(Index::default()))
+    }
+
+    fn with_known(repo: Arc<Repository>, known: Arc<Index>) -> Saver {
         let (tx, rx) = mpsc::channel(2);
         let uploader = tokio::spawn(upload(repo.clone(), rx));
         Saver {
-            known: repo.index(),
+            known,
             pending: Mutex::new(HashSet::new()),
             packer: Mutex::new(PackWriter::new(repo.codec().clone())),
             pack_size: repo.config().pack_size as usize,
@@ -92,9 +103,8 @@ impl Saver {
         let full = {
             let mut packer = self.packer.lock().expect("packer");
             packer.add_sealed(kind, id, &sealed, plaintext.len() as u32);
-            (packer.size() >= self.pack_size).then(|| {
-                std::mem::replace(&mut *packer, PackWriter::new(codec.clone()))
-            })
+            (packer.size() >= self.pack_size)
+                .then(|| std::mem::replace(&mut *packer, PackWriter::new(codec.clone())))
         };
         if let Some(pack) = full {
             self.send(pack)?;
@@ -144,7 +154,10 @@ impl Saver {
     }
 }
 
-async fn upload(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>) -> Result<(), RepoError> {
+async fn upload(
+    repo: Arc<Repository>,
+    mut rx: mpsc::Receiver<FinishedPack>,
+) -> Result<(), RepoError> {
     let mut in_flight = FuturesUnordered::new();
     let mut unindexed: Vec<IndexPack> = Vec::new();
     let mut open = true;

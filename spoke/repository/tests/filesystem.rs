@@ -13,7 +13,8 @@ use std::path::Path;
 
 fn set_mtime(path: &Path, secs: i64) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
-    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64)).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
+        .unwrap();
 }
 
 /// A tree with every kind of entry the format keeps.
@@ -21,7 +22,11 @@ fn build_tree(root: &Path) {
     std::fs::create_dir_all(root.join("etc/conf.d")).unwrap();
     std::fs::create_dir_all(root.join("empty")).unwrap();
     std::fs::write(root.join("etc/hosts"), b"127.0.0.1 localhost\n").unwrap();
-    std::fs::write(root.join("etc/conf.d/app.conf"), b"key = value\n".repeat(300)).unwrap();
+    std::fs::write(
+        root.join("etc/conf.d/app.conf"),
+        b"key = value\n".repeat(300),
+    )
+    .unwrap();
     std::fs::write(root.join("zero"), b"").unwrap();
     std::fs::write(root.join("big.bin"), noise(3 * 1024 * 1024 + 17, 7)).unwrap();
     let mut sparse = vec![0u8; 512 * 1024];
@@ -31,8 +36,16 @@ fn build_tree(root: &Path) {
     std::os::unix::fs::symlink("etc/hosts", root.join("hosts-link")).unwrap();
     std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
     std::fs::hard_link(root.join("etc/hosts"), root.join("hosts-hard")).unwrap();
-    std::fs::set_permissions(root.join("etc/conf.d/app.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
-    std::fs::set_permissions(root.join("big.bin"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::set_permissions(
+        root.join("etc/conf.d/app.conf"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        root.join("big.bin"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
     let fifo = std::ffi::CString::new(root.join("pipe").as_os_str().as_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     set_mtime(&root.join("etc/hosts"), 1_000_000_000);
@@ -45,7 +58,9 @@ async fn round_trip_keeps_content_and_metadata() {
     build_tree(&src);
     let url = format!("file://{}", dir.path().join("repo").display());
     let repo = init(&url).await;
-    let (name, snap) = fs::backup(repo.clone(), &src, BackupOptions::default()).await.unwrap();
+    let (name, snap) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
     assert_eq!(snap.summary.skipped.len(), 1, "{:?}", snap.summary.skipped);
     assert!(snap.summary.skipped[0].contains("named pipe"));
     assert_eq!(snap.summary.files, 7);
@@ -54,7 +69,9 @@ async fn round_trip_keeps_content_and_metadata() {
     let (found, snap) = repo.find_snapshot(&name[..8], None).await.unwrap();
     assert_eq!(found, name);
     let out = dir.path().join("out");
-    restore(repo.clone(), &snap, &out, RestoreOptions::default()).await.unwrap();
+    restore(repo.clone(), &snap, &out, RestoreOptions::default())
+        .await
+        .unwrap();
     std::fs::remove_file(src.join("pipe")).unwrap();
     assert_eq!(describe(&out), describe(&src));
     // Restored sparse: the zero chunks of `mostly-zero` were not written.
@@ -64,17 +81,53 @@ async fn round_trip_keeps_content_and_metadata() {
 
     // A single file and a subtree.
     let one = dir.path().join("one");
-    restore(repo.clone(), &snap, &one, RestoreOptions { path: Some("etc/conf.d/app.conf".into()), ..Default::default() }).await.unwrap();
-    assert_eq!(std::fs::read(one.join("app.conf")).unwrap(), b"key = value\n".repeat(300));
+    restore(
+        repo.clone(),
+        &snap,
+        &one,
+        RestoreOptions {
+            path: Some("etc/conf.d/app.conf".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read(one.join("app.conf")).unwrap(),
+        b"key = value\n".repeat(300)
+    );
     let sub = dir.path().join("sub");
-    restore(repo.clone(), &snap, &sub, RestoreOptions { path: Some("/etc".into()), ..Default::default() }).await.unwrap();
+    restore(
+        repo.clone(),
+        &snap,
+        &sub,
+        RestoreOptions {
+            path: Some("/etc".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     // `hosts` has a second name outside the subtree: it comes back as a single file.
     let mut expected = describe(&src.join("etc"));
     let hosts = expected.get_mut("hosts").unwrap();
     *hosts = hosts.replace(" same-inode-as hosts", "");
     assert_eq!(describe(&sub), expected);
-    let err = restore(repo, &snap, &sub, RestoreOptions { path: Some("etc/nope".into()), ..Default::default() }).await.unwrap_err();
-    assert!(err.to_string().contains("etc/nope: not in the snapshot"), "{err}");
+    let err = restore(
+        repo,
+        &snap,
+        &sub,
+        RestoreOptions {
+            path: Some("etc/nope".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("etc/nope: not in the snapshot"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,11 +137,19 @@ async fn second_backup_reads_only_what_changed_and_stores_only_new_chunks() {
     build_tree(&src);
     std::fs::remove_file(src.join("pipe")).unwrap();
     let repo = init("memory://").await;
-    let (first, s1) = fs::backup(repo.clone(), &src, BackupOptions::default()).await.unwrap();
+    let (first, s1) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
     assert_eq!(s1.summary.reused, 0);
-    let (_, again) = fs::backup(repo.clone(), &src, BackupOptions::default()).await.unwrap();
+    let (_, again) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
     assert_eq!(again.parent.as_deref(), Some(first.as_str()));
-    assert_eq!(again.summary.reused, again.summary.files - 1, "all but the hard link's second name");
+    assert_eq!(
+        again.summary.reused,
+        again.summary.files - 1,
+        "all but the hard link's second name"
+    );
     assert_eq!(again.summary.new_bytes, 0);
     assert_eq!(again.tree, s1.tree, "same tree, same id");
 
@@ -97,10 +158,18 @@ async fn second_backup_reads_only_what_changed_and_stores_only_new_chunks() {
     big[1_500_000..1_500_100].copy_from_slice(&[0xAB; 100]);
     std::fs::write(src.join("big.bin"), &big).unwrap();
     std::fs::write(src.join("etc/new"), b"new file").unwrap();
-    let (_, third) = fs::backup(repo.clone(), &src, BackupOptions::default()).await.unwrap();
-    assert!(third.summary.new_bytes < 3 * 65536 + 1000, "{:?}", third.summary);
+    let (_, third) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        third.summary.new_bytes < 3 * 65536 + 1000,
+        "{:?}",
+        third.summary
+    );
     assert!(third.summary.new_bytes > 0);
     let out = dir.path().join("out");
-    restore(repo, &third, &out, RestoreOptions::default()).await.unwrap();
+    restore(repo, &third, &out, RestoreOptions::default())
+        .await
+        .unwrap();
     assert_eq!(describe(&out), describe(&src));
 }

@@ -310,7 +310,8 @@ impl Walker {
         let mut buf = Vec::new();
         let mut first = Some(node);
         loop {
-            let eof = fill(&mut file, &mut buf, window(self.params)).map_err(|e| RepoError::io(path, e))?;
+            let eof = fill(&mut file, &mut buf, window(self.params))
+                .map_err(|e| RepoError::io(path, e))?;
             let mut cuts = chunk(&buf, self.params);
             let tail = if eof {
                 Vec::new()

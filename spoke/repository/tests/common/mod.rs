@@ -40,7 +40,11 @@ pub async fn init(url: &str) -> Arc<Repository> {
 }
 
 pub async fn reopen(url: &str) -> Arc<Repository> {
-    Arc::new(Repository::open(Backend::open(url).unwrap(), PASS).await.unwrap())
+    Arc::new(
+        Repository::open(Backend::open(url).unwrap(), PASS)
+            .await
+            .unwrap(),
+    )
 }
 
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
@@ -64,8 +68,16 @@ pub fn describe(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>, inodes: &mut BTreeMap<u64, String>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, String>,
+    inodes: &mut BTreeMap<u64, String>,
+) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         let rel = path.strip_prefix(root).unwrap().display().to_string();

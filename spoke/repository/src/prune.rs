@@ -1,0 +1,233 @@
+//! `prune` (mark and sweep) and `stats`.
+//!
+//! Prune holds the exclusive lock, so no backup is writing while it decides what is unused (a
+//! backup's uploaded-but-unindexed packs would otherwise look like garbage). It marks every blob
+//! the snapshots reach, then plans: packs with nothing used are deleted, packs mostly unused are
+//! repacked (their live blobs written to new packs), the rest stay. It executes in the order that
+//! keeps every snapshot readable at every moment: new packs, then one new index superseding all
+//! old index files, then deletions. If a tree cannot be read, nothing is deleted.
+
+use crate::blob::BlobKind;
+use crate::check::referenced;
+use crate::index::{IndexFile, IndexPack};
+use crate::lock::{Lock, LockOptions};
+use crate::meta::FORMAT_VERSION;
+use crate::progress::ProgressFn;
+use crate::repo::{RepoError, Repository};
+use crate::saver::Saver;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct PruneOptions {
+    /// Plan and report, change nothing.
+    pub dry_run: bool,
+    /// Repack a pack when more than this fraction of its bytes is unused.
+    pub repack_threshold: f64,
+    pub lock: LockOptions,
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            dry_run: false,
+            repack_threshold: 0.25,
+            lock: LockOptions::default(),
+            progress: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub packs_kept: u64,
+    pub packs_deleted: u64,
+    pub packs_repacked: u64,
+    /// Packs no index named (interrupted backups).
+    pub packs_unindexed: u64,
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+}
+
+pub async fn prune(repo: Arc<Repository>, options: PruneOptions) -> Result<PruneReport, RepoError> {
+    let lock = Lock::exclusive(repo.backend(), "prune", options.lock).await?;
+    let result = run(&repo, &options).await;
+    lock.release().await?;
+    result
+}
+
+async fn run(repo: &Arc<Repository>, options: &PruneOptions) -> Result<PruneReport, RepoError> {
+    repo.reload_index().await?;
+    let snapshots = repo.snapshots().await?;
+    let used = referenced(repo, &snapshots).await;
+    if !used.errors.is_empty() {
+        return Err(RepoError::Invalid(format!(
+            "prune stopped, nothing deleted: {} problem(s) reading snapshots, first: {}",
+            used.errors.len(),
+            used.errors[0]
+        )));
+    }
+    let index = repo.index();
+    let mut report = PruneReport::default();
+    // Per pack: used bytes, and which blobs the index serves from it (a duplicate elsewhere is
+    // unused here).
+    let mut live: HashMap<u32, Vec<(crate::blob::BlobId, BlobKind)>> = HashMap::new();
+    let mut used_bytes: HashMap<u32, u64> = HashMap::new();
+    for (id, loc) in index.blobs() {
+        if used.blobs.contains(id) {
+            live.entry(loc.pack).or_default().push((*id, loc.kind));
+            *used_bytes.entry(loc.pack).or_default() += loc.length as u64;
+        } else {
+            report.blobs_removed += 1;
+        }
+    }
+    let mut keep = Vec::new();
+    let mut delete = Vec::new();
+    let mut repack = Vec::new();
+    for (number, id, size) in index.packs() {
+        let used = used_bytes.get(&number).copied().unwrap_or(0);
+        if used == 0 {
+            delete.push(id.to_string());
+            report.bytes_freed += size;
+        } else if (size - used.min(size)) as f64 > options.repack_threshold * size as f64 {
+            repack.push(number);
+            report.bytes_freed += size - used.min(size);
+        } else {
+            keep.push(number);
+        }
+    }
+    let unindexed: Vec<String> = repo
+        .backend()
+        .list("data")
+        .await?
+        .into_iter()
+        .filter(|l| !index.has_pack(l.key.trim_start_matches("data/")))
+        .map(|l| {
+            report.bytes_freed += l.size;
+            l.key.trim_start_matches("data/").to_string()
+        })
+        .collect();
+    report.packs_kept = keep.len() as u64;
+    report.packs_deleted = delete.len() as u64;
+    report.packs_repacked = repack.len() as u64;
+    report.packs_unindexed = unindexed.len() as u64;
+    if options.dry_run {
+        return Ok(report);
+    }
+    // Repack: live blobs of the chosen packs into new packs (indexed by the saver).
+    if !repack.is_empty() {
+        let saver = Arc::new(Saver::for_repack(repo.clone()));
+        for number in &repack {
+            for (id, kind) in live.remove(number).unwrap_or_default() {
+                let plain = repo.read_blob(kind, &id).await?;
+                let saver = saver.clone();
+                tokio::task::spawn_blocking(move || saver.save(kind, &plain).map(|_| ()))
+                    .await
+                    .map_err(|e| RepoError::Invalid(format!("repack worker failed: {e}")))??;
+            }
+        }
+        let saver2 = saver.clone();
+        tokio::task::spawn_blocking(move || saver2.finish())
+            .await
+            .map_err(|e| RepoError::Invalid(format!("repack worker failed: {e}")))??;
+    }
+    // One index for everything kept, superseding every older index file.
+    let now = repo.index();
+    let repacked: HashSet<&str> = repack.iter().map(|n| index.pack_id(*n)).collect();
+    let gone: HashSet<&str> = delete
+        .iter()
+        .map(String::as_str)
+        .chain(repacked.iter().copied())
+        .collect();
+    let mut packs: HashMap<String, IndexPack> = HashMap::new();
+    for (id, loc) in now.blobs() {
+        let pack = now.pack_id(loc.pack);
+        if gone.contains(pack) || !used.blobs.contains(id) {
+            continue;
+        }
+        packs
+            .entry(pack.to_string())
+            .or_insert_with(|| IndexPack {
+                id: pack.to_string(),
+                size: now.pack_size(loc.pack),
+                blobs: Vec::new(),
+            })
+            .blobs
+            .push(crate::index::IndexBlob {
+                id: *id,
+                kind: loc.kind,
+                offset: loc.offset,
+                length: loc.length,
+                raw_length: loc.raw_length,
+            });
+    }
+    let mut packs: Vec<IndexPack> = packs.into_values().collect();
+    packs.sort_by(|a, b| a.id.cmp(&b.id));
+    for p in &mut packs {
+        p.blobs.sort_by_key(|b| b.offset);
+    }
+    let superseded: Vec<String> = now.files.clone();
+    let file = IndexFile {
+        version: FORMAT_VERSION,
+        supersedes: superseded.clone(),
+        packs,
+    };
+    let name = repo.save_meta("index", &file).await?;
+    for old in &superseded {
+        repo.backend().delete(&format!("index/{old}")).await?;
+    }
+    for id in gone
+        .iter()
+        .copied()
+        .chain(unindexed.iter().map(String::as_str))
+    {
+        repo.backend().delete(&format!("data/{id}")).await?;
+    }
+    repo.reload_index().await?;
+    tracing::info!(index = %name, ?report, "pruned");
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub snapshots: u64,
+    /// Sum of the snapshots' sizes: what restoring every one of them would write.
+    pub logical_bytes: u64,
+    /// Plaintext bytes of distinct blobs.
+    pub unique_bytes: u64,
+    /// Bytes of the packs.
+    pub stored_bytes: u64,
+    pub blobs: u64,
+    pub packs: u64,
+    /// logical / unique: what deduplication saves.
+    pub dedup_ratio: f64,
+    /// unique / stored: what compression saves (encryption adds a little back).
+    pub compression_ratio: f64,
+}
+
+pub async fn stats(repo: &Repository) -> Result<Stats, RepoError> {
+    let snapshots = repo.snapshots().await?;
+    let index = repo.index();
+    let logical: u64 = snapshots.iter().map(|(_, s)| s.summary.bytes).sum();
+    let unique: u64 = index.blobs().map(|(_, l)| l.raw_length as u64).sum();
+    let stored: u64 = index.packs().map(|(_, _, s)| s).sum();
+    Ok(Stats {
+        snapshots: snapshots.len() as u64,
+        logical_bytes: logical,
+        unique_bytes: unique,
+        stored_bytes: stored,
+        blobs: index.blob_count() as u64,
+        packs: index.packs().count() as u64,
+        dedup_ratio: if unique == 0 {
+            1.0
+        } else {
+            logical as f64 / unique as f64
+        },
+        compression_ratio: if stored == 0 {
+            1.0
+        } else {
+            unique as f64 / stored as f64
+        },
+    })
+}
