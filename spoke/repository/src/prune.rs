@@ -7,6 +7,7 @@
 //! keeps every snapshot readable at every moment: new packs, then one new index superseding all
 //! old index files, then deletions. If a tree cannot be read, nothing is deleted.
 
+use crate::backup::blocking;
 use crate::blob::BlobKind;
 use crate::check::referenced;
 use crate::index::{IndexFile, IndexPack};
@@ -115,42 +116,34 @@ async fn run(repo: &Arc<Repository>, options: &PruneOptions) -> Result<PruneRepo
     if options.dry_run {
         return Ok(report);
     }
-    // Repack: live blobs of the chosen packs into new packs (indexed by the saver).
+    // Repack: live blobs of the chosen packs into new packs.
+    let mut packs: Vec<IndexPack> = Vec::new();
     if !repack.is_empty() {
         let saver = Arc::new(Saver::for_repack(repo.clone()));
         for number in &repack {
             for (id, kind) in live.remove(number).unwrap_or_default() {
                 let plain = repo.read_blob(kind, &id).await?;
                 let saver = saver.clone();
-                tokio::task::spawn_blocking(move || saver.save(kind, &plain).map(|_| ()))
-                    .await
-                    .map_err(|e| RepoError::Invalid(format!("repack worker failed: {e}")))??;
+                blocking(move || saver.save(kind, &plain).map(|_| ())).await?;
             }
         }
-        let saver2 = saver.clone();
-        tokio::task::spawn_blocking(move || saver2.finish())
-            .await
-            .map_err(|e| RepoError::Invalid(format!("repack worker failed: {e}")))??;
+        let finishing = saver.clone();
+        blocking(move || finishing.finish()).await?;
+        packs = saver.written();
     }
-    // One index for everything kept, superseding every older index file.
-    let now = repo.index();
-    let repacked: HashSet<&str> = repack.iter().map(|n| index.pack_id(*n)).collect();
-    let gone: HashSet<&str> = delete
-        .iter()
-        .map(String::as_str)
-        .chain(repacked.iter().copied())
-        .collect();
-    let mut packs: HashMap<String, IndexPack> = HashMap::new();
-    for (id, loc) in now.blobs() {
-        let pack = now.pack_id(loc.pack);
-        if gone.contains(pack) || !used.blobs.contains(id) {
+    // One index for everything kept, superseding every older index file (including those the
+    // repack just wrote, which the new one repeats).
+    let kept: HashSet<u32> = keep.iter().copied().collect();
+    let mut kept_packs: HashMap<u32, IndexPack> = HashMap::new();
+    for (id, loc) in index.blobs() {
+        if !kept.contains(&loc.pack) || !used.blobs.contains(id) {
             continue;
         }
-        packs
-            .entry(pack.to_string())
+        kept_packs
+            .entry(loc.pack)
             .or_insert_with(|| IndexPack {
-                id: pack.to_string(),
-                size: now.pack_size(loc.pack),
+                id: index.pack_id(loc.pack).to_string(),
+                size: index.pack_size(loc.pack),
                 blobs: Vec::new(),
             })
             .blobs
@@ -162,11 +155,17 @@ async fn run(repo: &Arc<Repository>, options: &PruneOptions) -> Result<PruneRepo
                 raw_length: loc.raw_length,
             });
     }
-    let mut packs: Vec<IndexPack> = packs.into_values().collect();
+    packs.extend(kept_packs.into_values());
     packs.sort_by(|a, b| a.id.cmp(&b.id));
     for p in &mut packs {
         p.blobs.sort_by_key(|b| b.offset);
     }
+    let now = repo.index();
+    let gone: Vec<&str> = delete
+        .iter()
+        .map(String::as_str)
+        .chain(repack.iter().map(|n| index.pack_id(*n)))
+        .collect();
     let superseded: Vec<String> = now.files.clone();
     let file = IndexFile {
         version: FORMAT_VERSION,

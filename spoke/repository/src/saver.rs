@@ -47,6 +47,8 @@ pub(crate) struct Saver {
     pack_size: usize,
     tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
     uploader: Mutex<Option<JoinHandle<Result<(), RepoError>>>>,
+    /// Every pack this saver stored, as indexed.
+    written: Arc<Mutex<Vec<IndexPack>>>,
     pub stats: SaverStats,
 }
 
@@ -65,7 +67,8 @@ impl Saver {
 
     fn with_known(repo: Arc<Repository>, known: Arc<Index>) -> Saver {
         let (tx, rx) = mpsc::channel(2);
-        let uploader = tokio::spawn(upload(repo.clone(), rx));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let uploader = tokio::spawn(upload(repo.clone(), rx, written.clone()));
         Saver {
             known,
             pending: Mutex::new(HashSet::new()),
@@ -73,6 +76,7 @@ impl Saver {
             pack_size: repo.config().pack_size as usize,
             tx: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),
+            written,
             stats: SaverStats::default(),
             repo,
         }
@@ -130,6 +134,11 @@ impl Saver {
         .map_err(|_| RepoError::Interrupted)
     }
 
+    /// The packs stored so far (all of them, after [`Saver::finish`]).
+    pub fn written(&self) -> Vec<IndexPack> {
+        self.written.lock().expect("written").clone()
+    }
+
     /// Uploads the last pack and waits until everything is stored and indexed. Blocking.
     pub fn finish(&self) -> Result<(), RepoError> {
         let last = {
@@ -157,6 +166,7 @@ impl Saver {
 async fn upload(
     repo: Arc<Repository>,
     mut rx: mpsc::Receiver<FinishedPack>,
+    written: Arc<Mutex<Vec<IndexPack>>>,
 ) -> Result<(), RepoError> {
     let mut in_flight = FuturesUnordered::new();
     let mut unindexed: Vec<IndexPack> = Vec::new();
@@ -176,7 +186,9 @@ async fn upload(
                 None => open = false,
             },
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                unindexed.push(done?);
+                let done = done?;
+                written.lock().expect("written").push(done.clone());
+                unindexed.push(done);
                 if unindexed.len() >= PACKS_PER_INDEX {
                     write_index(&repo, std::mem::take(&mut unindexed)).await?;
                 }

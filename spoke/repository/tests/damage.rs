@@ -1,0 +1,209 @@
+//! Broken repositories: every flipped byte, truncation, wrong key and missing object is found,
+//! and the error names the object.
+
+mod common;
+
+use common::*;
+use ferry_repository::backend::Backend;
+use ferry_repository::backup::{fs, BackupOptions};
+use ferry_repository::check::{check, CheckOptions};
+use ferry_repository::repo::{RepoError, Repository};
+use ferry_repository::restore::{restore, RestoreOptions};
+use std::path::{Path, PathBuf};
+
+async fn repo_with_data(dir: &Path) -> (String, PathBuf) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("a"), noise(300_000, 1)).unwrap();
+    std::fs::write(src.join("d/b"), b"text ".repeat(40_000)).unwrap();
+    let root = dir.join("repo");
+    let url = format!("file://{}", root.display());
+    let repo = init(&url).await;
+    fs::backup(repo, &src, BackupOptions::default())
+        .await
+        .unwrap();
+    (url, root)
+}
+
+fn files_under(root: &Path, folder: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root.join(folder))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    out.sort();
+    out
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = at % bytes.len();
+    bytes[at] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_anywhere_in_a_pack_is_found_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, root) = repo_with_data(dir.path()).await;
+    let packs = files_under(&root, "data");
+    assert!(packs.len() >= 1);
+    let pack = &packs[0];
+    let len = std::fs::metadata(pack).unwrap().len() as usize;
+    // Structure alone does not read packs; --read-data does.
+    for at in [0, 1, 17, len / 3, len / 2, len - 40, len - 5, len - 1] {
+        flip(pack, at);
+        let repo = reopen(&url).await;
+        let report = check(
+            repo.clone(),
+            CheckOptions {
+                read_data: true,
+                progress: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!report.is_ok(), "flip at {at} went unnoticed");
+        assert!(
+            report.errors.iter().any(|e| e.contains(&name(pack))),
+            "flip at {at}: {:?}",
+            report.errors
+        );
+        flip(pack, at);
+    }
+    let report = check(
+        reopen(&url).await,
+        CheckOptions {
+            read_data: true,
+            progress: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_blob_fails_the_restore_by_name_and_writes_no_wrong_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, root) = repo_with_data(dir.path()).await;
+    let pack = &files_under(&root, "data")[0];
+    flip(pack, 100);
+    let repo = reopen(&url).await;
+    let (_, snap) = repo.find_snapshot("latest", None).await.unwrap();
+    let err = restore(
+        repo,
+        &snap,
+        &dir.path().join("out"),
+        RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&name(pack)) && msg.contains("authentication failed"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_index_snapshot_and_config_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, root) = repo_with_data(dir.path()).await;
+    for folder in ["index", "snapshots"] {
+        let file = files_under(&root, folder)[0].clone();
+        for at in [0, 40, 1000] {
+            flip(&file, at);
+            let msg = match Repository::open(Backend::open(&url).unwrap(), PASS).await {
+                Err(e) => e.to_string(),
+                Ok(repo) => repo.snapshots().await.unwrap_err().to_string(),
+            };
+            assert!(
+                msg.contains(&format!("{folder}/{}", name(&file))),
+                "{folder} flip at {at}: {msg}"
+            );
+            flip(&file, at);
+        }
+        // Truncated.
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+        let msg = match Repository::open(Backend::open(&url).unwrap(), PASS).await {
+            Err(e) => e.to_string(),
+            Ok(repo) => repo.snapshots().await.unwrap_err().to_string(),
+        };
+        assert!(
+            msg.contains(&name(&file)) && msg.contains("corrupt or truncated"),
+            "{msg}"
+        );
+        std::fs::write(&file, &bytes).unwrap();
+    }
+    let config = root.join("config");
+    flip(&config, 50);
+    let err = Repository::open(Backend::open(&url).unwrap(), PASS)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("config: "), "{err}");
+    flip(&config, 50);
+    // A truncated pack is named by check without --read-data (size against the index).
+    let pack = &files_under(&root, "data")[0];
+    let bytes = std::fs::read(pack).unwrap();
+    std::fs::write(pack, &bytes[..bytes.len() - 10]).unwrap();
+    let report = check(reopen(&url).await, CheckOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains(&name(pack)) && e.contains("bytes stored")),
+        "{:?}",
+        report.errors
+    );
+    std::fs::remove_file(pack).unwrap();
+    let report = check(reopen(&url).await, CheckOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains(&name(pack)) && e.contains("not in the repository")),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passphrase_and_missing_repository_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, root) = repo_with_data(dir.path()).await;
+    let err = Repository::open(Backend::open(&url).unwrap(), b"not it")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RepoError::WrongPassphrase { tried: 1, .. }),
+        "{err}"
+    );
+    let elsewhere = format!("file://{}", dir.path().join("nothing").display());
+    let err = Repository::open(Backend::open(&elsewhere).unwrap(), PASS)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepoError::NotARepository { .. }), "{err}");
+    let err = Repository::init(Backend::open(&url).unwrap(), PASS, small())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepoError::AlreadyInitialized { .. }), "{err}");
+    // A mangled key file is named.
+    let key = files_under(&root, "keys")[0].clone();
+    std::fs::write(&key, b"{not json").unwrap();
+    let err = Repository::open(Backend::open(&url).unwrap(), PASS)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("keys/{}", name(&key))),
+        "{err}"
+    );
+}
