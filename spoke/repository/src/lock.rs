@@ -30,8 +30,16 @@ pub struct LockFile {
 }
 
 impl LockFile {
+    /// Stale when not refreshed in time, or at once when its holder was a process on this
+    /// host that no longer runs.
     pub fn is_stale(&self, now: u64) -> bool {
-        now > self.refreshed.saturating_add(self.ttl_seconds)
+        now > self.refreshed.saturating_add(self.ttl_seconds) || self.holder_is_gone()
+    }
+
+    fn holder_is_gone(&self) -> bool {
+        self.hostname == hostname()
+            && std::path::Path::new("/proc/self").exists()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 
     fn describe(&self, name: &str) -> String {

@@ -173,3 +173,89 @@ async fn second_backup_reads_only_what_changed_and_stores_only_new_chunks() {
         .unwrap();
     assert_eq!(describe(&out), describe(&src));
 }
+
+mod random_trees {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Entry {
+        File {
+            size: usize,
+            seed: u64,
+            text: bool,
+            mode: u32,
+        },
+        Dir(Vec<(String, Entry)>),
+        Link(String),
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let leaf = prop_oneof![
+            (
+                0usize..70_000,
+                any::<u64>(),
+                any::<bool>(),
+                prop::sample::select(vec![0o600u32, 0o644, 0o755, 0o400])
+            )
+                .prop_map(|(size, seed, text, mode)| Entry::File {
+                    size,
+                    seed,
+                    text,
+                    mode
+                }),
+            "[a-z]{1,8}".prop_map(Entry::Link),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            prop::collection::vec(("[a-zA-Z0-9_.-]{1,10}", inner), 0..5).prop_map(Entry::Dir)
+        })
+    }
+
+    fn write(path: &Path, e: &Entry) {
+        match e {
+            Entry::File {
+                size,
+                seed,
+                text,
+                mode,
+            } => {
+                let data = if *text {
+                    b"line of text\n".repeat(size / 13 + 1)[..*size].to_vec()
+                } else {
+                    noise(*size, *seed)
+                };
+                std::fs::write(path, data).unwrap();
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).unwrap();
+            }
+            Entry::Link(t) => std::os::unix::fs::symlink(t, path).unwrap(),
+            Entry::Dir(children) => {
+                std::fs::create_dir(path).unwrap();
+                for (name, child) in children {
+                    if name == "." || name == ".." || path.join(name).symlink_metadata().is_ok() {
+                        continue;
+                    }
+                    write(&path.join(name), child);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_tree_round_trips(children in prop::collection::vec(("[a-z]{1,6}", entry()), 0..6)) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let src = dir.path().join("src");
+                write(&src, &Entry::Dir(children));
+                let repo = init("memory://").await;
+                let (_, snap) = fs::backup(repo.clone(), &src, BackupOptions::default()).await.unwrap();
+                let out = dir.path().join("out");
+                restore(repo, &snap, &out, RestoreOptions::default()).await.unwrap();
+                assert_eq!(describe(&out), describe(&src));
+            });
+        }
+    }
+}
