@@ -50,7 +50,7 @@ async fn a_flipped_byte_anywhere_in_a_pack_is_found_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let (url, root) = repo_with_data(dir.path()).await;
     let packs = files_under(&root, "data");
-    assert!(packs.len() >= 1);
+    assert!(!packs.is_empty());
     let pack = &packs[0];
     let len = std::fs::metadata(pack).unwrap().len() as usize;
     // Structure alone does not read packs; --read-data does.

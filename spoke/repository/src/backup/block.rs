@@ -9,7 +9,7 @@
 //! from the parent snapshot (CSI SnapshotMetadata's `GetMetadataDelta` gives exactly that), the
 //! chunks outside them are taken from the parent without being read.
 
-use super::{blocking, commit, find_parent, pipeline_result, BackupOptions, BATCH_BYTES};
+use super::{blocking, commit, find_parent, pipeline_result, BackupOptions, Draft, BATCH_BYTES};
 use crate::blob::{BlobId, BlobKind};
 use crate::lock::Lock;
 use crate::progress::Progress;
@@ -89,7 +89,7 @@ fn data_extents(file: &File, size: u64) -> Vec<Range<u64>> {
             if err.raw_os_error() == Some(libc::ENXIO) {
                 break; // only a hole remains
             }
-            return vec![0..size];
+            return std::iter::once(0..size).collect();
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
@@ -159,8 +159,8 @@ pub async fn backup(
             )));
         }
         let touched = changed.chunks(chunk_size, count);
-        for i in 0..count {
-            if !touched[i] {
+        for (i, touched) in touched.into_iter().enumerate() {
+            if !touched {
                 map.chunks[i] = old.chunks[i];
                 reuse[i] = true;
             }
@@ -180,11 +180,11 @@ pub async fn backup(
                 buf: Vec::with_capacity(BATCH_BYTES),
                 chunks: Vec::new(),
             };
-            for i in 0..count {
+            for (i, reused) in reuse.iter().enumerate() {
                 let start = i as u64 * chunk_size;
                 let range = start..(start + chunk_size).min(size);
                 let len = (range.end - range.start) as usize;
-                if reuse[i] || !overlaps(&extents, &range) {
+                if *reused || !overlaps(&extents, &range) {
                     progress.add(len as u64, 0);
                     continue;
                 }
@@ -243,19 +243,15 @@ pub async fn backup(
         })
         .await?
     };
-    let parent_name = parent.map(|(n, _)| n);
-    let result = commit(
-        &repo,
-        &saver,
-        &options,
+    let draft = Draft {
         source,
-        SnapshotKind::Block,
-        parent_name,
-        map_id,
+        kind: SnapshotKind::Block,
+        parent: parent.map(|(n, _)| n),
+        tree: map_id,
         summary,
         started,
-    )
-    .await;
+    };
+    let result = commit(&repo, &saver, &options, draft).await;
     reporter.finish();
     lock.release().await?;
     result

@@ -1,6 +1,6 @@
 //! Filesystem backups: a directory tree, with its metadata, into trees and data blobs.
 
-use super::{blocking, commit, find_parent, pipeline_result, BackupOptions, BATCH_BYTES};
+use super::{blocking, commit, find_parent, pipeline_result, BackupOptions, Draft, BATCH_BYTES};
 use crate::blob::{BlobId, BlobKind};
 use crate::chunker::{chunk, ChunkerParams};
 use crate::lock::Lock;
@@ -137,19 +137,15 @@ pub async fn backup(
     };
     let (walked, processed) = tokio::join!(walker, processor);
     let (tree, summary) = pipeline_result(walked, processed)?;
-    let parent_name = parent.map(|(n, _)| n);
-    let result = commit(
-        &repo,
-        &saver,
-        &options,
+    let draft = Draft {
         source,
-        SnapshotKind::Filesystem,
-        parent_name,
+        kind: SnapshotKind::Filesystem,
+        parent: parent.map(|(n, _)| n),
         tree,
         summary,
         started,
-    )
-    .await;
+    };
+    let result = commit(&repo, &saver, &options, draft).await;
     reporter.finish();
     lock.release().await?;
     result

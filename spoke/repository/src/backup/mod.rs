@@ -68,18 +68,31 @@ pub(crate) async fn find_parent(
     }
 }
 
+/// What a finished pipeline knows of its snapshot.
+pub(crate) struct Draft {
+    pub source: String,
+    pub kind: SnapshotKind,
+    pub parent: Option<String>,
+    pub tree: crate::blob::BlobId,
+    pub summary: Summary,
+    pub started: Instant,
+}
+
 /// Writes the manifest once the data it names is stored and indexed.
 pub(crate) async fn commit(
     repo: &Repository,
     saver: &Saver,
     options: &BackupOptions,
-    source: String,
-    kind: SnapshotKind,
-    parent: Option<String>,
-    tree: crate::blob::BlobId,
-    mut summary: Summary,
-    started: Instant,
+    draft: Draft,
 ) -> Result<(String, Snapshot), RepoError> {
+    let Draft {
+        source,
+        kind,
+        parent,
+        tree,
+        mut summary,
+        started,
+    } = draft;
     summary.new_blobs = saver.stats.new_blobs.load(Ordering::Relaxed);
     summary.new_bytes = saver.stats.new_bytes.load(Ordering::Relaxed);
     summary.stored_bytes = saver.stats.stored_bytes.load(Ordering::Relaxed);
