@@ -44,9 +44,14 @@ pub struct PackWriter {
 
 impl PackWriter {
     pub fn new(codec: BlobCodec) -> PackWriter {
+        Self::with_capacity(codec, 0)
+    }
+
+    /// A writer whose buffer holds `bytes` without growing (writers know their pack size).
+    pub fn with_capacity(codec: BlobCodec, bytes: usize) -> PackWriter {
         PackWriter {
             codec,
-            data: Vec::new(),
+            data: Vec::with_capacity(bytes),
             entries: Vec::new(),
         }
     }

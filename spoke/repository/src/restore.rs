@@ -22,10 +22,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Blobs closer than this in a pack are fetched in one read.
-const COALESCE_GAP: u64 = 1024 * 1024;
+/// Blobs closer than this in a pack are fetched in one read...
+const COALESCE_GAP: u64 = 256 * 1024;
+/// ...of at most this many bytes (bounding memory: reads in flight × this).
+const MAX_READ: u64 = 8 * 1024 * 1024;
 /// Reads in flight at once.
-const PARALLEL_READS: usize = 8;
+const PARALLEL_READS: usize = 6;
 
 #[derive(Clone, Default)]
 pub struct RestoreOptions {
@@ -338,8 +340,9 @@ pub(crate) async fn execute(
         blobs.sort();
         let mut group: Vec<(u64, u32, BlobId)> = Vec::new();
         for b in blobs {
-            if let Some(last) = group.last() {
-                if b.0 > last.0 + last.1 as u64 + COALESCE_GAP {
+            if let (Some(first), Some(last)) = (group.first(), group.last()) {
+                let gap = b.0.saturating_sub(last.0 + last.1 as u64);
+                if gap > COALESCE_GAP || b.0 + b.1 as u64 - first.0 > MAX_READ {
                     reads.push((pack, std::mem::take(&mut group)));
                 }
             }

@@ -21,10 +21,17 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// A pack buffer that fits a full pack, its largest blob and the header without reallocating.
+fn new_pack(repo: &Repository) -> PackWriter {
+    let pack_size = repo.config().pack_size as usize;
+    PackWriter::with_capacity(repo.codec().clone(), pack_size + pack_size / 4)
+}
+
 /// Index files are written after this many packs (and at the end).
 const PACKS_PER_INDEX: usize = 32;
-/// Packs uploading at once; with 16 MiB packs that bounds upload memory near 100 MiB.
-const UPLOADS: usize = 4;
+/// Packs uploading at once; with 16 MiB packs (and one waiting in the channel) that bounds
+/// upload memory near 50 MiB.
+const UPLOADS: usize = 2;
 
 struct FinishedPack {
     id: String,
@@ -66,13 +73,13 @@ impl Saver {
     }
 
     fn with_known(repo: Arc<Repository>, known: Arc<Index>) -> Saver {
-        let (tx, rx) = mpsc::channel(2);
+        let (tx, rx) = mpsc::channel(1);
         let written = Arc::new(Mutex::new(Vec::new()));
         let uploader = tokio::spawn(upload(repo.clone(), rx, written.clone()));
         Saver {
             known,
             pending: Mutex::new(HashSet::new()),
-            packer: Mutex::new(PackWriter::new(repo.codec().clone())),
+            packer: Mutex::new(new_pack(&repo)),
             pack_size: repo.config().pack_size as usize,
             tx: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),

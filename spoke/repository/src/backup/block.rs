@@ -171,7 +171,7 @@ pub async fn backup(
     progress.set_total(size, 1);
     let reporter = progress.report(options.progress.clone(), Duration::from_millis(500));
     let saver = Arc::new(Saver::new(repo.clone()));
-    let (tx, rx) = sync_channel::<Batch>(2);
+    let (tx, rx) = sync_channel::<Batch>(1);
     let reader = {
         let (path, progress, reuse) = (path.to_path_buf(), progress.clone(), reuse.clone());
         blocking(move || {

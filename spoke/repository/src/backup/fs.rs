@@ -20,10 +20,10 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// File bytes read at once: several of the largest chunk, so that every window but the last
-/// ends on a boundary FastCDC chose freely (32 MiB with the default chunk sizes).
+/// File bytes read at once: twice the largest chunk, so that every window but the last ends on
+/// a boundary FastCDC chose freely (16 MiB with the default chunk sizes).
 fn window(params: ChunkerParams) -> usize {
-    (params.max_size as usize * 4).max(1024 * 1024)
+    (params.max_size as usize * 2).max(1024 * 1024)
 }
 
 /// Bytes of a file, cut into chunks.
@@ -108,7 +108,7 @@ pub async fn backup(
         });
     }
     let saver = Arc::new(Saver::new(repo.clone()));
-    let (tx, rx) = sync_channel::<Batch>(2);
+    let (tx, rx) = sync_channel::<Batch>(1);
     let walker = {
         let (repo, params) = (repo.clone(), repo.config().chunker);
         blocking(move || {
@@ -184,6 +184,10 @@ struct Walker {
 
 impl Walker {
     fn push(&mut self, event: Event, bytes: usize) -> Result<(), RepoError> {
+        // Hand over before a batch outgrows its budget, so batches stay near BATCH_BYTES.
+        if self.batch_bytes + bytes > BATCH_BYTES {
+            self.flush()?;
+        }
         self.batch.push(event);
         self.batch_bytes += bytes;
         if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= 4096 {

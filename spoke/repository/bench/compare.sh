@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Ferry's repository engine against restic, same data, same machine, same run.
+#
+#   bash spoke/repository/bench/compare.sh [WORKDIR]
+#
+# Generates the datasets (once; kept in WORKDIR, default /tmp/ferry-bench), builds ferry-spoke
+# in release mode, and prints one markdown table row per (dataset, operation, tool): wall time,
+# CPU time (user + system), peak RSS, throughput, and bytes stored. Both tools write to a local
+# directory repository and read from the page cache; both are warm-cache runs.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../../.." && pwd)"
+work="${1:-/tmp/ferry-bench}"
+mkdir -p "$work"
+command -v restic >/dev/null || { echo "restic is needed: apt-get install restic" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "GNU time is needed: apt-get install time" >&2; exit 1; }
+(cd "$root" && cargo build --release -q -p ferry-spoke)
+ferry="$root/target/release/ferry-spoke"
+export RESTIC_PASSWORD=bench FERRY_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache"
+
+[ -d "$work/mixed" ] || python3 "$here/gen.py" mixed "$work/mixed"
+[ -d "$work/small" ] || python3 "$here/gen.py" small "$work/small"
+[ -f "$work/block.img" ] || python3 "$here/gen.py" block "$work/block.img"
+
+echo "| dataset | operation | tool | wall s | CPU s | peak RSS MiB | MiB/s | stored MiB |"
+echo "|---|---|---|---:|---:|---:|---:|---:|"
+
+# run DATASET OPERATION TOOL BYTES REPO -- command...
+run() {
+  local dataset=$1 op=$2 tool=$3 bytes=$4 repo=$5
+  shift 6
+  sync
+  /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || {
+    echo "$tool $op on $dataset failed:" >&2; cat "$work/err" >&2; exit 1; }
+  read -r wall user sys rss <"$work/time"
+  local stored
+  stored=$(du -sb "$repo" | cut -f1)
+  awk -v d="$dataset" -v o="$op" -v t="$tool" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" \
+      -v b="$bytes" -v st="$stored" 'BEGIN {
+    printf "| %s | %s | %s | %.2f | %.2f | %.0f | %.0f | %.1f |\n",
+      d, o, t, w, u + s, r / 1024, (b / 1048576) / (w > 0 ? w : 0.01), st / 1048576 }'
+}
+
+for dataset in mixed small; do
+  src="$work/$dataset"
+  bytes=$(du -sb --apparent-size "$src" | cut -f1)
+  rm -rf "$work/ferry-$dataset" "$work/restic-$dataset" "$work/out-ferry" "$work/out-restic" "$RESTIC_CACHE_DIR"
+  "$ferry" repo -r "$work/ferry-$dataset" init >/dev/null
+  restic -r "$work/restic-$dataset" init >/dev/null
+  run "$dataset" backup ferry "$bytes" "$work/ferry-$dataset" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none backup "$src"
+  run "$dataset" backup restic "$bytes" "$work/restic-$dataset" -- restic -r "$work/restic-$dataset" backup -q "$src"
+  run "$dataset" restore ferry "$bytes" "$work/ferry-$dataset" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none restore latest "$work/out-ferry"
+  run "$dataset" restore restic "$bytes" "$work/restic-$dataset" -- restic -r "$work/restic-$dataset" restore -q latest --target "$work/out-restic"
+  diff -r "$src" "$work/out-ferry" >/dev/null || { echo "ferry restored $dataset wrongly" >&2; exit 1; }
+  rm -rf "$work/out-ferry" "$work/out-restic"
+done
+
+img="$work/block.img"
+bytes=$(stat -c %s "$img")
+rm -rf "$work/ferry-block" "$work/restic-block" "$RESTIC_CACHE_DIR"
+cp --sparse=always "$img" "$work/block-changed.img"
+"$ferry" repo -r "$work/ferry-block" init >/dev/null
+restic -r "$work/restic-block" init >/dev/null
+run block "initial export" ferry "$bytes" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
+run block "initial export" restic "$bytes" "$work/restic-block" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
+python3 "$here/gen.py" change "$work/block-changed.img" "$work/changes.txt"
+before_ferry=$(du -sb "$work/ferry-block" | cut -f1)
+before_restic=$(du -sb "$work/restic-block" | cut -f1)
+run block "re-export, 1 % changed" ferry "$bytes" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
+run block "re-export, 1 % changed" restic "$bytes" "$work/restic-block" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
+mid_ferry=$(du -sb "$work/ferry-block" | cut -f1)
+run block "re-export with change list" ferry "$bytes" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk --changed-blocks "$work/changes.txt"
+after_restic=$(du -sb "$work/restic-block" | cut -f1)
+echo
+echo "New bytes stored by the 1 % re-export: ferry $(( (mid_ferry - before_ferry) / 1048576 )) MiB, restic $(( (after_restic - before_restic) / 1048576 )) MiB."
+run block restore ferry "$bytes" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none restore latest "$work/block-out.img"
+cmp "$work/block-changed.img" "$work/block-out.img" || { echo "ferry restored the image wrongly" >&2; exit 1; }
+rm -f "$work/block-out.img"
+run block restore restic "$bytes" "$work/restic-block" -- restic -r "$work/restic-block" restore -q latest --target "$work/out-restic"
+rm -rf "$work/out-restic"
