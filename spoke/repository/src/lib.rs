@@ -1,18 +1,24 @@
-//! Ferry's portable volume repository: the format volumes travel in between clusters.
+//! Ferry's portable volume repository: the format volumes travel in between clusters, and the
+//! engine that writes and reads it. No Kubernetes here, so the hub, the spoke and standalone
+//! tools share it; `ferry-spoke repo` is its command. `docs/format.md` specifies the format.
 //!
-//! Kept free of Kubernetes so that the hub and standalone tools can read a repository with only
-//! its key. The data path, bottom up:
-//! - [`keys`]: a random master key (an encryption key and an id key), stored wrapped by a key
-//!   derived from the user's passphrase with Argon2id;
-//! - [`chunker`]: content-defined chunking (FastCDC), so an insertion moves only nearby chunk
-//!   boundaries and unchanged data deduplicates;
-//! - [`blob`]: one chunk sealed — named by its keyed BLAKE3 hash, compressed with zstd unless it
-//!   does not shrink, encrypted and authenticated with AES-256-GCM bound to its id.
+//! The data path, bottom up:
+//! - [`keys`]: a random master key (an encryption key and an id key), wrapped by a key derived
+//!   from a passphrase with Argon2id;
+//! - [`chunker`]: content-defined chunking (FastCDC) for files; block volumes use fixed chunks;
+//! - [`blob`]: one chunk sealed — named by its keyed BLAKE3 hash, zstd-compressed unless it does
+//!   not shrink, encrypted and authenticated with AES-256-GCM bound to its id and kind;
+//! - [`pack`]: blobs gathered into pack objects with an encrypted table of contents;
+//! - [`backend`]: any `object_store` store (file, S3, GCS, Azure, memory) with retries and
+//!   multipart uploads;
+//! - [`meta`], [`index`], [`tree`]: the sealed config, index files, snapshot manifests,
+//!   directory trees and block maps.
 //!
-//! - [`pack`]: blobs gathered into multi-MiB pack objects with an encrypted table of contents.
-//!
-//! The index, snapshots, backends and commands build on these (issue 4, in progress);
-//! `docs/format.md` documents each layer as it lands.
+//! Operations, each plan-then-execute: [`backup`] (filesystem and block, incremental against a
+//! parent, with a changed-block hook), [`restore`] (parallel, verified, sparse), [`export`] (tar,
+//! raw), [`check`], [`prune`] (with `stats`), all under [`lock`]s, reporting [`progress`].
+//! Errors are [`repo::RepoError`]; each names the object (pack, blob, index file, snapshot,
+//! path) it is about.
 
 pub mod backend;
 pub mod backup;

@@ -405,6 +405,10 @@ fn write_group(
             if zero {
                 continue;
             }
+            // Small files come many to a read: keep few descriptors open, whatever the group.
+            if open.len() >= 16 && !open.contains_key(&t.file) {
+                open.clear();
+            }
             let file = match open.entry(t.file) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {

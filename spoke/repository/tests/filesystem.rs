@@ -259,3 +259,47 @@ mod random_trees {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_small_files_restore_within_the_descriptor_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for d in 0..5 {
+        std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+        for i in 0..500 {
+            std::fs::write(
+                src.join(format!("d{d}/f{i}")),
+                format!("file {d}/{i}\n").repeat(50),
+            )
+            .unwrap();
+        }
+    }
+    let repo = init("memory://").await;
+    let (_, snap) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
+    // Well under the usual limit of 1024, so that a leak of one descriptor per file shows.
+    let limit = libc::rlimit {
+        rlim_cur: 256,
+        rlim_max: 256,
+    };
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut old);
+        libc::setrlimit(
+            libc::RLIMIT_NOFILE,
+            &libc::rlimit {
+                rlim_max: old.rlim_max,
+                ..limit
+            },
+        );
+    }
+    let out = dir.path().join("out");
+    let restored = restore(repo, &snap, &out, RestoreOptions::default()).await;
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+    restored.unwrap();
+    assert_eq!(describe(&out), describe(&src));
+}

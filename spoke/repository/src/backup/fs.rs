@@ -308,10 +308,13 @@ impl Walker {
             Err(e) => return Err(RepoError::io(path, e)),
         };
         let mut buf = Vec::new();
+        let mut left = node.size;
         let mut first = Some(node);
         loop {
-            let eof = fill(&mut file, &mut buf, window(self.params))
+            let before = buf.len();
+            let eof = fill(&mut file, &mut buf, window(self.params), left)
                 .map_err(|e| RepoError::io(path, e))?;
+            left = left.saturating_sub((buf.len() - before) as u64);
             let mut cuts = chunk(&buf, self.params);
             let tail = if eof {
                 Vec::new()
@@ -345,8 +348,11 @@ impl Walker {
 }
 
 /// Reads until `buf` holds `want` bytes or the file ends; true at end of file.
-fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
-    buf.reserve(want.saturating_sub(buf.len()));
+/// `expected` is what the file's size says is left to read: buffers are sized by it (plus one
+/// byte to see the end), not by the window, or ten thousand small files would each hold one.
+fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize, expected: u64) -> std::io::Result<bool> {
+    let room = (want.saturating_sub(buf.len()) as u64).min(expected.saturating_add(1));
+    buf.reserve_exact(room as usize);
     while buf.len() < want {
         let n = file
             .by_ref()
