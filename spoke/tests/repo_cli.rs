@@ -1,5 +1,8 @@
 //! `ferry-spoke repo` end to end: the real binary on a real file repository.
 
+mod common;
+
+use common::noise;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -24,18 +27,6 @@ fn ok(repo: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
 }
 
 fn tree_digest(root: &Path) -> Vec<(String, Vec<u8>)> {

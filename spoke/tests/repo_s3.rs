@@ -1,6 +1,9 @@
 //! The repository on a real S3 server (Garage, started by the harness): the library with
 //! multipart uploads, and the command on the same bucket.
 
+mod common;
+
+use common::noise;
 use ferry_e2e::harness::{Environment, EnvironmentOptions, StoreKind};
 use ferry_repository::backend::{Backend, BackendOptions};
 use ferry_repository::backup::{fs, BackupOptions};
@@ -10,18 +13,6 @@ use ferry_repository::repo::{InitOptions, Repository};
 use ferry_repository::restore::{restore, RestoreOptions};
 use std::process::Command;
 use std::sync::Arc;
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
 
 #[test]
 fn repository_on_garage_s3() {

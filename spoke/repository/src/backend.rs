@@ -120,44 +120,52 @@ impl Backend {
             url: url.to_string(),
             message,
         };
-        let (store, root): (Arc<dyn ObjectStore>, Path) = if url == "memory://" {
-            (
+        let (scheme, rest) = url.split_once("://").unwrap_or(("file", url));
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let cloud: Option<Result<Arc<dyn ObjectStore>, object_store::Error>> = match scheme {
+            "s3" => Some(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map(|s| Arc::new(s) as _),
+            ),
+            "gs" => Some(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map(|s| Arc::new(s) as _),
+            ),
+            "az" => Some(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(bucket)
+                    .build()
+                    .map(|s| Arc::new(s) as _),
+            ),
+            _ => None,
+        };
+        let (store, root): (Arc<dyn ObjectStore>, Path) = match (scheme, cloud) {
+            (_, Some(store)) => (
+                store.map_err(|e| location(e.to_string()))?,
+                Path::from(prefix),
+            ),
+            ("memory", None) => (
                 Arc::new(object_store::memory::InMemory::new()),
                 Path::default(),
-            )
-        } else if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| location(e.to_string()))?;
-            (Arc::new(store), Path::from(prefix))
-        } else if let Some(rest) = url.strip_prefix("gs://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| location(e.to_string()))?;
-            (Arc::new(store), Path::from(prefix))
-        } else if let Some(rest) = url.strip_prefix("az://") {
-            let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let store = object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(container)
-                .build()
-                .map_err(|e| location(e.to_string()))?;
-            (Arc::new(store), Path::from(prefix))
-        } else if url.contains("://") && !url.starts_with("file://") {
-            return Err(location(
-                "unknown scheme; use file://, s3://, gs://, az:// or memory://".into(),
-            ));
-        } else {
-            let dir = std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| location(format!("creating {}: {e}", dir.display())))?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|e| location(e.to_string()))?
-                .with_automatic_cleanup(true);
-            (Arc::new(store), Path::default())
+            ),
+            ("file", None) => {
+                let dir = std::path::PathBuf::from(rest);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| location(format!("creating {}: {e}", dir.display())))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| location(e.to_string()))?
+                    .with_automatic_cleanup(true);
+                (Arc::new(store), Path::default())
+            }
+            _ => {
+                return Err(location(
+                    "unknown scheme; use file://, s3://, gs://, az:// or memory://".into(),
+                ))
+            }
         };
         Ok(Backend {
             store,

@@ -251,10 +251,7 @@ pub async fn backup(
         summary,
         started,
     };
-    let result = commit(&repo, &saver, &options, draft).await;
-    reporter.finish();
-    lock.release().await?;
-    result
+    commit(&repo, &saver, &options, draft, (reporter, lock)).await
 }
 
 fn process(

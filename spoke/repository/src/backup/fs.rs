@@ -145,10 +145,7 @@ pub async fn backup(
         summary,
         started,
     };
-    let result = commit(&repo, &saver, &options, draft).await;
-    reporter.finish();
-    lock.release().await?;
-    result
+    commit(&repo, &saver, &options, draft, (reporter, lock)).await
 }
 
 /// Size and file count of a tree, for the progress estimate; errors just end the estimate early.

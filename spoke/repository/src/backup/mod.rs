@@ -7,8 +7,8 @@
 pub mod block;
 pub mod fs;
 
-use crate::lock::LockOptions;
-use crate::progress::ProgressFn;
+use crate::lock::{Lock, LockOptions};
+use crate::progress::{ProgressFn, Reporter};
 use crate::repo::{RepoError, Repository};
 use crate::saver::Saver;
 use crate::tree::{Snapshot, SnapshotKind, Summary};
@@ -78,8 +78,22 @@ pub(crate) struct Draft {
     pub started: Instant,
 }
 
-/// Writes the manifest once the data it names is stored and indexed.
+/// Writes the manifest once the data it names is stored and indexed, then ends the progress
+/// reports and releases the backup's lock.
 pub(crate) async fn commit(
+    repo: &Repository,
+    saver: &Saver,
+    options: &BackupOptions,
+    draft: Draft,
+    (reporter, lock): (Reporter, Lock),
+) -> Result<(String, Snapshot), RepoError> {
+    let result = save_manifest(repo, saver, options, draft).await;
+    reporter.finish();
+    lock.release().await?;
+    result
+}
+
+async fn save_manifest(
     repo: &Repository,
     saver: &Saver,
     options: &BackupOptions,
