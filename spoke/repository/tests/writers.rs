@@ -4,7 +4,6 @@ mod common;
 
 use common::*;
 use ferry_repository::backup::{fs, BackupOptions};
-use ferry_repository::check::{check, CheckOptions};
 use ferry_repository::lock::{Lock, LockOptions};
 use ferry_repository::prune::{prune, stats, PruneOptions};
 use ferry_repository::restore::{restore, RestoreOptions};
@@ -38,15 +37,7 @@ async fn concurrent_writers_share_a_repository() {
     );
     let ((na, _), (nb, _)) = (ra.unwrap(), rb.unwrap());
     let repo = reopen(&url).await;
-    let report = check(
-        repo.clone(),
-        CheckOptions {
-            read_data: true,
-            progress: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = read_everything(&repo).await;
     assert!(report.is_ok(), "{:?}", report.errors);
     for (name, src) in [(na, &a), (nb, &b)] {
         let (_, snap) = repo.find_snapshot(&name, None).await.unwrap();
@@ -69,15 +60,7 @@ async fn concurrent_writers_share_a_repository() {
     .unwrap();
     let after = stats(&repo).await.unwrap();
     assert!(after.stored_bytes <= before.stored_bytes);
-    let report = check(
-        repo,
-        CheckOptions {
-            read_data: true,
-            progress: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = read_everything(&repo).await;
     assert!(report.is_ok(), "{:?}", report.errors);
 }
 
@@ -148,15 +131,7 @@ async fn forget_and_prune_free_space_and_keep_the_rest_restorable() {
         "{before:?} -> {after:?}"
     );
     let repo = reopen(&url).await;
-    let report = check(
-        repo.clone(),
-        CheckOptions {
-            read_data: true,
-            progress: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = read_everything(&repo).await;
     assert!(report.is_ok() && report.warnings.is_empty(), "{report:?}");
     let (_, snap) = repo.find_snapshot(&new, None).await.unwrap();
     let out = dir.path().join("out");

@@ -107,3 +107,26 @@ fn walk(
         out.insert(rel, desc);
     }
 }
+
+/// A check that reads every byte.
+pub async fn read_everything(repo: &Arc<Repository>) -> ferry_repository::check::CheckReport {
+    let options = ferry_repository::check::CheckOptions {
+        read_data: true,
+        progress: None,
+    };
+    ferry_repository::check::check(repo.clone(), options)
+        .await
+        .unwrap()
+}
+
+/// Asserts that some error of `report` contains every one of `parts`.
+pub fn assert_error(report: &ferry_repository::check::CheckReport, parts: &[&str]) {
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| parts.iter().all(|p| e.contains(p))),
+        "no error mentions {parts:?}: {:?}",
+        report.errors
+    );
+}
