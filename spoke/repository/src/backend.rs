@@ -192,26 +192,36 @@ impl Backend {
             .with_jitter()
     }
 
+    /// Runs one store call with the backend's retry policy; errors name the operation and key.
+    async fn retrying<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        call: F,
+    ) -> Result<T, BackendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+    {
+        call.retry(self.backoff())
+            .when(transient)
+            .notify(|e, d| tracing::warn!(op, key, error = %e, retry_in = ?d, "retrying"))
+            .await
+            .map_err(|e| BackendError::from_store(op, key, e))
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, BackendError> {
         let path = self.path(key);
-        let fetch = || async { self.store.get(&path).await?.bytes().await };
-        fetch
-            .retry(self.backoff())
-            .when(transient)
-            .notify(|e, d| tracing::warn!(key, error = %e, retry_in = ?d, "get failed"))
-            .await
-            .map_err(|e| BackendError::from_store("get", key, e))
+        self.retrying("get", key, || async {
+            self.store.get(&path).await?.bytes().await
+        })
+        .await
     }
 
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
         let path = self.path(key);
-        let fetch = || async { self.store.get_range(&path, range.clone()).await };
-        fetch
-            .retry(self.backoff())
-            .when(transient)
-            .notify(|e, d| tracing::warn!(key, error = %e, retry_in = ?d, "range read failed"))
+        self.retrying("get", key, || self.store.get_range(&path, range.clone()))
             .await
-            .map_err(|e| BackendError::from_store("get", key, e))
     }
 
     /// Stores an object, replacing any object of that name (names of immutable objects are their
@@ -221,17 +231,11 @@ impl Backend {
         if data.len() >= self.options.multipart_threshold {
             return self.put_multipart(key, &path, data).await;
         }
-        let send = || async {
-            self.store
-                .put(&path, PutPayload::from_bytes(data.clone()))
-                .await
-        };
-        send.retry(self.backoff())
-            .when(transient)
-            .notify(|e, d| tracing::warn!(key, error = %e, retry_in = ?d, "put failed"))
-            .await
-            .map(|_| ())
-            .map_err(|e| BackendError::from_store("put", key, e))
+        self.retrying("put", key, || {
+            self.store.put(&path, PutPayload::from_bytes(data.clone()))
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn put_multipart(&self, key: &str, path: &Path, data: Bytes) -> Result<(), BackendError> {
@@ -244,12 +248,7 @@ impl Backend {
             }
             writer.finish().await
         };
-        send.retry(self.backoff())
-            .when(transient)
-            .notify(|e, d| tracing::warn!(key, error = %e, retry_in = ?d, "multipart put failed"))
-            .await
-            .map(|_| ())
-            .map_err(|e| BackendError::from_store("put", key, e))
+        self.retrying("put", key, send).await.map(|_| ())
     }
 
     /// Stores an object only if no object of that name exists (used for lock files). Stores that
@@ -281,11 +280,7 @@ impl Backend {
                 other => other,
             }
         };
-        remove
-            .retry(self.backoff())
-            .when(transient)
-            .await
-            .map_err(|e| BackendError::from_store("delete", key, e))
+        self.retrying("delete", key, remove).await
     }
 
     /// Lists the objects under a folder of the repository (`data`, `index`, `snapshots`, ...),
@@ -309,11 +304,7 @@ impl Backend {
                 .try_collect::<Vec<_>>()
                 .await
         };
-        let mut listed = fetch
-            .retry(self.backoff())
-            .when(transient)
-            .await
-            .map_err(|e| BackendError::from_store("list", folder, e))?;
+        let mut listed = self.retrying("list", folder, fetch).await?;
         listed.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(listed)
     }

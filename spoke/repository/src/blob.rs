@@ -20,6 +20,9 @@ const VERSION: u8 = 1;
 const FLAG_ZSTD: u8 = 1;
 const HEADER: usize = 2 + NONCE_LEN;
 const TAG: usize = 16;
+/// The largest plaintext a reader accepts: far above any chunk (16 MiB) and above the index
+/// files and trees of very large repositories.
+const MAX_PLAINTEXT: u64 = 1 << 30;
 
 /// A blob's name: the keyed hash of its plaintext.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -222,11 +225,16 @@ impl BlobCodec {
             .len();
         body.truncate(plain_len);
         let plaintext = if flags & FLAG_ZSTD != 0 {
-            // The decompressed size is bounded by the largest chunk the repository makes.
-            zstd::bulk::decompress(&body, 64 * 1024 * 1024).map_err(|e| BlobError::Decompress {
-                id: *id,
-                message: e.to_string(),
-            })?
+            // Writers record the size in the frame header: allocate exactly that, not a worst
+            // case per blob. The bound only guards against a header claiming absurd sizes.
+            let decompress = |message: String| BlobError::Decompress { id: *id, message };
+            let size = zstd::zstd_safe::get_frame_content_size(&body)
+                .map_err(|e| decompress(format!("frame header: {e:?}")))?
+                .ok_or_else(|| decompress("frame header has no content size".into()))?;
+            if size > MAX_PLAINTEXT {
+                return Err(decompress(format!("claims {size} bytes")));
+            }
+            zstd::bulk::decompress(&body, size as usize).map_err(|e| decompress(e.to_string()))?
         } else {
             body
         };

@@ -135,9 +135,13 @@ pub fn raw<W: Write>(
     let zeros = vec![0u8; map.chunk_size as usize];
     for (i, chunk) in map.chunks.iter().enumerate() {
         let len = (map.size - i as u64 * map.chunk_size as u64).min(map.chunk_size as u64) as usize;
-        let data = match chunk {
-            Some(id) => runtime.block_on(repo.read_blob(BlobKind::Data, id))?,
-            None => zeros[..len].to_vec(),
+        let blob;
+        let data: &[u8] = match chunk {
+            Some(id) => {
+                blob = runtime.block_on(repo.read_blob(BlobKind::Data, id))?;
+                &blob
+            }
+            None => &zeros[..len],
         };
         if data.len() != len {
             return Err(RepoError::Tree {
@@ -145,7 +149,7 @@ pub fn raw<W: Write>(
                 message: format!("chunk {i} holds {} bytes, expected {len}", data.len()),
             });
         }
-        out.write_all(&data)
+        out.write_all(data)
             .map_err(|e| RepoError::io("raw image stream", e))?;
     }
     out.flush()

@@ -115,14 +115,7 @@ impl Lock {
         exclusive: bool,
         options: LockOptions,
     ) -> Result<Lock, RepoError> {
-        let name = {
-            use ring::rand::SecureRandom;
-            let mut b = [0u8; 16];
-            ring::rand::SystemRandom::new()
-                .fill(&mut b)
-                .map_err(|_| RepoError::Invalid("random number generator failed".into()))?;
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        };
+        let name = crate::repo::random_hex(16)?;
         let key = format!("locks/{name}");
         let t = now();
         let file = LockFile {

@@ -4,7 +4,7 @@
 //! backup's uploaded-but-unindexed packs would otherwise look like garbage). It marks every blob
 //! the snapshots reach, then plans: packs with nothing used are deleted, packs mostly unused are
 //! repacked (their live blobs written to new packs), the rest stay. It executes in the order that
-//! keeps every snapshot readable at every moment: new packs, then one new index superseding all
+//! keeps every snapshot readable at every moment: new packs, then a new index superseding all
 //! old index files, then deletions. If a tree cannot be read, nothing is deleted.
 
 use crate::backup::blocking;
@@ -167,12 +167,7 @@ async fn run(repo: &Arc<Repository>, options: &PruneOptions) -> Result<PruneRepo
         .chain(repack.iter().map(|n| index.pack_id(*n)))
         .collect();
     let superseded: Vec<String> = now.files.clone();
-    let file = IndexFile {
-        version: FORMAT_VERSION,
-        supersedes: superseded.clone(),
-        packs,
-    };
-    let name = repo.save_meta("index", &file).await?;
+    let name = write_index(repo, packs, superseded.clone()).await?;
     for old in &superseded {
         repo.backend().delete(&format!("index/{old}")).await?;
     }
@@ -186,6 +181,50 @@ async fn run(repo: &Arc<Repository>, options: &PruneOptions) -> Result<PruneRepo
     repo.reload_index().await?;
     tracing::info!(index = %name, ?report, "pruned");
     Ok(report)
+}
+
+/// Blobs per index file, so that no file grows with the repository (about 20 MB of JSON).
+const BLOBS_PER_INDEX: usize = 100_000;
+
+/// Groups packs into index files of at most `limit` blobs (a pack larger than that alone).
+fn split(packs: Vec<IndexPack>, limit: usize) -> Vec<Vec<IndexPack>> {
+    let mut parts: Vec<Vec<IndexPack>> = vec![Vec::new()];
+    let mut blobs = 0;
+    for pack in packs {
+        let current = parts.last_mut().expect("never empty");
+        if blobs + pack.blobs.len() > limit && !current.is_empty() {
+            parts.push(Vec::new());
+            blobs = 0;
+        }
+        blobs += pack.blobs.len();
+        parts.last_mut().expect("never empty").push(pack);
+    }
+    parts
+}
+
+/// Writes the new index in parts; only the last names the files it supersedes, so until it lands
+/// the old files still count (duplicates are harmless, gaps would not be). Returns its name.
+async fn write_index(
+    repo: &Repository,
+    packs: Vec<IndexPack>,
+    supersedes: Vec<String>,
+) -> Result<String, RepoError> {
+    let mut parts = split(packs, BLOBS_PER_INDEX);
+    let last = parts.pop().unwrap_or_default();
+    for packs in parts {
+        let file = IndexFile {
+            version: FORMAT_VERSION,
+            supersedes: Vec::new(),
+            packs,
+        };
+        repo.save_meta("index", &file).await?;
+    }
+    let file = IndexFile {
+        version: FORMAT_VERSION,
+        supersedes,
+        packs: last,
+    };
+    repo.save_meta("index", &file).await
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -229,4 +268,35 @@ pub async fn stats(repo: &Repository) -> Result<Stats, RepoError> {
             unique as f64 / stored as f64
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_parts_stay_under_the_limit() {
+        let pack = |n: usize| IndexPack {
+            id: format!("p{n}"),
+            size: 1,
+            blobs: (0..n)
+                .map(|i| crate::index::IndexBlob {
+                    id: crate::blob::BlobId([i as u8; 32]),
+                    kind: BlobKind::Data,
+                    offset: 0,
+                    length: 1,
+                    raw_length: 1,
+                })
+                .collect(),
+        };
+        let sizes = |parts: &[Vec<IndexPack>]| -> Vec<Vec<usize>> {
+            parts
+                .iter()
+                .map(|p| p.iter().map(|x| x.blobs.len()).collect())
+                .collect()
+        };
+        let parts = split(vec![pack(3), pack(4), pack(2), pack(9), pack(1)], 6);
+        assert_eq!(sizes(&parts), vec![vec![3], vec![4, 2], vec![9], vec![1]]);
+        assert_eq!(sizes(&split(Vec::new(), 6)), vec![Vec::<usize>::new()]);
+    }
 }

@@ -30,6 +30,12 @@ pub enum RepoError {
         #[source]
         source: BlobError,
     },
+    #[error("sealing {what}: {source}")]
+    Seal {
+        what: String,
+        #[source]
+        source: BlobError,
+    },
     #[error("{key}: {source}")]
     Key {
         key: String,
@@ -106,13 +112,17 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
+/// Random bytes in hex, for repository ids and lock names.
+pub(crate) fn random_hex(bytes: usize) -> Result<String, RepoError> {
     use ring::rand::SecureRandom;
     let mut b = vec![0u8; bytes];
     ring::rand::SystemRandom::new()
         .fill(&mut b)
-        .expect("system random number generator");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+        .map_err(|_| RepoError::Seal {
+            what: "a random name".into(),
+            source: BlobError::Random,
+        })?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 impl Repository {
@@ -129,7 +139,7 @@ impl Repository {
         }
         let config = Config {
             version: FORMAT_VERSION,
-            id: random_hex(16),
+            id: random_hex(16)?,
             chunker: options.chunker,
             block_chunk_size: options.block_chunk_size,
             pack_size: options.pack_size,
@@ -151,9 +161,8 @@ impl Repository {
             .put(&format!("keys/{key_name}"), key_json.into())
             .await?;
         let codec = BlobCodec::new(&master);
-        let (_, sealed) = meta::seal(&codec, &config).map_err(|source| RepoError::Blob {
-            id: BlobId([0; 32]),
-            pack: "config".into(),
+        let (_, sealed) = meta::seal(&codec, &config).map_err(|source| RepoError::Seal {
+            what: "config".into(),
             source,
         })?;
         backend
@@ -298,9 +307,8 @@ impl Repository {
         folder: &str,
         value: &T,
     ) -> Result<String, RepoError> {
-        let (name, bytes) = meta::seal(&self.codec, value).map_err(|source| RepoError::Blob {
-            id: BlobId([0; 32]),
-            pack: folder.into(),
+        let (name, bytes) = meta::seal(&self.codec, value).map_err(|source| RepoError::Seal {
+            what: format!("a new file in {folder}/"),
             source,
         })?;
         self.backend

@@ -9,6 +9,7 @@
 
 use crate::backup::block::is_zero;
 use crate::blob::{BlobId, BlobKind};
+use crate::index::Index;
 use crate::progress::{Progress, ProgressFn};
 use crate::repo::{RepoError, Repository};
 use crate::tree::{Node, NodeKind, Snapshot, SnapshotKind};
@@ -65,6 +66,38 @@ impl WritePlan {
     fn add_file(&mut self, path: PathBuf) -> usize {
         self.files.push(path);
         self.files.len() - 1
+    }
+
+    /// Adds a file and places its blobs end to end by their plaintext lengths in the index;
+    /// they must add up to the size the snapshot records.
+    fn add_file_content(
+        &mut self,
+        index: &Index,
+        path: &Path,
+        node: &Node,
+    ) -> Result<(), RepoError> {
+        let file = self.add_file(path.to_path_buf());
+        let mut offset = 0u64;
+        for id in &node.content {
+            let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
+                id: *id,
+                context: format!("content of {}", path.display()),
+            })?;
+            self.blobs
+                .entry(*id)
+                .or_default()
+                .push(Target { file, offset });
+            offset += loc.raw_length as u64;
+        }
+        if offset != node.size {
+            return Err(RepoError::Invalid(format!(
+                "{}: content adds up to {offset} bytes but the snapshot records {}",
+                path.display(),
+                node.size
+            )));
+        }
+        self.bytes += node.size;
+        Ok(())
     }
 }
 
@@ -202,20 +235,14 @@ pub async fn restore(
     for (path, _) in &planned.dirs {
         std::fs::create_dir_all(path).map_err(|e| RepoError::io(path, e))?;
     }
+    // The whole plan is checked against the index before the first file is touched.
+    let index = repo.index();
     let mut plan = WritePlan::default();
     for (path, node) in &planned.files {
-        create_sized(path, node.size)?;
-        plan.add_file(path.clone());
-        plan.bytes += node.size;
+        plan.add_file_content(&index, path, node)?;
     }
-    let offsets = content_offsets(&repo, &planned.files).await?;
-    for (file, entries) in offsets.into_iter().enumerate() {
-        for (id, offset) in entries {
-            plan.blobs
-                .entry(id)
-                .or_default()
-                .push(Target { file, offset });
-        }
+    for (path, node) in &planned.files {
+        create_sized(path, node.size)?;
     }
     let progress = Progress::new("restore");
     progress.set_total(plan.bytes, planned.files.len() as u64);
@@ -249,52 +276,6 @@ pub async fn restore(
     }
     reporter.finish();
     Ok(summary)
-}
-
-/// Where each blob of each file starts, from the plaintext lengths in the index; the sum must
-/// be the size the snapshot records.
-async fn content_offsets(
-    repo: &Arc<Repository>,
-    files: &[(PathBuf, Node)],
-) -> Result<Vec<Vec<(BlobId, u64)>>, RepoError> {
-    let lengths = plaintext_lengths(repo, files.iter().flat_map(|(_, n)| n.content.iter())).await?;
-    let mut out = Vec::with_capacity(files.len());
-    for (path, node) in files {
-        let mut offset = 0u64;
-        let mut entries = Vec::with_capacity(node.content.len());
-        for id in &node.content {
-            entries.push((*id, offset));
-            offset += lengths[id];
-        }
-        if offset != node.size {
-            return Err(RepoError::Invalid(format!(
-                "{}: content adds up to {offset} bytes but the snapshot records {}",
-                path.display(),
-                node.size
-            )));
-        }
-        out.push(entries);
-    }
-    Ok(out)
-}
-
-async fn plaintext_lengths<'a>(
-    repo: &Arc<Repository>,
-    ids: impl Iterator<Item = &'a BlobId>,
-) -> Result<HashMap<BlobId, u64>, RepoError> {
-    let index = repo.index();
-    let mut out = HashMap::new();
-    for id in ids {
-        if out.contains_key(id) {
-            continue;
-        }
-        let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
-            id: *id,
-            context: "file content".into(),
-        })?;
-        out.insert(*id, loc.raw_length as u64);
-    }
-    Ok(out)
 }
 
 fn create_sized(path: &Path, size: u64) -> Result<(), RepoError> {

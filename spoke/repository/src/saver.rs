@@ -99,9 +99,8 @@ impl Saver {
         }
         let sealed = codec
             .seal_as(kind, &id, plaintext)
-            .map_err(|source| RepoError::Blob {
-                id,
-                pack: "(new)".into(),
+            .map_err(|source| RepoError::Seal {
+                what: format!("blob {id}"),
                 source,
             })?;
         self.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
@@ -124,9 +123,8 @@ impl Saver {
     }
 
     fn send(&self, pack: PackWriter) -> Result<(), RepoError> {
-        let (id, bytes, entries) = pack.finish().map_err(|source| RepoError::Blob {
-            id: BlobId([0; 32]),
-            pack: "(pack header)".into(),
+        let (id, bytes, entries) = pack.finish().map_err(|source| RepoError::Seal {
+            what: "a pack header".into(),
             source,
         })?;
         let tx = self.tx.lock().expect("sender").clone();

@@ -9,7 +9,7 @@ use crate::repo::{RepoError, Repository};
 use crate::saver::Saver;
 use crate::tree::{Node, NodeKind, Snapshot, SnapshotKind, Summary, Tree};
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -118,7 +118,7 @@ pub async fn backup(
                 tx,
                 batch: Vec::new(),
                 batch_bytes: 0,
-                seen_inodes: HashMap::new(),
+                seen_inodes: HashSet::new(),
                 runtime: tokio::runtime::Handle::current(),
             };
             w.walk_dir(&root, parent_tree)?;
@@ -175,7 +175,7 @@ struct Walker {
     tx: SyncSender<Batch>,
     batch: Vec<Event>,
     batch_bytes: usize,
-    seen_inodes: HashMap<(u64, u64), ()>,
+    seen_inodes: HashSet<(u64, u64)>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -281,7 +281,7 @@ impl Walker {
         let node = node_from(name, NodeKind::File, meta);
         if node.links > 1 {
             let key = (node.device, node.inode);
-            if self.seen_inodes.insert(key, ()).is_some() {
+            if !self.seen_inodes.insert(key) {
                 return self.push(Event::File(node, FileData::LinkTo(key)), 0);
             }
         }
