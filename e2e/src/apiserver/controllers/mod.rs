@@ -98,9 +98,11 @@ impl<'a> Ctl<'a> {
         }
         let result: ApiResult<Value> =
             self.core
-                .mutate(&self.rt(group, plural), ns_of(obj), name(obj), |o| *o = new);
+                .replace_if_unchanged(&self.rt(group, plural), obj, new);
         if let Err(e) = &result {
-            if e.code != 404 {
+            // 404 and 409: the object changed or went away since this pass read it; the change
+            // itself wakes the next pass.
+            if e.code != 404 && e.code != 409 {
                 tracing::warn!(group, plural, name = name(obj), error = %e, "controller update failed");
             }
         }
@@ -116,7 +118,11 @@ impl<'a> Ctl<'a> {
                 &self.rt(group, plural),
                 ns_of(obj),
                 name(obj),
-                &DeleteOptions::default(),
+                // Not a namesake created since this pass read the object.
+                &DeleteOptions {
+                    precondition_uid: Some(uid(obj).to_string()),
+                    ..DeleteOptions::default()
+                },
             )
             .is_ok()
     }

@@ -325,8 +325,9 @@ impl ApiCore {
         self.write_over(&mut s, rt, key, existing, patched, sub, dry_run)
     }
 
-    /// Writes by the stand-in's own controllers: unconditional, never conflicts with a client's
-    /// stale copy because it reads and writes under one lock.
+    /// Writes by the stand-in's own components that read and change the object under one lock
+    /// (the kubelet's pod status, CRD finalizers): they see the latest version, so they cannot
+    /// lose a client's write.
     pub fn mutate(
         &self,
         rt: &ResourceRef,
@@ -345,6 +346,35 @@ impl ApiCore {
         self.write_direct(&mut s, rt, key, existing, new)
     }
 
+    /// A controller's write of `new`, computed from `seen` (the object as its pass read it).
+    /// Refused with 409 when the object changed since, as a real controller's update carrying
+    /// a resourceVersion is: the change that conflicted wakes the next pass, which reads the
+    /// object again. Writing unconditionally would revert clients' writes made in between.
+    pub fn replace_if_unchanged(
+        &self,
+        rt: &ResourceRef,
+        seen: &Value,
+        new: Value,
+    ) -> ApiResult<Value> {
+        let name = meta_str(seen, "name").unwrap_or("");
+        let mut s = self.store.lock();
+        let key = Self::key(rt, meta_str(seen, "namespace"), name);
+        let existing = Self::stored(&s, rt, &key)?;
+        if meta_str(&existing, "resourceVersion") != meta_str(seen, "resourceVersion")
+            || meta_str(&existing, "uid") != meta_str(seen, "uid")
+        {
+            return Err(ApiError::conflict(
+                &rt.group_resource(),
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        if new == existing {
+            return Ok(existing);
+        }
+        self.write_direct(&mut s, rt, key, existing, new)
+    }
+
     fn write_direct(
         &self,
         s: &mut Inner,
@@ -353,6 +383,18 @@ impl ApiCore {
         existing: Value,
         mut new: Value,
     ) -> ApiResult<Value> {
+        // Identity and deletion state belong to the server: once set, a deletionTimestamp is
+        // never unset, whoever writes.
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            if let Some(v) = existing["metadata"].get(field) {
+                new["metadata"][field] = v.clone();
+            }
+        }
         if rt.has_generation && spec_part(&existing) != spec_part(&new) {
             let g = existing
                 .pointer("/metadata/generation")
