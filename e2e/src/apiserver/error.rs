@@ -86,6 +86,43 @@ impl ApiError {
         e
     }
 
+    /// Every invalid field at once: `Kind.group "name" is invalid: [a: …, b: …]`.
+    pub fn invalid_causes(
+        kind: &str,
+        group: &str,
+        name: &str,
+        causes: &[crate::apiserver::schema::validate::Cause],
+    ) -> ApiError {
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let listed: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let text = match listed.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let mut e = ApiError::new(
+            422,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {text}"),
+        );
+        e.details = Some(json!({
+            "name": name, "group": group, "kind": kind,
+            "causes": causes.iter().map(|c| json!({"reason": c.reason(), "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+        }));
+        e
+    }
+
+    /// 413: a request body or an object larger than the server accepts.
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(413, "RequestEntityTooLarge", message)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }

@@ -1,9 +1,12 @@
 //! HTTP: request parsing, routing to discovery or to a resource's verbs, and responses.
 
-use super::core::{ApiCore, DeleteOptions, ListOptions, PatchType, Subresource};
+use super::core::{
+    ApiCore, DeleteOptions, ListOptions, PatchType, Subresource, WriteOptions, Written,
+};
 use super::discovery;
 use super::error::{ApiError, ApiResult};
 use super::resources::ResourceRef;
+use super::schema::FieldValidation;
 use super::table::{self, Include};
 use super::{exec, protobuf, scale, watch, StandInConfig};
 use bytes::Bytes;
@@ -38,6 +41,19 @@ fn json_response_typed(status: u16, v: &Value, content_type: &str) -> Response<B
         .header(header::CONTENT_TYPE, content_type)
         .body(full(serde_json::to_vec(v).unwrap_or_default()))
         .expect("static response parts are valid")
+}
+
+/// A written object, with one `Warning` header per warning (RFC 7234 code 299, as the API
+/// server sends them; kubectl prints each).
+fn written_response(status: u16, t: &Target, written: Written) -> Response<Body> {
+    let mut response = json_response(status, &out(t, written.object));
+    for w in written.warnings {
+        let text = format!("299 - {}", serde_json::Value::String(w));
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            response.headers_mut().append("Warning", v);
+        }
+    }
+    response
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
@@ -319,6 +335,15 @@ pub(super) fn is_dry_run(q: &Query) -> bool {
     q.all("dryRun").iter().any(|d| d == "All")
 }
 
+/// A client write's options from its query: `dryRun` and `fieldValidation`.
+pub(super) fn write_options(q: &Query) -> ApiResult<WriteOptions> {
+    Ok(WriteOptions {
+        dry_run: is_dry_run(q),
+        field_validation: FieldValidation::parse(q.get("fieldValidation"))?,
+        internal: false,
+    })
+}
+
 fn out(t: &Target, obj: Value) -> Value {
     ApiCore::at_version(&t.rt, &t.version, obj)
 }
@@ -366,8 +391,8 @@ async fn resource(
         }
         (&Method::POST, None, None) => {
             let (body, _) = read_body(req).await?;
-            let created = core.create(&t.rt, ns, body, is_dry_run(&q))?;
-            Ok(json_response(201, &out(&t, created)))
+            let created = core.create(&t.rt, ns, body, &write_options(&q)?)?;
+            Ok(written_response(201, &t, created))
         }
         (&Method::DELETE, None, None) => {
             let (body, _) = read_body(req).await?;
@@ -381,6 +406,9 @@ async fn resource(
                     "metadata": {}, "items": items,
                 }),
             ))
+        }
+        (&Method::GET, Some(name), Some("status")) if t.rt.status => {
+            Ok(json_response(200, &out(&t, core.get(&t.rt, ns, name)?)))
         }
         (&Method::GET, Some(name), None) => {
             let obj = out(&t, core.get(&t.rt, ns, name)?);
@@ -406,8 +434,8 @@ async fn resource(
         (&Method::PUT, Some(name), None | Some("status")) => {
             let sub = sub_of(&t);
             let (body, _) = read_body(req).await?;
-            let updated = core.update(&t.rt, ns, name, body, sub, is_dry_run(&q))?;
-            Ok(json_response(200, &out(&t, updated)))
+            let updated = core.update(&t.rt, ns, name, body, sub, &write_options(&q)?)?;
+            Ok(written_response(200, &t, updated))
         }
         (&Method::PUT, Some(name), Some("finalize")) => {
             let (body, _) = read_body(req).await?;
@@ -422,8 +450,8 @@ async fn resource(
             let sub = sub_of(&t);
             let (body, ct) = read_body(req).await?;
             let pt = patch_type(&ct)?;
-            let patched = core.patch(&t.rt, ns, name, pt, &body, sub, is_dry_run(&q))?;
-            Ok(json_response(200, &out(&t, patched)))
+            let patched = core.patch(&t.rt, ns, name, pt, &body, sub, &write_options(&q)?)?;
+            Ok(written_response(200, &t, patched))
         }
         (&Method::GET | &Method::PUT | &Method::PATCH, Some(name), Some("scale")) => {
             scale::serve(shared.clone(), &t, name, req, &q).await

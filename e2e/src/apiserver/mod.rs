@@ -8,7 +8,6 @@
 
 pub mod controllers;
 pub mod core;
-mod defaults;
 mod discovery;
 pub mod error;
 mod exec;
@@ -17,6 +16,7 @@ pub mod kubelet;
 pub mod protobuf;
 pub mod resources;
 mod scale;
+pub mod schema;
 pub mod store;
 mod table;
 pub mod tls;

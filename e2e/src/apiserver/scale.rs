@@ -3,7 +3,9 @@
 
 use super::core::{PatchType, Subresource};
 use super::error::{ApiError, ApiResult};
-use super::http::{is_dry_run, json_response, patch_type, read_body, Body, Query, Shared, Target};
+use super::http::{
+    json_response, patch_type, read_body, write_options, Body, Query, Shared, Target,
+};
 use ferry_transform::selector::LabelSelector;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -123,7 +125,7 @@ pub async fn serve(
         PatchType::Merge,
         &patch,
         Subresource::Main,
-        is_dry_run(q),
+        &write_options(q)?,
     )?;
-    Ok(json_response(200, &scale_of(t, &updated)))
+    Ok(json_response(200, &scale_of(t, &updated.object)))
 }

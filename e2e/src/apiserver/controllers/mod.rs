@@ -9,7 +9,7 @@ mod gc;
 mod storage;
 pub(crate) mod workloads;
 
-use super::core::{ApiCore, DeleteOptions};
+use super::core::{ApiCore, DeleteOptions, WriteOptions};
 use super::error::ApiResult;
 use super::resources::ResourceRef;
 use super::store::Key;
@@ -73,7 +73,10 @@ impl<'a> Ctl<'a> {
     }
 
     pub fn create(&self, group: &str, plural: &str, ns: Option<&str>, obj: Value) -> bool {
-        match self.core.create(&self.rt(group, plural), ns, obj, false) {
+        match self
+            .core
+            .create(&self.rt(group, plural), ns, obj, &WriteOptions::internal())
+        {
             Ok(_) => true,
             Err(e) if e.code == 409 => false,
             Err(e) => {
@@ -172,7 +175,7 @@ pub fn owner_ref(owner: &Value) -> Value {
 pub fn bootstrap(core: &ApiCore) {
     let mk = |group: &str, plural: &str, obj: Value| {
         let rt = core.resource(group, plural).expect("built in");
-        let _ = core.create(&rt, None, obj, false);
+        let _ = core.create(&rt, None, obj, &WriteOptions::internal());
     };
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         mk("", "namespaces", json!({"metadata": {"name": ns}}));
@@ -188,7 +191,13 @@ pub fn bootstrap(core: &ApiCore) {
                        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
                        "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
                        "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},
-                       "nodeInfo": {"kubeletVersion": "v1.33.0-ferry-standin", "operatingSystem": "linux", "architecture": "amd64"}}
+                       "nodeInfo": {"machineID": "f0e1d2c3b4a5968778695a4b3c2d1e0f", "systemUUID": "4c4c4544-0000-1000-8000-000000000001",
+                                    "bootID": "8c6f2b1e-9a1d-4e55-b0f1-3d2c1b0a9f8e", "kernelVersion": std::env::consts::OS,
+                                    "osImage": "Ferry stand-in", "containerRuntimeVersion": "process://ferry-standin",
+                                    "kubeletVersion": "v1.33.0-ferry-standin", "kubeProxyVersion": "v1.33.0-ferry-standin",
+                                    "operatingSystem": "linux", "architecture": "amd64"},
+                       "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                       "images": []}
         }),
     );
     mk(
@@ -212,7 +221,7 @@ pub fn bootstrap(core: &ApiCore) {
     let _ = core.create(&default_rt, Some("default"), json!({
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 6443}]}
-    }), false);
+    }), &WriteOptions::internal());
 }
 
 /// One reconcile pass over everything; returns whether anything changed.

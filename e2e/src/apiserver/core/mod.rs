@@ -10,6 +10,7 @@ mod write;
 
 use super::error::{ApiError, ApiResult};
 use super::resources::{established_crd_status, resource_type_from_crd, Registry, ResourceRef};
+use super::schema::{self, validate, FieldValidation};
 use super::store::{Inner, Key, Store};
 use base64::Engine;
 use ferry_transform::patch;
@@ -64,6 +65,33 @@ impl PatchType {
     }
 }
 
+/// How a create, update or patch is carried out.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriteOptions {
+    /// `dryRun=All`: everything is checked, nothing is stored.
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+    /// A write by the stand-in itself (bootstrap, controllers): it may set status at creation,
+    /// which a client's create may not.
+    pub internal: bool,
+}
+
+impl WriteOptions {
+    pub fn internal() -> WriteOptions {
+        WriteOptions {
+            internal: true,
+            ..WriteOptions::default()
+        }
+    }
+}
+
+/// A stored (or, on a dry run, would-be) object and the warnings for the client.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOptions {
     pub propagation: Option<String>,
@@ -85,16 +113,6 @@ pub fn name_of(obj: &Value) -> &str {
 }
 
 /// DNS-1123 subdomain, the rule for most object names.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
-
 fn random_suffix(n: usize) -> String {
     // Kubernetes avoids vowels and confusable characters in generated names.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";

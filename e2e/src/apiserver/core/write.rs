@@ -1,8 +1,8 @@
 //! Writes: create, update (PUT), patch, and the controllers' direct mutations.
 
 use super::*;
-use crate::apiserver::defaults;
 use crate::apiserver::resources::ResourceType;
+use crate::apiserver::schema::defaults;
 
 impl ApiCore {
     pub fn create(
@@ -10,10 +10,15 @@ impl ApiCore {
         rt: &ResourceRef,
         namespace: Option<&str>,
         mut obj: Value,
-        dry_run: bool,
-    ) -> ApiResult<Value> {
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
         check_shape(rt, meta_str(&obj, "name").unwrap_or(""), &obj)?;
         self.check_type(rt, &obj)?;
+        let warnings = schema::conform(rt, &rt.storage_version, &mut obj, opts.field_validation)?;
+        if rt.status && !opts.internal {
+            // Status is the controllers' to write, through /status.
+            obj.as_object_mut().map(|m| m.remove("status"));
+        }
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
@@ -65,15 +70,6 @@ impl ApiCore {
             }
         }
         let name = name_of(&obj).to_string();
-        if !valid_name(&name) && rt.plural != "nodes" {
-            return Err(ApiError::invalid(
-                &rt.kind,
-                &rt.group,
-                &name,
-                "metadata.name",
-                &format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
-            ));
-        }
         if let Some(ns) = &namespace {
             match s.get(&Key::new("", "namespaces", "", ns)) {
                 None => return Err(ApiError::not_found("namespaces", ns)),
@@ -109,15 +105,23 @@ impl ApiCore {
         obj["apiVersion"] = Value::String(rt.api_version(&rt.storage_version));
         obj["kind"] = Value::String(rt.kind.clone());
         defaults::on_create(rt, &mut obj, &s);
+        invalid_if_any(rt, &name, validate::object(&rt.group, &rt.kind, &obj))?;
+        check_stored_size(&obj)?;
         let crd_type = self.served_type_of_crd(rt, &name, &mut obj)?;
-        if dry_run {
-            return Ok(obj);
+        if opts.dry_run {
+            return Ok(Written {
+                object: obj,
+                warnings,
+            });
         }
         let stored = s.put(key, obj);
         if let Some(t) = crd_type {
             self.registry_mut().insert(t);
         }
-        Ok(stored)
+        Ok(Written {
+            object: stored,
+            warnings,
+        })
     }
 
     pub(super) fn check_type(&self, rt: &ResourceRef, obj: &Value) -> ApiResult<()> {
@@ -149,8 +153,8 @@ impl ApiCore {
         name: &str,
         obj: Value,
         sub: Subresource,
-        dry_run: bool,
-    ) -> ApiResult<Value> {
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
         self.check_type(rt, &obj)?;
         if let Some(body_name) = meta_str(&obj, "name") {
             if body_name != name {
@@ -163,7 +167,7 @@ impl ApiCore {
         let key = Self::key(rt, namespace, name);
         let existing = Self::stored(&s, rt, &key)?;
         check_resource_version(rt, name, &obj, &existing)?;
-        self.write_over(&mut s, rt, key, existing, obj, sub, dry_run)
+        self.write_over(&mut s, rt, key, existing, obj, sub, opts)
     }
 
     /// Merges a client's new object over the stored one: the server owns identity fields, the
@@ -177,14 +181,20 @@ impl ApiCore {
         existing: Value,
         mut obj: Value,
         sub: Subresource,
-        dry_run: bool,
-    ) -> ApiResult<Value> {
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
         let name = key.name.clone();
         // Bodies and patch results alike: a patch can turn an object into anything.
         check_shape(rt, &name, &obj)?;
         if obj.get("metadata").is_none() {
             obj["metadata"] = json!({});
         }
+        let warnings = match sub {
+            Subresource::Main => {
+                schema::conform(rt, &rt.storage_version, &mut obj, opts.field_validation)?
+            }
+            Subresource::Status => Vec::new(),
+        };
         let mut new = match sub {
             Subresource::Status => {
                 let mut n = existing.clone();
@@ -255,21 +265,40 @@ impl ApiCore {
             new["metadata"]["generation"] = json!(bumped);
         }
         new["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+        if sub == Subresource::Main {
+            defaults::apply(rt, &mut new);
+            keep_allocated(rt, &existing, &mut new);
+            invalid_if_any(
+                rt,
+                &name,
+                validate::update(&rt.group, &rt.kind, &existing, &new),
+            )?;
+            check_stored_size(&new)?;
+        }
         if new == existing {
-            return Ok(existing);
+            return Ok(Written {
+                object: existing,
+                warnings,
+            });
         }
         let crd_type = match sub {
             Subresource::Main => self.served_type_of_crd(rt, &name, &mut new)?,
             Subresource::Status => None,
         };
-        if dry_run {
-            return Ok(new);
+        if opts.dry_run {
+            return Ok(Written {
+                object: new,
+                warnings,
+            });
         }
         let stored = self.store_or_finish_deletion(s, rt, key, new);
         if let Some(t) = crd_type {
             self.registry_mut().insert(t);
         }
-        Ok(stored)
+        Ok(Written {
+            object: stored,
+            warnings,
+        })
     }
 
     #[allow(clippy::too_many_arguments)] // mirrors the REST call: target, patch, subresource, dryRun
@@ -281,8 +310,8 @@ impl ApiCore {
         patch_type: PatchType,
         body: &Value,
         sub: Subresource,
-        dry_run: bool,
-    ) -> ApiResult<Value> {
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
         let mut s = self.store.lock();
         let key = Self::key(rt, namespace, name);
         let existing = match s.get(&key).cloned() {
@@ -296,7 +325,7 @@ impl ApiCore {
                     obj["metadata"] = json!({});
                 }
                 obj["metadata"]["name"] = Value::String(name.to_string());
-                return self.create(rt, namespace, obj, dry_run);
+                return self.create(rt, namespace, obj, opts);
             }
             None => return Err(ApiError::not_found(&rt.group_resource(), name)),
         };
@@ -322,7 +351,7 @@ impl ApiCore {
             }
         };
         check_resource_version(rt, name, &patched, &existing)?;
-        self.write_over(&mut s, rt, key, existing, patched, sub, dry_run)
+        self.write_over(&mut s, rt, key, existing, patched, sub, opts)
     }
 
     /// Writes by the stand-in's own components that read and change the object under one lock
@@ -461,6 +490,63 @@ impl ApiCore {
     pub fn finalize_namespace(&self, name: &str) {
         let mut s = self.store.lock();
         s.remove(&Key::new("", "namespaces", "", name));
+    }
+}
+
+/// A 422 listing every invalid field, or nothing.
+fn invalid_if_any(rt: &ResourceRef, name: &str, causes: Vec<validate::Cause>) -> ApiResult<()> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid_causes(&rt.kind, &rt.group, name, &causes))
+}
+
+/// etcd refuses values over 1.5 MiB; the API server passes the refusal on.
+const MAX_STORED_BYTES: usize = 1536 * 1024;
+
+fn check_stored_size(obj: &Value) -> ApiResult<()> {
+    let size = serde_json::to_vec(obj).map(|b| b.len()).unwrap_or(0);
+    if size > MAX_STORED_BYTES {
+        return Err(ApiError::too_large(format!(
+            "etcdserver: request is too large ({size} bytes; the limit is {MAX_STORED_BYTES})"
+        )));
+    }
+    Ok(())
+}
+
+/// What the server allocated and an update may leave out: a Service's cluster IPs and node
+/// ports stay when the new version does not name them.
+fn keep_allocated(rt: &ResourceRef, existing: &Value, new: &mut Value) {
+    if rt.custom || !rt.group.is_empty() || rt.kind != "Service" {
+        return;
+    }
+    for field in ["clusterIP", "clusterIPs"] {
+        let unset = new
+            .pointer(&format!("/spec/{field}"))
+            .is_none_or(|v| v.is_null() || v == "");
+        if let (true, Some(old)) = (unset, existing.pointer(&format!("/spec/{field}"))) {
+            if new.get("spec").is_some_and(Value::is_object) {
+                new["spec"][field] = old.clone();
+            }
+        }
+    }
+    let old_ports = existing
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            if p.get("nodePort").is_some() {
+                continue;
+            }
+            let same = old_ports
+                .iter()
+                .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"));
+            if let Some(node_port) = same.and_then(|o| o.get("nodePort")) {
+                p["nodePort"] = node_port.clone();
+            }
+        }
     }
 }
 
