@@ -78,7 +78,7 @@ fn kind_name(v: &Value) -> &'static str {
 pub fn to_yaml_documents(objects: &[Value]) -> String {
     objects
         .iter()
-        .map(|o| serde_yaml_ng::to_string(o).unwrap_or_default())
+        .map(crate::yaml::to_string)
         .collect::<Vec<_>>()
         .join("---\n")
 }
@@ -95,6 +95,17 @@ mod tests {
         assert_eq!(objs[1]["kind"], "Secret");
         let back = parse_documents(&to_yaml_documents(&objs), "out").unwrap();
         assert_eq!(back, objs);
+    }
+
+    #[test]
+    fn strings_kubectl_would_misread_are_quoted() {
+        let objs = vec![serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "flags"}, "data": {"enabled": "on", "count": "1_000", "ratio": "1:20"}})];
+        let text = to_yaml_documents(&objs);
+        for line in ["enabled: 'on'", "count: '1_000'", "ratio: '1:20'"] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert_eq!(parse_documents(&text, "out").unwrap(), objs);
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub fn rewrite_manifest(
                     .into_iter()
                     .map(|c| format!("{field}: {kind} {name}: {c}")),
             );
-            out.push_str(&serde_yaml_ng::to_string(&obj).map_err(|e| err(field, e.to_string()))?);
+            out.push_str(&crate::yaml::to_string(&obj));
         }
     }
     Ok((out, changes))

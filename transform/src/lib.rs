@@ -24,6 +24,7 @@ pub mod sanitize;
 pub mod selector;
 pub mod spec;
 mod transformer;
+pub mod yaml;
 
 pub use spec::{compile, parse_spec, CompiledRules, RuleError, SpecError};
 pub use transformer::{

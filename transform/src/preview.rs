@@ -91,7 +91,7 @@ pub fn plan(outcome: &Outcome) -> Plan {
 }
 
 fn yaml(v: &Value) -> String {
-    serde_yaml_ng::to_string(v).unwrap_or_else(|e| format!("# not representable as YAML: {e}\n"))
+    crate::yaml::to_string(v)
 }
 
 /// A unified diff of one object's YAML before and after.
