@@ -16,6 +16,19 @@ pub struct DocumentError {
 /// `apiVersion`, `kind` and `metadata.name`.
 pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Value>, DocumentError> {
     let mut out = Vec::new();
+    crate::yaml::check_nesting(text).map_err(|(line, column)| DocumentError {
+        source_name: source_name.to_string(),
+        document: text
+            .lines()
+            .take(line)
+            .filter(|l| l.starts_with("---"))
+            .count()
+            + 1,
+        message: format!(
+            "collections nest deeper than {} levels at line {line} column {column}",
+            crate::yaml::MAX_NESTING
+        ),
+    })?;
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let err = |message: String| DocumentError {
             source_name: source_name.to_string(),

@@ -147,6 +147,15 @@ pub fn rewrite_manifest(
         if body.trim().is_empty() {
             continue;
         }
+        crate::yaml::check_nesting(&body).map_err(|(line, column)| {
+            err(
+                &format!("{field}[{i}]"),
+                format!(
+                    "collections nest deeper than {} levels at line {line} column {column}",
+                    crate::yaml::MAX_NESTING
+                ),
+            )
+        })?;
         let mut obj: Value = serde_yaml_ng::from_str(&body)
             .map_err(|e| err(&format!("{field}[{i}]"), format!("not valid YAML: {e}")))?;
         let described = f(&mut obj);
@@ -181,9 +190,12 @@ pub fn for_each_image_value(values: &mut Value, at: &str, f: &mut dyn FnMut(&str
             let mut handled: &[&str] = &[];
             if image_like {
                 let repo = map["repository"].as_str().unwrap_or("").to_string();
+                // An empty `registry` means the chart's default (usually Docker Hub): the
+                // repository alone is the reference.
                 match map
                     .get("registry")
                     .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty())
                     .map(str::to_string)
                 {
                     // `registry` + `repository` together form the reference: rewrite the pair.
@@ -331,5 +343,22 @@ mod tests {
         assert_eq!(v["image"]["repository"], "shop/web");
         assert_eq!(v["other"]["repository"], "not-an-image");
         assert_eq!(v["sidecar"]["image"], "registry.us.example.com/s:1");
+
+        // An empty registry leaves the repository to stand alone, never `hub//x`.
+        let mut v = json!({"image": {"registry": "", "repository": "bitnami/redis", "tag": "7"}});
+        let mut seen = Vec::new();
+        for_each_image_value(&mut v, "values", &mut |at, s| {
+            seen.push((at.to_string(), s.clone()));
+            *s = format!("mirror.example.com/{s}");
+        });
+        assert_eq!(
+            seen,
+            [(
+                "values.image.repository".to_string(),
+                "bitnami/redis".to_string()
+            )]
+        );
+        assert_eq!(v["image"]["registry"], "");
+        assert_eq!(v["image"]["repository"], "mirror.example.com/bitnami/redis");
     }
 }

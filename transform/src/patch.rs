@@ -15,7 +15,10 @@ pub fn json_patch(doc: &Value, ops: &Value) -> Result<Value, String> {
     Ok(out)
 }
 
-fn apply_op(doc: &mut Value, op: &Value) -> Result<(), String> {
+/// One RFC 6902 operation, in place. On failure the document may be partly changed (a `move`
+/// whose target is invalid has removed its source): callers that need all-or-nothing use
+/// `json_patch`.
+pub fn apply_op(doc: &mut Value, op: &Value) -> Result<(), String> {
     let name = op
         .get("op")
         .and_then(Value::as_str)

@@ -38,6 +38,9 @@ pub struct PlanEntry {
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub entries: Vec<PlanEntry>,
+    /// What the run went past: objects it could transform only in part.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::transformer::Warning>,
 }
 
 /// The plan, in the order of the input.
@@ -87,6 +90,7 @@ pub fn plan(outcome: &Outcome) -> Plan {
     entries.sort_by_key(|(i, _)| *i);
     Plan {
         entries: entries.into_iter().map(|(_, e)| e).collect(),
+        warnings: outcome.warnings.clone(),
     }
 }
 
@@ -134,6 +138,10 @@ pub fn preview_text(originals: &[Value], outcome: &Outcome) -> String {
             format!("- {} dropped by {}: {}\n", d.source, d.by, d.reason),
         ));
     }
+    for w in &outcome.warnings {
+        items.push((w.index, format!("! {}: {}\n", w.source, w.message)));
+    }
+    // Stable: an object's warning comes after its diff.
     items.sort_by_key(|(i, _)| *i);
     for (_, text) in items {
         out.push_str(&text);

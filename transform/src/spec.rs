@@ -48,6 +48,13 @@ pub enum SpecError {
 
 /// Reads a rule document (YAML, or JSON, which is YAML). Unknown fields are errors.
 pub fn parse_spec(text: &str) -> Result<TransformSpec, SpecError> {
+    crate::yaml::check_nesting(text).map_err(|(line, column)| SpecError::Parse {
+        location: Some((line, column)),
+        message: format!(
+            "collections nest deeper than {} levels",
+            crate::yaml::MAX_NESTING
+        ),
+    })?;
     serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse {
         location: e.location().map(|l| (l.line(), l.column())),
         message: e.to_string(),

@@ -8,7 +8,7 @@ use crate::spec::{Action, CompiledRules, RuleOrigin};
 use ferry_protocol::rules::{PatchOp, PatchOpKind};
 use ferry_protocol::ObjectRef;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// One change to one object, and what made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,11 +40,22 @@ pub struct Dropped {
     pub reason: String,
 }
 
+/// Something the run went past rather than fail on, for the user to look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Warning {
+    /// Position in the input.
+    pub index: usize,
+    pub source: ObjectRef,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     pub objects: Vec<TransformedObject>,
     pub dropped: Vec<Dropped>,
+    pub warnings: Vec<Warning>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -115,21 +126,43 @@ impl Transformer {
                     description,
                 })
                 .collect();
-            let helm_error =
-                |error: helm::HelmError| TransformError::Helm(Box::new((source.clone(), error)));
+            // A Helm record that cannot be read or rewritten does not stop the run: it goes
+            // on with its release left as it was, and the outcome says so.
+            let mut unreadable_release = |error: helm::HelmError| {
+                out.warnings.push(Warning {
+                    index,
+                    source: source.clone(),
+                    message: format!(
+                        "Helm release record left unchanged inside (Helm may not manage it in the target): {error}"
+                    ),
+                });
+            };
             let mut release = match helm::record_driver(&obj) {
-                Some(driver) => Some((driver, helm::decode(&obj, driver).map_err(helm_error)?)),
+                Some(driver) => match helm::decode(&obj, driver) {
+                    Ok(rel) => Some((driver, rel)),
+                    Err(e) => {
+                        unreadable_release(e);
+                        None
+                    }
+                },
                 None => None,
             };
             for (rule, dns) in self.rules.rules.iter().zip(&dns) {
                 let by = rule.origin.to_string();
                 if let Some((_, rel)) = release.as_mut() {
-                    let described =
-                        rewrite_release(rel, &rule.action, dns.as_ref()).map_err(helm_error)?;
-                    changes.extend(described.into_iter().map(|description| Change {
-                        by: by.clone(),
-                        description,
-                    }));
+                    match rewrite_release(rel, &rule.action, dns.as_ref()) {
+                        Ok(described) => {
+                            changes.extend(described.into_iter().map(|description| Change {
+                                by: by.clone(),
+                                description,
+                            }))
+                        }
+                        Err(e) => {
+                            unreadable_release(e);
+                            changes.retain(|c| !c.description.starts_with("release."));
+                            release = None;
+                        }
+                    }
                 }
                 let described = match &rule.action {
                     Action::Exclude(m) | Action::Include(m) => {
@@ -152,14 +185,20 @@ impl Transformer {
                     }
                     Action::Image(rw) => rw.apply(&mut obj),
                     Action::Patch { matcher, ops } if matcher.matches(&obj) => {
-                        apply_patch(&mut obj, ops).map_err(|(i, message)| {
+                        let failure = |field: String, message: String| {
                             TransformError::Rule(Box::new(RuleFailure {
                                 object: source.clone(),
                                 origin: rule.origin.clone(),
-                                field: format!("patch.ops[{i}]"),
+                                field,
                                 message,
                             }))
-                        })?
+                        };
+                        let changes = apply_patch(&mut obj, ops)
+                            .map_err(|(i, message)| failure(format!("patch.ops[{i}]"), message))?;
+                        if let Some(why) = not_an_object(&obj) {
+                            return Err(failure("patch.ops".into(), why));
+                        }
+                        changes
                     }
                     Action::Patch { .. } => Vec::new(),
                 };
@@ -173,7 +212,8 @@ impl Transformer {
                     .iter()
                     .any(|c| c.description.starts_with("release."))
                 {
-                    helm::encode(&mut obj, *driver, rel).map_err(helm_error)?;
+                    helm::encode(&mut obj, *driver, rel)
+                        .map_err(|e| TransformError::Helm(Box::new((source.clone(), e))))?;
                 }
             }
             out.objects.push(TransformedObject {
@@ -270,14 +310,36 @@ fn rewrite_release(
     Ok(changes)
 }
 
+/// Why a patched value is no longer a Kubernetes object, if it is not.
+fn not_an_object(v: &Value) -> Option<String> {
+    if !v.is_object() {
+        return Some("the patched result is not an object".into());
+    }
+    for (pointer, field) in [
+        ("/apiVersion", "apiVersion"),
+        ("/kind", "kind"),
+        ("/metadata/name", "metadata.name"),
+    ] {
+        if v.pointer(pointer)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Some(format!("the patched object has no {field}"));
+        }
+    }
+    None
+}
+
 /// Applies a rule's operations in order. A failing `test` skips the rest of this rule's
 /// operations for this object (and is reported as such); any other failure is an error.
 fn apply_patch(obj: &mut Value, ops: &[PatchOp]) -> Result<Vec<String>, (usize, String)> {
     let mut changes = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         let as_json = serde_json::to_value(op).map_err(|e| (i, e.to_string()))?;
-        match patch::json_patch(obj, &json!([as_json])) {
-            Ok(new) => {
+        // In place: a failure other than `test` fails the whole run, so a half-applied
+        // operation is never used, and no per-operation copy of the object is needed.
+        match patch::apply_op(obj, &as_json) {
+            Ok(()) => {
                 if op.op != PatchOpKind::Test {
                     changes.push(format!(
                         "{} {}",
@@ -285,7 +347,6 @@ fn apply_patch(obj: &mut Value, ops: &[PatchOp]) -> Result<Vec<String>, (usize, 
                         op.path
                     ));
                 }
-                *obj = new;
             }
             Err(_) if op.op == PatchOpKind::Test => {
                 changes.push(format!(
@@ -294,7 +355,7 @@ fn apply_patch(obj: &mut Value, ops: &[PatchOp]) -> Result<Vec<String>, (usize, 
                 ));
                 break;
             }
-            Err(e) => return Err((i, e.trim_start_matches("operation 0: ").to_string())),
+            Err(e) => return Err((i, e)),
         }
     }
     Ok(changes)
@@ -304,6 +365,7 @@ fn apply_patch(obj: &mut Value, ops: &[PatchOp]) -> Result<Vec<String>, (usize, 
 mod tests {
     use super::*;
     use crate::spec::{compile, parse_spec};
+    use serde_json::json;
 
     fn transformer(yaml: &str) -> Transformer {
         Transformer::new(
@@ -408,6 +470,33 @@ transforms:
     }
 
     #[test]
+    fn patches_must_leave_a_named_object() {
+        for (ops, why) in [
+            (
+                "[{ op: replace, path: '', value: 5 }]",
+                "the patched result is not an object",
+            ),
+            (
+                "[{ op: remove, path: /metadata/name }]",
+                "the patched object has no metadata.name",
+            ),
+            (
+                "[{ op: replace, path: /kind, value: '' }]",
+                "the patched object has no kind",
+            ),
+        ] {
+            let t = transformer(&format!(
+                "transforms:\n  - name: bad\n    patch:\n      match: {{ kind: Deployment }}\n      ops: {ops}\n"
+            ));
+            let err = t.transform(&app()).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("apps/v1 Deployment shop/web: transforms[0] (\"bad\"): patch.ops: {why}")
+            );
+        }
+    }
+
+    #[test]
     fn other_patch_failures_name_object_rule_and_op() {
         let t = transformer(
             "transforms:\n  - name: bad\n    patch:\n      match: { kind: Deployment }\n      ops: [{ op: remove, path: /spec/missing }]\n",
@@ -429,7 +518,7 @@ transforms:
         let t = transformer(
             "transforms:\n  - storageClass: { from: gp2, to: premium-rwo }\n  - namespace: { from: shop, to: shop-dr }\n  - imageRegistry: { from: registry.eu.example.com, to: registry.us.example.com }\n",
         );
-        let out = t.transform(&[secret]).unwrap();
+        let out = t.transform(&[secret.clone()]).unwrap();
         let rec = &out.objects[0];
         assert_eq!(rec.object["metadata"]["namespace"], "shop-dr");
         let back = crate::helm::decode(&rec.object, crate::helm::Driver::Secret).unwrap();
@@ -462,13 +551,28 @@ transforms:
             .iter()
             .any(|c| c.description == "release.namespace: shop → shop-dr"));
 
+        // An unreadable record is reported and passed on; the other objects still transform.
         let mut broken = rec.object.clone();
         broken["data"]["release"] = json!("bm90IGd6aXA=");
-        let err = t.transform(&[broken]).unwrap_err().to_string();
-        assert!(
-            err.starts_with("v1 Secret shop-dr/sh.helm.release.v1.web.v1: Helm release record: "),
-            "{err}"
+        let outcome = t.transform(&[broken.clone(), secret]).unwrap();
+        assert_eq!(outcome.objects.len(), 2);
+        assert_eq!(
+            outcome.objects[0].object["data"]["release"],
+            broken["data"]["release"]
         );
+        assert_eq!(outcome.warnings.len(), 1);
+        assert_eq!(outcome.warnings[0].index, 0);
+        assert!(
+            outcome.warnings[0]
+                .message
+                .starts_with("Helm release record left unchanged inside"),
+            "{:?}",
+            outcome.warnings
+        );
+        assert!(outcome.objects[1]
+            .changes
+            .iter()
+            .any(|c| c.description.starts_with("release.")));
     }
 
     #[test]

@@ -8,6 +8,47 @@
 use serde_json::Value;
 use std::fmt::Write;
 
+/// How deep flow collections (`[`, `{`) may nest in input; the YAML parser's own limit is 128.
+pub const MAX_NESTING: usize = 100;
+
+/// Refuses text whose flow collections nest deeper than `MAX_NESTING`, in one linear pass:
+/// the YAML parser takes quadratic time on such input before it reaches its own limit.
+/// Brackets count only where they can open a collection (after `:`, `,`, `-`, `?`, another
+/// bracket or at the start of a line), so `image: x[1]` or quoted text never counts.
+pub fn check_nesting(text: &str) -> Result<(), (usize, usize)> {
+    let mut depth = 0usize;
+    for (line_no, line) in text.lines().enumerate() {
+        let mut previous = None::<char>;
+        let mut quote = None::<char>;
+        for (col, c) in line.char_indices() {
+            if let Some(q) = quote {
+                if c == q {
+                    quote = None;
+                }
+                previous = Some(c);
+                continue;
+            }
+            let structural = matches!(previous, None | Some(':' | ',' | '-' | '?' | '[' | '{'));
+            match c {
+                '#' if previous.is_none_or(char::is_whitespace) => break,
+                '\'' | '"' if structural => quote = Some(c),
+                '[' | '{' if structural => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err((line_no + 1, col + 1));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if !c.is_whitespace() {
+                previous = Some(c);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One YAML document (block style, two-space indents, a final newline).
 pub fn to_string(v: &Value) -> String {
     let mut out = String::new();
@@ -268,6 +309,22 @@ mod tests {
             to_string(&v),
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels:\n    'on': 'yes'\ndata:\n  conf: |\n    line 1\n    line 2\n  empty: ''\n  list: []\nitems:\n- name: x\n  ports:\n  - 80\n  - 443\n- plain\n- []\n"
         );
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_in_linear_time() {
+        let deep = format!("a: {}{}", "[".repeat(200_000), "]".repeat(200_000));
+        let started = std::time::Instant::now();
+        assert_eq!(check_nesting(&deep), Err((1, 104)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let ok = format!(
+            "a: {}{}\nb: x[[[[1]\nc: '[[[['\n# [[[[[\n",
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert_eq!(check_nesting(&ok), Ok(()));
+        let mapped = format!("a: {}1{}", "{b: ".repeat(101), "}".repeat(101));
+        assert!(check_nesting(&mapped).is_err());
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

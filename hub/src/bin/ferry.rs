@@ -149,6 +149,9 @@ fn main() -> anyhow::Result<()> {
         Command::Transform(TransformCommand::Apply { input }) => {
             let objects = read_objects(&input.input)?;
             let outcome = transformer(&input.rules, input.sanitize)?.transform(&objects)?;
+            for w in &outcome.warnings {
+                eprintln!("warning: {}: {}", w.source, w.message);
+            }
             let out: Vec<Value> = outcome.objects.into_iter().map(|o| o.object).collect();
             print!("{}", to_yaml_documents(&out));
         }

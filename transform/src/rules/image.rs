@@ -25,18 +25,46 @@ pub struct ImageRewrite {
     custom_paths: Vec<(String, String, Vec<String>)>,
 }
 
-/// Docker Hub images may omit the registry (`nginx:1`, `bitnami/redis`); a rule written for
-/// `docker.io` must still reach them.
-fn with_registry(image: &str) -> String {
-    let first = image.split('/').next().unwrap_or("");
+/// The names Docker Hub answers to; all of them mean `docker.io`.
+const DOCKER_HUB_ALIASES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+
+/// An image reference in full: Docker Hub images may omit the registry (`nginx:1`,
+/// `bitnami/redis`) and its official images the `library/` path, and Docker Hub has several
+/// names. A rule written for `docker.io` must reach all of them, and rewrite `nginx` and
+/// `docker.io/nginx` alike.
+fn normalized(image: &str) -> String {
+    let (first, rest) = image.split_once('/').unwrap_or(("", image));
     let has_registry =
-        image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    if has_registry {
-        image.to_string()
-    } else if image.contains('/') {
-        format!("docker.io/{image}")
+        !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
+    let (registry, path) = if has_registry {
+        (first, rest)
     } else {
-        format!("docker.io/library/{image}")
+        ("docker.io", image)
+    };
+    if DOCKER_HUB_ALIASES.contains(&registry) {
+        if path.contains('/') {
+            format!("docker.io/{path}")
+        } else {
+            format!("docker.io/library/{path}")
+        }
+    } else {
+        format!("{registry}/{path}")
+    }
+}
+
+/// A rule's `from` with Docker Hub's other names folded into `docker.io`.
+fn normalized_prefix(from: &str) -> String {
+    let (first, rest) = from
+        .split_once('/')
+        .map_or((from, None), |(f, r)| (f, Some(r)));
+    let registry = if DOCKER_HUB_ALIASES.contains(&first) {
+        "docker.io"
+    } else {
+        first
+    };
+    match rest {
+        Some(r) => format!("{registry}/{r}"),
+        None => registry.to_string(),
     }
 }
 
@@ -106,9 +134,20 @@ impl ImageRewrite {
     pub fn rewrite(&self, image: &str) -> Option<String> {
         match &self.how {
             How::Prefix { from, to } => {
-                for candidate in [image.to_string(), with_registry(image)] {
-                    if let Some(rest) = candidate.strip_prefix(from.as_str()) {
-                        if rest.is_empty() || rest.starts_with(['/', ':', '@']) {
+                // After a bare registry host, `:` starts a port: `host:5000/app` is another
+                // registry. After a path, it starts a tag.
+                let from_is_host = !from.contains('/');
+                for (candidate, prefix) in [
+                    (normalized(image), normalized_prefix(from)),
+                    (image.to_string(), from.clone()),
+                ] {
+                    if let Some(rest) = candidate.strip_prefix(prefix.as_str()) {
+                        let boundary = if from_is_host {
+                            rest.starts_with('/')
+                        } else {
+                            rest.is_empty() || rest.starts_with(['/', ':', '@'])
+                        };
+                        if boundary {
                             return Some(format!("{to}{rest}"));
                         }
                     }
@@ -179,6 +218,47 @@ mod tests {
             Some("mirror.example.com/bitnami/redis@sha256:ab")
         );
         assert_eq!(hub.rewrite("quay.io/x/y:1"), None);
+    }
+
+    #[test]
+    fn docker_hub_names_and_ports_are_understood() {
+        let hub = prefix("docker.io", "mirror.example.com");
+        let expected = Some("mirror.example.com/library/nginx:1".to_string());
+        for image in [
+            "nginx:1",
+            "docker.io/nginx:1",
+            "docker.io/library/nginx:1",
+            "index.docker.io/nginx:1",
+            "registry-1.docker.io/library/nginx:1",
+        ] {
+            assert_eq!(hub.rewrite(image), expected, "{image}");
+        }
+        let index = prefix("index.docker.io", "mirror.example.com");
+        assert_eq!(index.rewrite("nginx:1"), expected);
+        // A registry host is not another registry's host with a port.
+        let eu = prefix("registry.eu.example.com", "registry.us.example.com");
+        assert_eq!(eu.rewrite("registry.eu.example.com:5000/app:1"), None);
+        let with_port = prefix(
+            "registry.eu.example.com:5000",
+            "registry.us.example.com:5000",
+        );
+        assert_eq!(
+            with_port
+                .rewrite("registry.eu.example.com:5000/app:1")
+                .as_deref(),
+            Some("registry.us.example.com:5000/app:1")
+        );
+        assert_eq!(with_port.rewrite("registry.eu.example.com/app:1"), None);
+        // A repository prefix may be followed by a tag or digest.
+        let repo = prefix(
+            "registry.eu.example.com/shop/web",
+            "registry.us.example.com/web",
+        );
+        assert_eq!(
+            repo.rewrite("registry.eu.example.com/shop/web:2")
+                .as_deref(),
+            Some("registry.us.example.com/web:2")
+        );
     }
 
     #[test]
