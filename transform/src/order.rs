@@ -137,7 +137,9 @@ fn phase_of(obj: &Value, is_operator: bool, custom_kinds: &BTreeSet<(String, Str
         | ("networking.k8s.io", "IngressClass")
         | ("snapshot.storage.k8s.io", "VolumeSnapshotClass") => Phase::ClusterConfiguration,
         ("", "ServiceAccount") | ("rbac.authorization.k8s.io", _) => Phase::IdentityAndRbac,
-        ("", "ConfigMap" | "Secret" | "LimitRange" | "ResourceQuota") => Phase::Configuration,
+        ("", "ConfigMap" | "Secret" | "LimitRange" | "ResourceQuota" | "PodTemplate") => {
+            Phase::Configuration
+        }
         ("", "PersistentVolume" | "PersistentVolumeClaim") | ("snapshot.storage.k8s.io", _) => {
             Phase::Storage
         }

@@ -57,6 +57,11 @@ fn image_registry_reaches_every_workload() {
             json!({"apiVersion": "batch/v1", "kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": template}}}}),
             "/spec/jobTemplate/spec/template/spec",
         ),
+        // A PodTemplate is the template itself.
+        (
+            json!({"apiVersion": "v1", "kind": "PodTemplate", "template": template}),
+            "/template/spec",
+        ),
     ];
     for (mut obj, spec) in cases {
         obj["metadata"] = json!({"name": "x", "namespace": "n"});
@@ -153,4 +158,35 @@ fn storage_class_reaches_claims_volumes_and_templates() {
             assert_eq!(out.pointer(p).unwrap(), "premium-rwo", "{kind} {p}");
         }
     }
+}
+
+#[test]
+fn pod_templates_get_dns_rewrites_and_order_edges() {
+    let rules = "transforms:\n  - namespace: { from: shop, to: shop-dr, rewriteDns: true }\n";
+    let pt = json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t", "namespace": "shop"},
+        "template": {"spec": {"containers": [{"name": "c", "image": "x",
+            "env": [{"name": "DB", "value": "db.shop.svc.cluster.local"}],
+            "envFrom": [{"configMapRef": {"name": "settings"}}]}]}}});
+    let out = run(rules, pt.clone());
+    assert_eq!(
+        out.pointer("/template/spec/containers/0/env/0/value")
+            .unwrap(),
+        "db.shop-dr.svc.cluster.local"
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "shop"}});
+    let order = ferry_transform::order::restore_order(&[pt, cm]);
+    let explained = order.explain();
+    let position = |needle: &str| {
+        explained
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} in\n{explained}"))
+    };
+    assert!(
+        position("ConfigMap shop/settings") < position("PodTemplate shop/t"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("after ConfigMap shop/settings, which its pods use"),
+        "{explained}"
+    );
 }

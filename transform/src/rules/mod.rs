@@ -24,7 +24,9 @@ pub fn pod_spec_pointer(group: &str, kind: &str) -> Option<&'static str> {
         ("", "Pod") => Some("/spec"),
         ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
         | ("batch", "Job")
-        | ("", "ReplicationController" | "PodTemplate") => Some("/spec/template/spec"),
+        | ("", "ReplicationController") => Some("/spec/template/spec"),
+        // A PodTemplate is the template itself: no spec around it.
+        ("", "PodTemplate") => Some("/template/spec"),
         ("batch", "CronJob") => Some("/spec/jobTemplate/spec/template/spec"),
         _ => None,
     }
