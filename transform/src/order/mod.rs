@@ -6,12 +6,18 @@
 //! admission webhooks) and edges from what it names (its namespace, its CRD, the service
 //! account, ConfigMaps, Secrets and claims its pods use, the roles a binding grants, the volume
 //! a claim is bound to, the Services an Ingress routes to, and for custom resources the operator
-//! that reconciles them). The sort is Kahn's algorithm with the phase and the object's name as
+//! that reconciles them in their namespace and the Service and workloads of their CRD's
+//! conversion webhook). The sort is Kahn's algorithm with the phase and the object's name as
 //! tie-breaker, so the same input always gives the same order; a cycle is broken at its
 //! smallest object and reported.
 
+mod operators;
+mod references;
+
 use crate::rules::{group_of, kind_of, pod_spec_pointer, strings_at};
 use ferry_protocol::ObjectRef;
+use operators::{conversion_backends, operators};
+use references::{pod_references, service_account_subjects};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -183,170 +189,6 @@ fn key_of(obj: &Value) -> Key {
     )
 }
 
-/// Where a pod spec names other objects of its namespace, and their kinds.
-const POD_REFERENCES: &[(&str, &str)] = &[
-    ("/volumes/*/configMap/name", "ConfigMap"),
-    ("/volumes/*/secret/secretName", "Secret"),
-    (
-        "/volumes/*/persistentVolumeClaim/claimName",
-        "PersistentVolumeClaim",
-    ),
-    ("/volumes/*/projected/sources/*/configMap/name", "ConfigMap"),
-    ("/volumes/*/projected/sources/*/secret/name", "Secret"),
-    ("/imagePullSecrets/*/name", "Secret"),
-];
-
-/// Where each container of each list names other objects.
-const CONTAINER_REFERENCES: &[(&str, &str)] = &[
-    ("/containers/*/envFrom/*/configMapRef/name", "ConfigMap"),
-    ("/containers/*/envFrom/*/secretRef/name", "Secret"),
-    (
-        "/containers/*/env/*/valueFrom/configMapKeyRef/name",
-        "ConfigMap",
-    ),
-    ("/containers/*/env/*/valueFrom/secretKeyRef/name", "Secret"),
-    ("/initContainers/*/envFrom/*/configMapRef/name", "ConfigMap"),
-    ("/initContainers/*/envFrom/*/secretRef/name", "Secret"),
-    (
-        "/initContainers/*/env/*/valueFrom/configMapKeyRef/name",
-        "ConfigMap",
-    ),
-    (
-        "/initContainers/*/env/*/valueFrom/secretKeyRef/name",
-        "Secret",
-    ),
-    (
-        "/ephemeralContainers/*/envFrom/*/configMapRef/name",
-        "ConfigMap",
-    ),
-    ("/ephemeralContainers/*/envFrom/*/secretRef/name", "Secret"),
-    (
-        "/ephemeralContainers/*/env/*/valueFrom/configMapKeyRef/name",
-        "ConfigMap",
-    ),
-    (
-        "/ephemeralContainers/*/env/*/valueFrom/secretKeyRef/name",
-        "Secret",
-    ),
-];
-
-/// What an object's pods reference, as (kind, name) in the object's namespace.
-fn pod_references(obj: &Value) -> Vec<(&'static str, String)> {
-    let Some(spec_ptr) = pod_spec_pointer(group_of(obj), kind_of(obj)) else {
-        return Vec::new();
-    };
-    let Some(spec) = obj.pointer(spec_ptr) else {
-        return Vec::new();
-    };
-    let sa = spec
-        .get("serviceAccountName")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let mut refs = vec![("ServiceAccount", sa.to_string())];
-    for (pointer, kind) in POD_REFERENCES.iter().chain(CONTAINER_REFERENCES) {
-        refs.extend(strings_at(spec, pointer).into_iter().map(|n| (*kind, n)));
-    }
-    refs
-}
-
-/// The service accounts a (Cluster)RoleBinding grants to, as (namespace, name); a subject
-/// without a namespace is in the binding's.
-fn service_account_subjects(binding: &Value) -> Vec<(String, String)> {
-    let binding_ns = binding
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    binding
-        .get("subjects")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|s| s.get("kind").and_then(Value::as_str) == Some("ServiceAccount"))
-        .map(|s| {
-            let ns = s
-                .get("namespace")
-                .and_then(Value::as_str)
-                .unwrap_or(binding_ns);
-            let name = s.get("name").and_then(Value::as_str).unwrap_or("");
-            (ns.to_string(), name.to_string())
-        })
-        .collect()
-}
-
-/// Groups of the custom kinds in the set, and which workloads run as their operators: a
-/// workload whose service account is bound to a role that may write those groups.
-fn operators(objects: &[Value], crd_groups: &BTreeSet<String>) -> HashMap<usize, BTreeSet<String>> {
-    let mut role_groups: HashMap<(String, String, String), BTreeSet<String>> = HashMap::new();
-    for o in objects {
-        let (g, k) = (group_of(o), kind_of(o));
-        if g == "rbac.authorization.k8s.io" && (k == "Role" || k == "ClusterRole") {
-            let mut groups = BTreeSet::new();
-            for ag in strings_at(o, "/rules/*/apiGroups/*") {
-                if ag == "*" {
-                    groups.extend(crd_groups.iter().cloned());
-                } else if crd_groups.contains(&ag) {
-                    groups.insert(ag);
-                }
-            }
-            let (_, _, ns, name) = key_of(o);
-            role_groups.insert((k.to_string(), ns, name), groups);
-        }
-    }
-    // Service account (namespace, name) → groups it may manage.
-    let mut sa_groups: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
-    for o in objects {
-        let k = kind_of(o);
-        if group_of(o) != "rbac.authorization.k8s.io"
-            || (k != "RoleBinding" && k != "ClusterRoleBinding")
-        {
-            continue;
-        }
-        let role_kind = o
-            .pointer("/roleRef/kind")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let role_name = o
-            .pointer("/roleRef/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let role_ns = if role_kind == "Role" {
-            key_of(o).2
-        } else {
-            String::new()
-        };
-        let Some(groups) =
-            role_groups.get(&(role_kind.to_string(), role_ns, role_name.to_string()))
-        else {
-            continue;
-        };
-        for sa in service_account_subjects(o) {
-            sa_groups
-                .entry(sa)
-                .or_default()
-                .extend(groups.iter().cloned());
-        }
-    }
-    let mut out = HashMap::new();
-    for (i, o) in objects.iter().enumerate() {
-        if !matches!(
-            (group_of(o), kind_of(o)),
-            ("apps", "Deployment" | "StatefulSet" | "DaemonSet")
-        ) {
-            continue;
-        }
-        let sa = o
-            .pointer("/spec/template/spec/serviceAccountName")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        if let Some(groups) = sa_groups.get(&(key_of(o).2, sa.to_string())) {
-            if !groups.is_empty() {
-                out.insert(i, groups.clone());
-            }
-        }
-    }
-    out
-}
-
 /// Computes the restore order of `objects`.
 pub fn restore_order(objects: &[Value]) -> RestoreOrder {
     let index: HashMap<Key, usize> = objects
@@ -374,10 +216,33 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
     }
     let crd_groups: BTreeSet<String> = custom_kinds.iter().map(|(g, _)| g.clone()).collect();
     let operators = operators(objects, &crd_groups);
+    // Operators by (group, scope), so each custom resource finds its own in constant time.
+    let mut operators_of: HashMap<(&str, Option<&str>), Vec<usize>> = HashMap::new();
+    for (op, groups) in &operators {
+        for (g, scope) in groups {
+            operators_of
+                .entry((g.as_str(), scope.as_deref()))
+                .or_default()
+                .push(*op);
+        }
+    }
+    for ops in operators_of.values_mut() {
+        ops.sort_unstable();
+    }
+    let backends = conversion_backends(objects, &index);
+    let webhook_workloads: BTreeSet<usize> = backends
+        .values()
+        .flatten()
+        .copied()
+        .filter(|&j| group_of(&objects[j]) == "apps")
+        .collect();
     let phases: Vec<Phase> = objects
         .iter()
         .enumerate()
-        .map(|(i, o)| phase_of(o, operators.contains_key(&i), &custom_kinds))
+        .map(|(i, o)| {
+            let serves_crds = operators.contains_key(&i) || webhook_workloads.contains(&i);
+            phase_of(o, serves_crds, &custom_kinds)
+        })
         .collect();
 
     // deps[i] = (j, why): i waits for j.
@@ -404,6 +269,14 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
                 Some(crd),
                 format!("after the CustomResourceDefinition of {k}.{g}"),
             );
+            for j in backends.get(crd).into_iter().flatten() {
+                let (_, bk, bns, bn) = key_of(&objects[*j]);
+                add(
+                    i,
+                    Some(j),
+                    format!("after {bk} {bns}/{bn}, which serves its CRD's conversion webhook"),
+                );
+            }
         }
         for (ref_kind, name) in pod_references(o) {
             add(
@@ -471,11 +344,17 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
             _ => {}
         }
         if phases[i] == Phase::CustomResources {
-            for (op, groups) in &operators {
-                if groups.contains(&g) {
-                    let (_, ok, ons, on) = key_of(&objects[*op]);
-                    add(i, Some(op), format!("after its operator {ok} {ons}/{on}, which must be ready to reconcile it"));
-                }
+            let cluster_wide = operators_of.get(&(g.as_str(), None));
+            let here = operators_of.get(&(g.as_str(), Some(ns.as_str())));
+            for op in cluster_wide.into_iter().chain(here).flatten() {
+                let (_, ok, ons, on) = key_of(&objects[*op]);
+                add(
+                    i,
+                    Some(op),
+                    format!(
+                        "after its operator {ok} {ons}/{on}, which must be ready to reconcile it"
+                    ),
+                );
             }
         }
     }
