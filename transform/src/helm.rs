@@ -9,6 +9,7 @@
 //! stored manifest (and hook manifests), and values that hold images or storage classes are
 //! touched.
 
+use crate::rules::Pointer;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use flate2::read::GzDecoder;
@@ -41,16 +42,14 @@ fn err(field: &str, message: impl Into<String>) -> HelmError {
 pub fn record_driver(obj: &Value) -> Option<Driver> {
     let kind = obj.get("kind").and_then(Value::as_str)?;
     let api = obj.get("apiVersion").and_then(Value::as_str)?;
-    let owner = obj
-        .pointer("/metadata/labels/owner")
-        .and_then(Value::as_str);
+    let owner = obj.ptr("/metadata/labels/owner").and_then(Value::as_str);
     match (api, kind) {
         ("v1", "Secret")
             if obj.get("type").and_then(Value::as_str) == Some("helm.sh/release.v1") =>
         {
             Some(Driver::Secret)
         }
-        ("v1", "ConfigMap") if owner == Some("helm") && obj.pointer("/data/release").is_some() => {
+        ("v1", "ConfigMap") if owner == Some("helm") && obj.ptr("/data/release").is_some() => {
             Some(Driver::ConfigMap)
         }
         _ => None,
@@ -60,7 +59,7 @@ pub fn record_driver(obj: &Value) -> Option<Driver> {
 /// The release JSON of a record.
 pub fn decode(obj: &Value, driver: Driver) -> Result<Value, HelmError> {
     let stored = obj
-        .pointer("/data/release")
+        .ptr("/data/release")
         .and_then(Value::as_str)
         .ok_or_else(|| err("data.release", "missing"))?;
     let encoded = match driver {
@@ -163,7 +162,7 @@ pub fn rewrite_manifest(
             out.push_str(&body);
         } else {
             let name = obj
-                .pointer("/metadata/name")
+                .ptr("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");

@@ -1,5 +1,6 @@
 //! Compiled match conditions: which objects a rule applies to.
 
+use crate::rules::Pointer;
 use crate::selector::LabelSelector;
 use ferry_protocol::rules::Match;
 use regex::Regex;
@@ -101,7 +102,7 @@ impl Matcher {
             && self
                 .labels
                 .as_ref()
-                .is_none_or(|s| s.matches(obj.pointer("/metadata/labels")))
+                .is_none_or(|s| s.matches(obj.ptr("/metadata/labels")))
     }
 }
 

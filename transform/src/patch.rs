@@ -1,6 +1,7 @@
 //! The three patch formats of the Kubernetes API: JSON patch (RFC 6902), JSON merge patch
 //! (RFC 7386) and strategic merge patch (`kubectl apply`'s format for built-in kinds).
 
+use crate::rules::Pointer;
 use serde_json::{Map, Value};
 
 /// RFC 6902. The whole patch applies or nothing does.
@@ -52,14 +53,14 @@ pub fn apply_op(doc: &mut Value, op: &Value) -> Result<(), String> {
             add(doc, path, v)
         }
         "copy" => {
-            let v = doc.pointer(from()?).cloned().ok_or_else(|| {
+            let v = doc.ptr(from()?).cloned().ok_or_else(|| {
                 format!("copy: from path {:?} does not exist", from().unwrap_or(""))
             })?;
             add(doc, path, v)
         }
         "test" => {
             let expected = value()?;
-            match doc.pointer(path) {
+            match doc.ptr(path) {
                 Some(actual) if *actual == expected => Ok(()),
                 _ => Err(format!("test failed at {path:?}")),
             }

@@ -15,6 +15,7 @@
 //!   (ReplicaSets of Deployments, Pods of workloads, Jobs of CronJobs, ControllerRevisions),
 //!   which the target's controllers recreate, unless `keep_owned`.
 
+use crate::rules::Pointer;
 use crate::rules::{group_of, kind_of};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -32,7 +33,7 @@ pub struct SanitizeOptions {
 pub fn uids(objects: &[Value]) -> HashSet<String> {
     objects
         .iter()
-        .filter_map(|o| o.pointer("/metadata/uid").and_then(Value::as_str))
+        .filter_map(|o| o.ptr("/metadata/uid").and_then(Value::as_str))
         .map(str::to_string)
         .collect()
 }
@@ -44,7 +45,7 @@ pub fn drop_reason(
     opts: &SanitizeOptions,
 ) -> Option<String> {
     let name = obj
-        .pointer("/metadata/name")
+        .ptr("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
     match (group_of(obj), kind_of(obj)) {
@@ -70,7 +71,7 @@ pub fn drop_reason(
     }
     if !opts.keep_owned {
         let controller = obj
-            .pointer("/metadata/ownerReferences")
+            .ptr("/metadata/ownerReferences")
             .and_then(Value::as_array)
             .and_then(|refs| {
                 refs.iter()
@@ -115,7 +116,7 @@ pub fn sanitize(obj: &mut Value, opts: &SanitizeOptions) -> Vec<String> {
     ] {
         remove(obj, &format!("/metadata/{field}"), &mut changes);
     }
-    if let Some(refs) = obj.pointer("/metadata/ownerReferences").cloned() {
+    if let Some(refs) = obj.ptr("/metadata/ownerReferences").cloned() {
         let portable: Vec<Value> = refs
             .as_array()
             .into_iter()
@@ -139,14 +140,14 @@ pub fn sanitize(obj: &mut Value, opts: &SanitizeOptions) -> Vec<String> {
     }
     match (group_of(obj), kind_of(obj)) {
         ("", "Service") => {
-            if obj.pointer("/spec/clusterIP").and_then(Value::as_str) != Some("None") {
+            if obj.ptr("/spec/clusterIP").and_then(Value::as_str) != Some("None") {
                 remove(obj, "/spec/clusterIP", &mut changes);
                 remove(obj, "/spec/clusterIPs", &mut changes);
             }
             remove(obj, "/spec/healthCheckNodePort", &mut changes);
             if !opts.keep_node_ports {
                 let n = obj
-                    .pointer("/spec/ports")
+                    .ptr("/spec/ports")
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len);
                 for i in 0..n {

@@ -2,6 +2,7 @@
 //! `labelSelector` and `fieldSelector` query parameters, and the structured `LabelSelector`
 //! objects workloads carry.
 
+use crate::rules::Pointer;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -240,7 +241,7 @@ impl FieldSelector {
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms.iter().all(|(field, eq, value)| {
             let pointer = format!("/{}", field.replace('.', "/"));
-            let actual = obj.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
+            let actual = obj.ptr(&pointer).and_then(Value::as_str).unwrap_or("");
             (actual == value) == *eq
         })
     }

@@ -2,6 +2,7 @@
 
 use crate::helm;
 use crate::patch;
+use crate::rules::Pointer;
 use crate::rules::{namespace, storage_class};
 use crate::sanitize::{self, SanitizeOptions};
 use crate::spec::{Action, CompiledRules, RuleOrigin};
@@ -320,7 +321,7 @@ fn not_an_object(v: &Value) -> Option<String> {
         ("/kind", "kind"),
         ("/metadata/name", "metadata.name"),
     ] {
-        if v.pointer(pointer)
+        if v.ptr(pointer)
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
         {

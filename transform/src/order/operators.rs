@@ -2,7 +2,8 @@
 //! the RBAC that lets them write the custom kinds' groups) and conversion webhooks.
 
 use super::references::service_account_subjects;
-use super::{key, key_of, Key};
+use super::{key_of, lookup, Index};
+use crate::rules::Pointer;
 use crate::rules::{group_of, kind_of, strings_at};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -66,14 +67,8 @@ pub(super) fn operators(
         {
             continue;
         }
-        let role_kind = o
-            .pointer("/roleRef/kind")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let role_name = o
-            .pointer("/roleRef/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let role_kind = o.ptr("/roleRef/kind").and_then(Value::as_str).unwrap_or("");
+        let role_name = o.ptr("/roleRef/name").and_then(Value::as_str).unwrap_or("");
         let binding_ns = key_of(o).2;
         let role_ns = if role_kind == "Role" {
             binding_ns.clone()
@@ -102,7 +97,7 @@ pub(super) fn operators(
             continue;
         }
         let sa = o
-            .pointer("/spec/template/spec/serviceAccountName")
+            .ptr("/spec/template/spec/serviceAccountName")
             .and_then(Value::as_str)
             .unwrap_or("default");
         if let Some(groups) = sa_groups.get(&(key_of(o).2, sa.to_string())) {
@@ -114,17 +109,14 @@ pub(super) fn operators(
 
 /// For each CRD with a conversion webhook: the webhook's Service and the workloads behind it,
 /// which must serve before any object of the CRD's kinds can be written.
-pub(super) fn conversion_backends(
-    objects: &[Value],
-    index: &HashMap<Key, usize>,
-) -> HashMap<usize, Vec<usize>> {
+pub(super) fn conversion_backends(objects: &[Value], index: &Index) -> HashMap<usize, Vec<usize>> {
     let mut out = HashMap::new();
     for (i, crd) in objects.iter().enumerate() {
         if (group_of(crd), kind_of(crd)) != ("apiextensions.k8s.io", "CustomResourceDefinition") {
             continue;
         }
         let at = |p: &str| {
-            crd.pointer(&format!(
+            crd.ptr(&format!(
                 "/spec/conversion/webhook/clientConfig/service/{p}"
             ))
             .and_then(Value::as_str)
@@ -132,17 +124,17 @@ pub(super) fn conversion_backends(
             .to_string()
         };
         let (ns, name) = (at("namespace"), at("name"));
-        let Some(&service) = index.get(&key("", "Service", &ns, &name)) else {
+        let Some(&service) = lookup(index, "", "Service", &ns, &name) else {
             continue;
         };
         let mut backends = vec![service];
         if let Some(selector) = objects[service]
-            .pointer("/spec/selector")
+            .ptr("/spec/selector")
             .and_then(Value::as_object)
             .filter(|s| !s.is_empty())
         {
             for (j, w) in objects.iter().enumerate() {
-                let labels = w.pointer("/spec/template/metadata/labels");
+                let labels = w.ptr("/spec/template/metadata/labels");
                 let serves = group_of(w) == "apps"
                     && key_of(w).2 == ns
                     && selector

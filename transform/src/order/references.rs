@@ -1,5 +1,6 @@
 //! Where objects name other objects: what a pod spec uses, and whom a binding grants to.
 
+use crate::rules::Pointer;
 use crate::rules::{group_of, kind_of, pod_spec_pointer, strings_at};
 use serde_json::Value;
 
@@ -55,7 +56,7 @@ pub(super) fn pod_references(obj: &Value) -> Vec<(&'static str, String)> {
     let Some(spec_ptr) = pod_spec_pointer(group_of(obj), kind_of(obj)) else {
         return Vec::new();
     };
-    let Some(spec) = obj.pointer(spec_ptr) else {
+    let Some(spec) = obj.ptr(spec_ptr) else {
         return Vec::new();
     };
     let sa = spec
@@ -73,7 +74,7 @@ pub(super) fn pod_references(obj: &Value) -> Vec<(&'static str, String)> {
 /// without a namespace is in the binding's.
 pub(super) fn service_account_subjects(binding: &Value) -> Vec<(String, String)> {
     let binding_ns = binding
-        .pointer("/metadata/namespace")
+        .ptr("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("");
     binding

@@ -8,6 +8,42 @@ pub mod storage_class;
 use serde_json::Value;
 
 /// `apps/v1` → `apps`; `v1` → ``.
+/// `Value::pointer` without an allocation per segment (serde_json unescapes every segment into
+/// a new String); the transform and order passes look up pointers millions of times.
+pub trait Pointer {
+    fn ptr(&self, pointer: &str) -> Option<&Value>;
+}
+
+impl Pointer for Value {
+    fn ptr(&self, pointer: &str) -> Option<&Value> {
+        if pointer.is_empty() {
+            return Some(self);
+        }
+        let rest = pointer.strip_prefix('/')?;
+        let mut cur = self;
+        for token in rest.split('/') {
+            let unescaped;
+            let token = if token.contains('~') {
+                unescaped = token.replace("~1", "/").replace("~0", "~");
+                unescaped.as_str()
+            } else {
+                token
+            };
+            cur = match cur {
+                Value::Object(m) => m.get(token)?,
+                Value::Array(a) => {
+                    if token.len() > 1 && token.starts_with('0') || token.starts_with('+') {
+                        return None;
+                    }
+                    a.get(token.parse::<usize>().ok()?)?
+                }
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+}
+
 pub fn group_of(obj: &Value) -> &str {
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     av.split_once('/').map(|(g, _)| g).unwrap_or("")
