@@ -252,6 +252,36 @@ fn suite(minor: u32) {
     assert_eq!(image, "registry.eu.example.com/web:1.1 80 2");
     assert_eq!(cache_size(&k), "5");
 
+    // Rollout history and undo: each template is a revision, and undo brings one back.
+    let history = k.eventually(
+        &["rollout", "history", "deployment/web", "-n", "shop"],
+        "two revisions",
+        |out| out.lines().any(|l| l.starts_with("1 ")) && out.lines().any(|l| l.starts_with("2 ")),
+    );
+    assert!(history.contains("REVISION"), "{history}");
+    let undone = k.ok(&["rollout", "undo", "deployment/web", "-n", "shop"]);
+    assert!(undone.contains("rolled back"), "{undone}");
+    k.eventually(
+        &["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}"],
+        "revision 3 running the first template",
+        |out| out == "registry.eu.example.com/web:1.0 3",
+    );
+    let history = k.ok(&["rollout", "history", "deployment/web", "-n", "shop"]);
+    assert!(
+        history.lines().any(|l| l.starts_with("2 "))
+            && history.lines().any(|l| l.starts_with("3 "))
+            && !history.lines().any(|l| l.starts_with("1 ")),
+        "revision 1 became 3:\n{history}"
+    );
+    k.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--timeout=20s",
+    ]);
+
     k.ok(&[
         "patch",
         "cache",
@@ -324,6 +354,39 @@ fn suite(minor: u32) {
                 .count()
                 == 3
         },
+    );
+
+    // Tables as a real cluster prints them: wide columns, nodes, services, CRD columns with
+    // JSONPath filters and dates.
+    let wide = k.ok(&["get", "pods", "-n", "shop", "-l", "app=web", "-o", "wide"]);
+    let header = wide.lines().next().unwrap_or("");
+    assert!(
+        header.contains("IP") && header.contains("NODE") && wide.contains("standin-node"),
+        "{wide}"
+    );
+    let nodes = k.ok(&["get", "nodes", "-o", "wide"]);
+    assert!(
+        nodes.contains("Ready")
+            && nodes.contains("control-plane")
+            && nodes.contains("INTERNAL-IP")
+            && nodes.contains("127.0.0.1"),
+        "{nodes}"
+    );
+    let services = k.ok(&["get", "services", "-A", "-o", "wide"]);
+    assert!(
+        services.contains("PORT(S)") && services.contains("SELECTOR"),
+        "{services}"
+    );
+    let deployments = k.ok(&["get", "deployments", "-n", "shop", "-o", "wide"]);
+    assert!(
+        deployments.contains("IMAGES") && deployments.contains("registry.eu.example.com/web:1.0"),
+        "{deployments}"
+    );
+    let caches = k.ok(&["get", "caches", "-n", "shop"]);
+    let header = caches.lines().next().unwrap_or("");
+    assert!(
+        header.contains("SIZE") && header.contains("READY") && header.contains("CREATED"),
+        "{caches}"
     );
 
     if minor >= 30 {

@@ -31,9 +31,43 @@ fn alive(o: &Value) -> bool {
     o.pointer("/metadata/deletionTimestamp").is_none()
 }
 
+/// Writes `v` with object keys sorted, so that equal templates hash alike whatever order a
+/// client wrote their fields in (`kubectl rollout undo` sends Go's struct order).
+fn canonical_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical_json(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
 fn template_hash(template: &Value) -> String {
+    let mut text = String::new();
+    canonical_json(template, &mut text);
     let mut h: u32 = 0x811c9dc5;
-    for b in template.to_string().bytes() {
+    for b in text.bytes() {
         h ^= b as u32;
         h = h.wrapping_mul(0x01000193);
     }
@@ -73,6 +107,16 @@ fn from_template(
            "spec": template.get("spec").cloned().unwrap_or(json!({}))})
 }
 
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+fn revision(o: &Value) -> i64 {
+    o.pointer("/metadata/annotations")
+        .and_then(|a| a.get(REVISION))
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 pub fn deployments(ctl: &Ctl) -> bool {
     let mut changed = false;
     for d in ctl.of("apps", "deployments").filter(|d| alive(d)) {
@@ -81,17 +125,57 @@ pub fn deployments(ctl: &Ctl) -> bool {
         let rs_name = format!("{}-{hash}", name(d));
         let want = replicas(d);
         let owned: Vec<&Value> = ctl.owned_by("apps", "replicasets", d).collect();
-        if !owned.iter().any(|rs| name(rs) == rs_name) {
-            let mut t = template.clone();
-            t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-            let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
-            selector["matchLabels"]["pod-template-hash"] = json!(hash);
-            changed |= ctl.create("apps", "replicasets", ns_of(d), json!({
-                "metadata": {"name": rs_name, "labels": t["metadata"]["labels"].clone(),
-                             "ownerReferences": [owner_ref(d)],
-                             "annotations": {"deployment.kubernetes.io/desired-replicas": want.to_string()}},
-                "spec": {"replicas": want, "selector": selector, "template": t},
-            }));
+        // Each template the Deployment has had is a ReplicaSet with a revision number; the
+        // current one has the highest, which `kubectl rollout history` and `undo` rely on.
+        let newest = owned.iter().map(|rs| revision(rs)).max().unwrap_or(0);
+        let current_revision = match owned.iter().find(|rs| name(rs) == rs_name) {
+            None => {
+                let mut t = template.clone();
+                t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+                let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+                selector["matchLabels"]["pod-template-hash"] = json!(hash);
+                let mut annotations = json!({"deployment.kubernetes.io/desired-replicas": want.to_string(),
+                                             REVISION: (newest + 1).to_string()});
+                if let Some(cause) = d
+                    .pointer("/metadata/annotations/kubernetes.io~1change-cause")
+                    .cloned()
+                {
+                    annotations["kubernetes.io/change-cause"] = cause;
+                }
+                changed |= ctl.create(
+                    "apps",
+                    "replicasets",
+                    ns_of(d),
+                    json!({
+                        "metadata": {"name": rs_name, "labels": t["metadata"]["labels"].clone(),
+                                     "ownerReferences": [owner_ref(d)], "annotations": annotations},
+                        "spec": {"replicas": want, "selector": selector, "template": t},
+                    }),
+                );
+                newest + 1
+            }
+            // Back to an earlier template (a rollback): it becomes the newest revision again.
+            Some(rs) if revision(rs) < newest => {
+                changed |= ctl.mutate("apps", "replicasets", rs, |o| {
+                    o["metadata"]["annotations"][REVISION] = json!((newest + 1).to_string())
+                });
+                newest + 1
+            }
+            Some(rs) => revision(rs),
+        };
+        // Old revisions beyond revisionHistoryLimit go, oldest first, once scaled down.
+        let limit = d
+            .pointer("/spec/revisionHistoryLimit")
+            .and_then(Value::as_i64)
+            .unwrap_or(10)
+            .max(0) as usize;
+        let mut old: Vec<&&Value> = owned
+            .iter()
+            .filter(|rs| name(rs) != rs_name && replicas(rs) == 0)
+            .collect();
+        old.sort_by_key(|rs| revision(rs));
+        for rs in old.iter().take(old.len().saturating_sub(limit)) {
+            changed |= ctl.delete("apps", "replicasets", rs);
         }
         let (mut ready, mut total, mut updated) = (0, 0, 0);
         for rs in &owned {
@@ -126,7 +210,10 @@ pub fn deployments(ctl: &Ctl) -> bool {
                  "message": format!("ReplicaSet \"{rs_name}\" has successfully progressed.")},
             ],
         });
-        changed |= ctl.mutate("apps", "deployments", d, |o| set_status(o, status));
+        changed |= ctl.mutate("apps", "deployments", d, |o| {
+            o["metadata"]["annotations"][REVISION] = json!(current_revision.to_string());
+            set_status(o, status)
+        });
     }
     changed
 }
