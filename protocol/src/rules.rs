@@ -92,6 +92,15 @@ pub struct NamespaceRule {
     /// values and ConfigMap data. Off by default: such strings are data, and data is the user's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rewrite_dns: bool,
+    /// With `rewriteDns`, also rewrite DNS names inside Secret data (decoded, rewritten,
+    /// encoded again; values that are not UTF-8 text stay as they are). Datasource URLs and
+    /// scrape configs often live there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rewrite_dns_in_secrets: bool,
+    /// Where custom resources name namespaces (a Prometheus CR's alertmanager namespace),
+    /// per kind: exact matches of `from` there become `to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_paths: Vec<KindPaths>,
 }
 
 /// Rewrites image references, by registry prefix (`from`/`to`) or by regex with capture groups
@@ -110,6 +119,11 @@ pub struct ImageRegistryRule {
     /// Where custom resources keep images (operators often do), per kind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_paths: Vec<KindPaths>,
+    /// Also rewrite image references given as container arguments or commands, whole
+    /// (`quay.io/x/y:1`) or as a flag's value (`--config-reloader-image=quay.io/x/y:1`), as
+    /// operators take the images of what they deploy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args: bool,
 }
 
 /// JSON pointers (RFC 6901; `*` matches every element of an array) into objects of one kind.

@@ -4,6 +4,7 @@
 
 use crate::matcher::Matcher;
 use crate::rules::image::ImageRewrite;
+use crate::rules::namespace::Rename;
 use ferry_protocol::rules::{PatchOp, PatchOpKind, Rule, TransformSpec};
 use std::fmt;
 
@@ -64,20 +65,10 @@ pub fn parse_spec(text: &str) -> Result<TransformSpec, SpecError> {
 /// What a compiled rule does.
 #[derive(Debug, Clone)]
 pub enum Action {
-    StorageClass {
-        from: String,
-        to: String,
-    },
-    Namespace {
-        from: String,
-        to: String,
-        rewrite_dns: bool,
-    },
+    StorageClass { from: String, to: String },
+    Namespace(Rename),
     Image(ImageRewrite),
-    Patch {
-        matcher: Matcher,
-        ops: Vec<PatchOp>,
-    },
+    Patch { matcher: Matcher, ops: Vec<PatchOp> },
     Exclude(Matcher),
     Include(Matcher),
 }
@@ -243,10 +234,12 @@ fn compile_rule(rule: &Rule, origin: &RuleOrigin) -> Result<Option<Action>, Vec<
         if ns.from == ns.to {
             err("namespace.to", "is the same as namespace.from".into());
         }
-        Action::Namespace {
-            from: ns.from.clone(),
-            to: ns.to.clone(),
-            rewrite_dns: ns.rewrite_dns,
+        match Rename::compile(ns) {
+            Ok(rename) => Action::Namespace(rename),
+            Err((field, message)) => {
+                err(&format!("namespace.{field}"), message);
+                return Err(errors);
+            }
         }
     } else if let Some(img) = &rule.image_registry {
         match ImageRewrite::compile(img) {

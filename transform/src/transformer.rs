@@ -2,8 +2,9 @@
 
 use crate::helm;
 use crate::patch;
+use crate::rules::namespace::Rename;
+use crate::rules::storage_class;
 use crate::rules::Pointer;
-use crate::rules::{namespace, storage_class};
 use crate::sanitize::{self, SanitizeOptions};
 use crate::spec::{Action, CompiledRules, RuleOrigin};
 use ferry_protocol::rules::{PatchOp, PatchOpKind};
@@ -93,19 +94,6 @@ impl Transformer {
     /// first object a rule cannot be applied to, so nothing half-transformed is returned.
     pub fn transform(&self, objects: &[Value]) -> Result<Outcome, TransformError> {
         let set_uids = sanitize::uids(objects);
-        let dns: Vec<Option<regex::Regex>> = self
-            .rules
-            .rules
-            .iter()
-            .map(|r| match &r.action {
-                Action::Namespace {
-                    from,
-                    rewrite_dns: true,
-                    ..
-                } => Some(namespace::dns_pattern(from)),
-                _ => None,
-            })
-            .collect();
         let mut out = Outcome::default();
         'objects: for (index, original) in objects.iter().enumerate() {
             let source =
@@ -148,10 +136,10 @@ impl Transformer {
                 },
                 None => None,
             };
-            for (rule, dns) in self.rules.rules.iter().zip(&dns) {
+            for rule in &self.rules.rules {
                 let by = rule.origin.to_string();
                 if let Some((_, rel)) = release.as_mut() {
-                    match rewrite_release(rel, &rule.action, dns.as_ref()) {
+                    match rewrite_release(rel, &rule.action) {
                         Ok(described) => {
                             changes.extend(described.into_iter().map(|description| Change {
                                 by: by.clone(),
@@ -181,9 +169,7 @@ impl Transformer {
                         Vec::new()
                     }
                     Action::StorageClass { from, to } => storage_class::apply(&mut obj, from, to),
-                    Action::Namespace { from, to, .. } => {
-                        namespace::apply(&mut obj, from, to, dns.as_ref())
-                    }
+                    Action::Namespace(rename) => rename.apply(&mut obj),
                     Action::Image(rw) => rw.apply(&mut obj),
                     Action::Patch { matcher, ops } if matcher.matches(&obj) => {
                         let failure = |field: String, message: String| {
@@ -232,23 +218,17 @@ type ObjectRewrite<'a> = dyn FnMut(&mut Value) -> Vec<String> + 'a;
 
 /// Applies a storage-class, namespace or image rule inside a Helm release: its namespace, the
 /// objects of its manifest and hooks, and the values that name images or storage classes.
-fn rewrite_release(
-    release: &mut Value,
-    action: &Action,
-    dns: Option<&regex::Regex>,
-) -> Result<Vec<String>, helm::HelmError> {
+fn rewrite_release(release: &mut Value, action: &Action) -> Result<Vec<String>, helm::HelmError> {
     let mut per_object: Box<ObjectRewrite<'_>> = match action {
         Action::StorageClass { from, to } => {
             Box::new(move |o: &mut Value| storage_class::apply(o, from, to))
         }
-        Action::Namespace { from, to, .. } => {
-            Box::new(move |o: &mut Value| namespace::apply(o, from, to, dns))
-        }
+        Action::Namespace(rename) => Box::new(move |o: &mut Value| rename.apply(o)),
         Action::Image(rw) => Box::new(move |o: &mut Value| rw.apply(o)),
         _ => return Ok(Vec::new()),
     };
     let mut changes = Vec::new();
-    if let Action::Namespace { from, to, .. } = action {
+    if let Action::Namespace(Rename { from, to, .. }) = action {
         if release.get("namespace").and_then(Value::as_str) == Some(from.as_str()) {
             release["namespace"] = Value::String(to.clone());
             changes.push(format!("release.namespace: {from} → {to}"));

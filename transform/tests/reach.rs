@@ -190,3 +190,76 @@ fn pod_templates_get_dns_rewrites_and_order_edges() {
         "{explained}"
     );
 }
+
+#[test]
+fn operator_arguments_custom_namespace_paths_and_secret_dns_where_configured() {
+    // kube-prometheus: the operator takes the reloader's image as an argument.
+    let operator = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "prometheus-operator", "namespace": "monitoring"},
+        "spec": {"template": {"spec": {"containers": [{"name": "op", "image": "quay.io/prometheus-operator/prometheus-operator:v0.75.0",
+            "args": ["--kubelet-service=kube-system/kubelet", "--prometheus-config-reloader=quay.io/prometheus-operator/prometheus-config-reloader:v0.75.0", "quay.io/x/y:1", "--log-level=info"]}]}}}});
+    let with_args =
+        "transforms:\n  - imageRegistry: { from: quay.io, to: mirror.example.com, args: true }\n";
+    let out = run(with_args, operator.clone());
+    let args = &out["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args[0], "--kubelet-service=kube-system/kubelet");
+    assert_eq!(args[1], "--prometheus-config-reloader=mirror.example.com/prometheus-operator/prometheus-config-reloader:v0.75.0");
+    assert_eq!(args[2], "mirror.example.com/x/y:1");
+    assert_eq!(args[3], "--log-level=info");
+    let without = run(
+        "transforms:\n  - imageRegistry: { from: quay.io, to: mirror.example.com }\n",
+        operator,
+    );
+    assert_eq!(
+        without["spec"]["template"]["spec"]["containers"][0]["args"][1],
+        "--prometheus-config-reloader=quay.io/prometheus-operator/prometheus-config-reloader:v0.75.0"
+    );
+
+    // The Prometheus CR names its Alertmanagers' namespace; a Secret holds datasource URLs.
+    let rules = "transforms:\n  - namespace:\n      from: monitoring\n      to: monitoring-dr\n      rewriteDns: true\n      rewriteDnsInSecrets: true\n      customPaths: [{ group: monitoring.coreos.com, kind: Prometheus, paths: [/spec/alerting/alertmanagers/*/namespace] }]\n";
+    let prometheus = json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus", "metadata": {"name": "k8s", "namespace": "monitoring"},
+        "spec": {"alerting": {"alertmanagers": [{"name": "alertmanager-main", "namespace": "monitoring", "port": "web"}]}}});
+    let out = run(rules, prometheus);
+    assert_eq!(
+        out["spec"]["alerting"]["alertmanagers"][0]["namespace"],
+        "monitoring-dr"
+    );
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let datasources = "datasources:\n- url: http://prometheus-k8s.monitoring.svc:9090\n";
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "grafana-datasources", "namespace": "monitoring"},
+        "data": {"datasources.yaml": b64.encode(datasources), "binary": b64.encode([0xff, 0xfe, 0x00])}});
+    let t = Transformer::new(
+        compile(&parse_spec(rules).unwrap()).unwrap(),
+        SanitizeOptions::default(),
+    );
+    let outcome = t.transform(std::slice::from_ref(&secret)).unwrap();
+    let out = &outcome.objects[0];
+    let decoded = String::from_utf8(
+        b64.decode(out.object["data"]["datasources.yaml"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        decoded,
+        "datasources:\n- url: http://prometheus-k8s.monitoring-dr.svc:9090\n"
+    );
+    assert_eq!(out.object["data"]["binary"], secret["data"]["binary"]);
+    assert!(
+        out.changes
+            .iter()
+            .all(|c| !c.description.contains("prometheus-k8s")),
+        "a change description must not show secret content: {:?}",
+        out.changes
+    );
+
+    let err = compile(
+        &parse_spec("transforms:\n  - namespace: { from: a, to: b, rewriteDnsInSecrets: true }\n")
+            .unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("namespace.rewriteDnsInSecrets: needs rewriteDns: true"),
+        "{err}"
+    );
+}

@@ -1,7 +1,10 @@
 //! `imageRegistry`: rewrites image references in every container of Pods and workload templates,
 //! and at configured paths of custom resources.
 
-use super::{for_each_string_at, group_of, kind_of, pod_spec_pointer, set, CONTAINER_LISTS};
+use super::{
+    compile_paths, for_each_string_at, group_of, kind_of, pod_spec_pointer, set, KindPointers,
+    CONTAINER_LISTS,
+};
 use ferry_protocol::rules::ImageRegistryRule;
 use regex::Regex;
 use serde_json::Value;
@@ -22,7 +25,9 @@ enum How {
 #[derive(Debug, Clone)]
 pub struct ImageRewrite {
     how: How,
-    custom_paths: Vec<(String, String, Vec<String>)>,
+    custom_paths: Vec<KindPointers>,
+    /// Also container arguments and commands.
+    args: bool,
 }
 
 /// The names Docker Hub answers to; all of them mean `docker.io`.
@@ -112,22 +117,12 @@ impl ImageRewrite {
                 ))
             }
         };
-        let mut custom_paths = Vec::new();
-        for (i, kp) in rule.custom_paths.iter().enumerate() {
-            if kp.kind.is_empty() {
-                return Err((format!("customPaths[{i}].kind"), "must not be empty".into()));
-            }
-            for (j, p) in kp.paths.iter().enumerate() {
-                if !p.starts_with('/') {
-                    return Err((
-                        format!("customPaths[{i}].paths[{j}]"),
-                        format!("{p:?} is not a JSON pointer"),
-                    ));
-                }
-            }
-            custom_paths.push((kp.group.clone(), kp.kind.clone(), kp.paths.clone()));
-        }
-        Ok(ImageRewrite { how, custom_paths })
+        let custom_paths = compile_paths(&rule.custom_paths)?;
+        Ok(ImageRewrite {
+            how,
+            custom_paths,
+            args: rule.args,
+        })
     }
 
     /// The rewritten reference, or `None` when the rule does not apply to it.
@@ -181,6 +176,31 @@ impl ImageRewrite {
                     set(at, s, new, &mut changes);
                 }
             });
+        }
+        if let (true, Some(spec)) = (self.args, pod_spec_pointer(&group, &kind)) {
+            for list in CONTAINER_LISTS {
+                for field in ["args/*", "command/*"] {
+                    for_each_string_at(obj, &format!("{spec}/{list}/*/{field}"), &mut |at, s| {
+                        // A flag's value (`--x=<image>`) or the whole argument.
+                        let (flag, value) = match s.split_once('=') {
+                            Some((flag, value)) if flag.starts_with('-') => (Some(flag), value),
+                            _ => (None, s.as_str()),
+                        };
+                        // Only what reads as an image with a registry host: arguments are
+                        // free text, and `nginx` alone is more likely a word than an image.
+                        if !value.contains('/') || value.contains(char::is_whitespace) {
+                            return;
+                        }
+                        if let Some(image) = self.rewrite(value) {
+                            let new = match flag {
+                                Some(flag) => format!("{flag}={image}"),
+                                None => image,
+                            };
+                            set(at, s, new, &mut changes);
+                        }
+                    });
+                }
+            }
         }
         changes
     }
@@ -278,8 +298,6 @@ mod tests {
 
     #[test]
     fn reaches_every_container_list_and_custom_paths() {
-        let mut r = prefix("old.example.com", "new.example.com");
-        r.custom_paths = vec![];
         let r = ImageRewrite::compile(&ImageRegistryRule {
             from: Some("old.example.com".into()),
             to: Some("new.example.com".into()),

@@ -68,6 +68,32 @@ pub fn pod_spec_pointer(group: &str, kind: &str) -> Option<&'static str> {
     }
 }
 
+/// Pointers into objects of one kind: (group, kind, JSON pointers).
+pub type KindPointers = (String, String, Vec<String>);
+
+/// Checks rule `customPaths` (a kind and JSON pointers); errors are the field
+/// (`customPaths[0].paths[1]`) and what is wrong with it.
+pub fn compile_paths(
+    paths: &[ferry_protocol::rules::KindPaths],
+) -> Result<Vec<KindPointers>, (String, String)> {
+    let mut out = Vec::new();
+    for (i, kp) in paths.iter().enumerate() {
+        if kp.kind.is_empty() {
+            return Err((format!("customPaths[{i}].kind"), "must not be empty".into()));
+        }
+        for (j, p) in kp.paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                return Err((
+                    format!("customPaths[{i}].paths[{j}]"),
+                    format!("{p:?} is not a JSON pointer"),
+                ));
+            }
+        }
+        out.push((kp.group.clone(), kp.kind.clone(), kp.paths.clone()));
+    }
+    Ok(out)
+}
+
 pub const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
 /// Visits every string at a JSON pointer whose `*` segments match every array element (or

@@ -1,6 +1,11 @@
 //! `namespace`: the object's own namespace and every reference a rename must reach.
 
-use super::{for_each_string_at, group_of, kind_of, pod_spec_pointer, set, CONTAINER_LISTS};
+use super::{
+    compile_paths, for_each_string_at, group_of, kind_of, pod_spec_pointer, set, KindPointers,
+    CONTAINER_LISTS,
+};
+use base64::Engine;
+use ferry_protocol::rules::NamespaceRule;
 use regex::Regex;
 use serde_json::Value;
 
@@ -32,6 +37,93 @@ pub fn dns_pattern(from: &str) -> Regex {
     .expect("escaped namespace makes a valid pattern")
 }
 
+/// A compiled `namespace` rule.
+#[derive(Debug, Clone)]
+pub struct Rename {
+    pub from: String,
+    pub to: String,
+    /// Set when DNS names are rewritten too.
+    pub dns: Option<Regex>,
+    pub dns_in_secrets: bool,
+    /// (group, kind, pointers) where custom resources name namespaces.
+    pub custom_paths: Vec<KindPointers>,
+}
+
+impl Rename {
+    /// Errors name the field of the rule (`customPaths[0].paths[1]`).
+    pub fn compile(rule: &NamespaceRule) -> Result<Rename, (String, String)> {
+        if rule.rewrite_dns_in_secrets && !rule.rewrite_dns {
+            return Err((
+                "rewriteDnsInSecrets".into(),
+                "needs rewriteDns: true".into(),
+            ));
+        }
+        Ok(Rename {
+            from: rule.from.clone(),
+            to: rule.to.clone(),
+            dns: rule.rewrite_dns.then(|| dns_pattern(&rule.from)),
+            dns_in_secrets: rule.rewrite_dns_in_secrets,
+            custom_paths: compile_paths(&rule.custom_paths)?,
+        })
+    }
+
+    pub fn apply(&self, obj: &mut Value) -> Vec<String> {
+        let mut changes = apply(obj, &self.from, &self.to, self.dns.as_ref());
+        let (group, kind) = (group_of(obj).to_string(), kind_of(obj).to_string());
+        for (g, k, paths) in &self.custom_paths {
+            if *g != group || *k != kind {
+                continue;
+            }
+            for p in paths {
+                for_each_string_at(obj, p, &mut |at, s| {
+                    if s == &self.from {
+                        set(at, s, self.to.clone(), &mut changes);
+                    } else if let Some(re) = &self.dns {
+                        rewrite_dns(re, &self.to, at, s, &mut changes);
+                    }
+                });
+            }
+        }
+        if let (Some(re), true, ("", "Secret")) = (
+            &self.dns,
+            self.dns_in_secrets,
+            (group.as_str(), kind.as_str()),
+        ) {
+            for_each_string_at(obj, "/data/*", &mut |at, encoded| {
+                let Ok(bytes) =
+                    base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes())
+                else {
+                    return;
+                };
+                let Ok(mut text) = String::from_utf8(bytes) else {
+                    return;
+                };
+                let mut inner = Vec::new();
+                rewrite_dns(re, &self.to, at, &mut text, &mut inner);
+                if !inner.is_empty() {
+                    let new = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+                    // The change names the field, never the secret's content.
+                    set(at, encoded, new, &mut Vec::new());
+                    changes.push(format!(
+                        "{at}: in-cluster DNS names → namespace {}",
+                        self.to
+                    ));
+                }
+            });
+        }
+        changes
+    }
+}
+
+fn rewrite_dns(re: &Regex, to: &str, at: &str, s: &mut String, changes: &mut Vec<String>) {
+    if re.is_match(s) {
+        let new = re
+            .replace_all(s, format!("$pre.{to}.svc").as_str())
+            .into_owned();
+        set(at, s, new, changes);
+    }
+}
+
 pub fn apply(obj: &mut Value, from: &str, to: &str, dns: Option<&Regex>) -> Vec<String> {
     let mut changes = Vec::new();
     let (group, kind) = (group_of(obj).to_string(), kind_of(obj).to_string());
@@ -53,16 +145,12 @@ pub fn apply(obj: &mut Value, from: &str, to: &str, dns: Option<&Regex>) -> Vec<
         for_each_string_at(obj, p, &mut rename);
     }
     if let Some(re) = dns {
-        let replacement = format!("$pre.{to}.svc");
-        let mut rewrite = |at: &str, s: &mut String| {
-            if re.is_match(s) {
-                let new = re.replace_all(s, replacement.as_str()).into_owned();
-                set(at, s, new, &mut changes);
-            }
-        };
+        let mut rewrite = |at: &str, s: &mut String| rewrite_dns(re, to, at, s, &mut changes);
         if let Some(spec) = pod_spec_pointer(&group, &kind) {
             for list in CONTAINER_LISTS {
-                for_each_string_at(obj, &format!("{spec}/{list}/*/env/*/value"), &mut rewrite);
+                for field in ["env/*/value", "args/*", "command/*"] {
+                    for_each_string_at(obj, &format!("{spec}/{list}/*/{field}"), &mut rewrite);
+                }
             }
         }
         if (group.as_str(), kind.as_str()) == ("", "ConfigMap") {
