@@ -159,7 +159,8 @@ pub fn merge_patch(doc: &Value, patch: &Value) -> Value {
 /// The merge key of a list field in the built-in types, by field name. Kubernetes keeps this
 /// in struct tags (`patchMergeKey`); the field names Ferry and `kubectl apply` meet are
 /// unambiguous enough to key on the name alone, except `ports`, which is decided per element.
-fn merge_key(field: &str, element: &Value) -> Option<&'static str> {
+/// Server-side apply keys list items by the same fields.
+pub fn merge_key(field: &str, element: &Value) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"

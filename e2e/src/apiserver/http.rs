@@ -335,13 +335,40 @@ pub(super) fn is_dry_run(q: &Query) -> bool {
     q.all("dryRun").iter().any(|d| d == "All")
 }
 
-/// A client write's options from its query: `dryRun` and `fieldValidation`.
-pub(super) fn write_options(q: &Query) -> ApiResult<WriteOptions> {
+/// A client write's options from its query (`dryRun`, `fieldValidation`, `fieldManager`) and
+/// its User-Agent, whose product name stands in for a missing field manager, as the API
+/// server's default does.
+pub(super) fn write_options(q: &Query, user_agent: &str) -> ApiResult<WriteOptions> {
+    let field_manager = match q.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) if m.len() > 128 => {
+            return Err(ApiError::bad_request(
+                "fieldManager: Too long: may not be more than 128 bytes",
+            ))
+        }
+        Some(m) => Some(m.to_string()),
+        None => None,
+    };
     Ok(WriteOptions {
         dry_run: is_dry_run(q),
         field_validation: FieldValidation::parse(q.get("fieldValidation"))?,
         internal: false,
+        field_manager,
+        default_manager: user_agent
+            .split('/')
+            .next()
+            .filter(|a| !a.is_empty())
+            .unwrap_or("unknown")
+            .to_string(),
+        ..WriteOptions::default()
     })
+}
+
+fn user_agent(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn out(t: &Target, obj: Value) -> Value {
@@ -355,6 +382,7 @@ async fn resource(
     accept: &str,
 ) -> ApiResult<Response<Body>> {
     let q = Query::parse(req.uri().query());
+    let agent = user_agent(&req);
     let core = &shared.core;
     let ns = t.namespace.as_deref();
     let method = req.method().clone();
@@ -391,7 +419,7 @@ async fn resource(
         }
         (&Method::POST, None, None) => {
             let (body, _) = read_body(req).await?;
-            let created = core.create(&t.rt, ns, body, &write_options(&q)?)?;
+            let created = core.create(&t.rt, ns, body, &write_options(&q, &agent)?)?;
             Ok(written_response(201, &t, created))
         }
         (&Method::DELETE, None, None) => {
@@ -434,7 +462,7 @@ async fn resource(
         (&Method::PUT, Some(name), None | Some("status")) => {
             let sub = sub_of(&t);
             let (body, _) = read_body(req).await?;
-            let updated = core.update(&t.rt, ns, name, body, sub, &write_options(&q)?)?;
+            let updated = core.update(&t.rt, ns, name, body, sub, &write_options(&q, &agent)?)?;
             Ok(written_response(200, &t, updated))
         }
         (&Method::PUT, Some(name), Some("finalize")) => {
@@ -450,7 +478,8 @@ async fn resource(
             let sub = sub_of(&t);
             let (body, ct) = read_body(req).await?;
             let pt = patch_type(&ct)?;
-            let patched = core.patch(&t.rt, ns, name, pt, &body, sub, &write_options(&q)?)?;
+            let patched =
+                core.patch(&t.rt, ns, name, pt, &body, sub, &write_options(&q, &agent)?)?;
             Ok(written_response(200, &t, patched))
         }
         (&Method::GET | &Method::PUT | &Method::PATCH, Some(name), Some("scale")) => {

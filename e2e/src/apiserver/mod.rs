@@ -13,6 +13,7 @@ pub mod error;
 mod exec;
 mod http;
 pub mod kubelet;
+mod managed;
 pub mod protobuf;
 pub mod resources;
 mod scale;

@@ -125,7 +125,7 @@ pub async fn serve(
         PatchType::Merge,
         &patch,
         Subresource::Main,
-        &write_options(q)?,
+        &write_options(q, "kubectl")?,
     )?;
     Ok(json_response(200, &scale_of(t, &updated.object)))
 }

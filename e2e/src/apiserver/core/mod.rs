@@ -66,14 +66,28 @@ impl PatchType {
 }
 
 /// How a create, update or patch is carried out.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct WriteOptions {
     /// `dryRun=All`: everything is checked, nothing is stored.
     pub dry_run: bool,
     pub field_validation: FieldValidation,
     /// A write by the stand-in itself (bootstrap, controllers): it may set status at creation,
-    /// which a client's create may not.
+    /// which a client's create may not, and it records no field ownership.
     pub internal: bool,
+    /// `fieldManager`; required for server-side apply.
+    pub field_manager: Option<String>,
+    /// The manager of writes that name none (from the client's User-Agent).
+    pub default_manager: String,
+    /// A create on behalf of a server-side apply: ownership is recorded as an apply.
+    pub(super) applying: bool,
+}
+
+impl WriteOptions {
+    fn manager(&self) -> &str {
+        self.field_manager
+            .as_deref()
+            .unwrap_or(self.default_manager.as_str())
+    }
 }
 
 impl WriteOptions {

@@ -1,6 +1,7 @@
 //! Writes: create, update (PUT), patch, and the controllers' direct mutations.
 
 use super::*;
+use crate::apiserver::managed;
 use crate::apiserver::resources::ResourceType;
 use crate::apiserver::schema::defaults;
 
@@ -15,6 +16,8 @@ impl ApiCore {
         check_shape(rt, meta_str(&obj, "name").unwrap_or(""), &obj)?;
         self.check_type(rt, &obj)?;
         let warnings = schema::conform(rt, &rt.storage_version, &mut obj, opts.field_validation)?;
+        // What the client sent is what an apply owns; defaults belong to no one.
+        let sent = opts.applying.then(|| obj.clone());
         if rt.status && !opts.internal {
             // Status is the controllers' to write, through /status.
             obj.as_object_mut().map(|m| m.remove("status"));
@@ -106,6 +109,14 @@ impl ApiCore {
         obj["kind"] = Value::String(rt.kind.clone());
         defaults::on_create(rt, &mut obj, &s);
         invalid_if_any(rt, &name, validate::object(&rt.group, &rt.kind, &obj))?;
+        if !opts.internal {
+            let api_version = rt.api_version(&rt.storage_version);
+            if let Some(config) = &sent {
+                managed::record_apply(None, &mut obj, config, opts.manager(), &api_version, &now());
+            } else {
+                managed::record_update(None, &mut obj, opts.manager(), &api_version, &now());
+            }
+        }
         check_stored_size(&obj)?;
         let crd_type = self.served_type_of_crd(rt, &name, &mut obj)?;
         if opts.dry_run {
@@ -268,6 +279,16 @@ impl ApiCore {
         if sub == Subresource::Main {
             defaults::apply(rt, &mut new);
             keep_allocated(rt, &existing, &mut new);
+            if !opts.applying {
+                let api_version = rt.api_version(&rt.storage_version);
+                managed::record_update(
+                    Some(&existing),
+                    &mut new,
+                    opts.manager(),
+                    &api_version,
+                    &now(),
+                );
+            }
             invalid_if_any(
                 rt,
                 &name,
@@ -319,13 +340,18 @@ impl ApiCore {
             None if patch_type == PatchType::Apply && sub == Subresource::Main => {
                 // Server-side apply creates what does not exist yet.
                 drop(s);
+                require_manager(opts)?;
                 let mut obj = body.clone();
                 check_shape(rt, name, &obj)?;
                 if obj.get("metadata").is_none() {
                     obj["metadata"] = json!({});
                 }
                 obj["metadata"]["name"] = Value::String(name.to_string());
-                return self.create(rt, namespace, obj, opts);
+                let applying = WriteOptions {
+                    applying: true,
+                    ..opts.clone()
+                };
+                return self.create(rt, namespace, obj, &applying);
             }
             None => return Err(ApiError::not_found(&rt.group_resource(), name)),
         };
@@ -351,6 +377,24 @@ impl ApiCore {
             }
         };
         check_resource_version(rt, name, &patched, &existing)?;
+        if patch_type == PatchType::Apply && sub == Subresource::Main {
+            require_manager(opts)?;
+            let mut patched = patched;
+            let api_version = rt.api_version(&rt.storage_version);
+            managed::record_apply(
+                Some(&existing),
+                &mut patched,
+                body,
+                opts.manager(),
+                &api_version,
+                &now(),
+            );
+            let applying = WriteOptions {
+                applying: true,
+                ..opts.clone()
+            };
+            return self.write_over(&mut s, rt, key, existing, patched, sub, &applying);
+        }
         self.write_over(&mut s, rt, key, existing, patched, sub, opts)
     }
 
@@ -491,6 +535,16 @@ impl ApiCore {
         let mut s = self.store.lock();
         s.remove(&Key::new("", "namespaces", "", name));
     }
+}
+
+/// Server-side apply must say who applies: ownership is recorded per manager.
+fn require_manager(opts: &WriteOptions) -> ApiResult<()> {
+    if opts.field_manager.is_none() {
+        return Err(ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    Ok(())
 }
 
 /// A 422 listing every invalid field, or nothing.
