@@ -25,8 +25,10 @@ async fn applies_own_fields_and_remove_what_they_drop() {
         .await
         .unwrap();
     // Another manager adds a key of its own.
-    let mut edit = PatchParams::default();
-    edit.field_manager = Some("kubectl-edit".into());
+    let edit = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PatchParams::default()
+    };
     cms.patch(
         "settings",
         &edit,
