@@ -356,6 +356,131 @@ fn suite(minor: u32) {
         },
     );
 
+    // kubectl's generator commands send protobuf; every one must create its object.
+    k.ok(&["create", "namespace", "gen"]);
+    for args in [
+        &[
+            "create",
+            "deployment",
+            "d1",
+            "--image=nginx:1",
+            "--replicas=2",
+            "-n",
+            "gen",
+        ][..],
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "s1",
+            "--tcp=80:8080",
+            "-n",
+            "gen",
+        ],
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "s2",
+            "--tcp=80:80",
+            "-n",
+            "gen",
+        ],
+        &["create", "job", "j1", "--image=busybox:1", "-n", "gen"],
+        &[
+            "create",
+            "cronjob",
+            "c1",
+            "--image=busybox:1",
+            "--schedule=@daily",
+            "-n",
+            "gen",
+        ],
+        &[
+            "create",
+            "role",
+            "r1",
+            "--verb=get",
+            "--resource=pods",
+            "-n",
+            "gen",
+        ],
+        &[
+            "create",
+            "rolebinding",
+            "rb1",
+            "--role=r1",
+            "--user=u",
+            "-n",
+            "gen",
+        ],
+        &[
+            "create",
+            "clusterrole",
+            "gen-reader",
+            "--verb=get",
+            "--resource=pods",
+        ],
+        &[
+            "create",
+            "clusterrolebinding",
+            "gen-reader",
+            "--clusterrole=gen-reader",
+            "--user=u",
+        ],
+        &["create", "quota", "q1", "--hard=pods=10", "-n", "gen"],
+        &[
+            "create",
+            "poddisruptionbudget",
+            "p1",
+            "--selector=app=d1",
+            "--min-available=1",
+            "-n",
+            "gen",
+        ],
+        &[
+            "create",
+            "ingress",
+            "i1",
+            "--rule=foo.example.com/bar=s1:80",
+            "-n",
+            "gen",
+        ],
+        &["create", "priorityclass", "gen-high", "--value=1000"],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "sec1",
+            "--from-literal=a=b",
+            "-n",
+            "gen",
+        ],
+    ] {
+        let out = k.ok(args);
+        assert!(out.contains("created"), "kubectl {args:?}: {out}");
+    }
+    let port = k.ok(&[
+        "get",
+        "service",
+        "s1",
+        "-n",
+        "gen",
+        "-o",
+        "jsonpath={.spec.ports[0].port}/{.spec.ports[0].targetPort}",
+    ]);
+    assert_eq!(port, "80/8080");
+    let ingress = k.ok(&[
+        "get",
+        "ingress",
+        "i1",
+        "-n",
+        "gen",
+        "-o",
+        "jsonpath={.spec.rules[0].host} {.spec.rules[0].http.paths[0].backend.service.name}",
+    ]);
+    assert_eq!(ingress, "foo.example.com s1");
+
     // Tables as a real cluster prints them: wide columns, nodes, services, CRD columns with
     // JSONPath filters and dates.
     let wide = k.ok(&["get", "pods", "-n", "shop", "-l", "app=web", "-o", "wide"]);

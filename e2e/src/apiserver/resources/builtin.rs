@@ -194,6 +194,14 @@ const BUILTINS: &[B] = &[
         true,
     ),
     b(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        &["pc"],
+        false,
+    ),
+    b(
         "policy",
         "v1",
         "PodDisruptionBudget",

@@ -6,7 +6,7 @@ use k8s_openapi::api::{
     admissionregistration::v1 as admission, apps::v1 as apps, autoscaling::v2 as autoscaling,
     batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
     discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy,
-    rbac::v1 as rbac, storage::v1 as storage,
+    rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
@@ -70,6 +70,7 @@ pub fn round_trip(
         admission::MutatingWebhookConfiguration,
         admission::ValidatingWebhookConfiguration,
         discovery::EndpointSlice,
+        scheduling::PriorityClass,
     );
     None
 }
