@@ -93,12 +93,17 @@ impl Transformer {
     /// Sanitises, then applies each rule in order to each object. Fails as a whole on the
     /// first object a rule cannot be applied to, so nothing half-transformed is returned.
     pub fn transform(&self, objects: &[Value]) -> Result<Outcome, TransformError> {
-        let set_uids = sanitize::uids(objects);
+        self.transform_owned(objects.to_vec())
+    }
+
+    /// `transform`, taking the objects: each is changed in place rather than copied, so a
+    /// large set is held once, not twice.
+    pub fn transform_owned(&self, objects: Vec<Value>) -> Result<Outcome, TransformError> {
+        let set_uids = sanitize::uids(&objects);
         let mut out = Outcome::default();
-        'objects: for (index, original) in objects.iter().enumerate() {
-            let source =
-                ObjectRef::from_object(original).ok_or(TransformError::Unnamed { index })?;
-            if let Some(reason) = sanitize::drop_reason(original, &set_uids, &self.sanitize) {
+        'objects: for (index, mut obj) in objects.into_iter().enumerate() {
+            let source = ObjectRef::from_object(&obj).ok_or(TransformError::Unnamed { index })?;
+            if let Some(reason) = sanitize::drop_reason(&obj, &set_uids, &self.sanitize) {
                 out.dropped.push(Dropped {
                     index,
                     source,
@@ -107,7 +112,6 @@ impl Transformer {
                 });
                 continue;
             }
-            let mut obj = original.clone();
             let mut changes: Vec<Change> = sanitize::sanitize(&mut obj, &self.sanitize)
                 .into_iter()
                 .map(|description| Change {

@@ -3,13 +3,13 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use ferry_transform::documents::{parse_documents, to_yaml_documents};
+use ferry_transform::documents::parse_documents;
 use ferry_transform::order::restore_order;
 use ferry_transform::preview::{plan, preview_text};
 use ferry_transform::sanitize::SanitizeOptions;
 use ferry_transform::{compile, parse_spec, Transformer};
 use serde_json::Value;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -148,18 +148,25 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Transform(TransformCommand::Apply { input }) => {
             let objects = read_objects(&input.input)?;
-            let outcome = transformer(&input.rules, input.sanitize)?.transform(&objects)?;
+            let outcome = transformer(&input.rules, input.sanitize)?.transform_owned(objects)?;
             for w in &outcome.warnings {
                 eprintln!("warning: {}: {}", w.source, w.message);
             }
-            let out: Vec<Value> = outcome.objects.into_iter().map(|o| o.object).collect();
-            print!("{}", to_yaml_documents(&out));
+            // Written object by object: 100,000 objects are not held twice as one string.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for (i, o) in outcome.objects.into_iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b"---\n")?;
+                }
+                out.write_all(ferry_transform::yaml::to_string(&o.object).as_bytes())?;
+            }
+            out.flush()?;
         }
         Command::Transform(TransformCommand::Order { input, rules, json }) => {
             let mut objects = read_objects(&input)?;
             if let Some(rules) = rules {
                 objects = transformer(&rules, SanitizeFlags::default())?
-                    .transform(&objects)?
+                    .transform_owned(objects)?
                     .objects
                     .into_iter()
                     .map(|o| o.object)
