@@ -201,6 +201,9 @@ pub async fn restore(
         ));
     }
     std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
+    // The target directory takes the metadata of what is restored into it: the snapshot's
+    // root, or the directory a `path` selects.
+    let mut target_node = snapshot.root.clone();
     let mut planned = match &options.path {
         Some(p) if !p.trim_matches('/').is_empty() => {
             match resolve(&repo, &snapshot.tree, p).await? {
@@ -208,9 +211,11 @@ pub async fn restore(
                     let sub = node.subtree.ok_or_else(|| {
                         RepoError::Invalid(format!("{p}: directory without a subtree"))
                     })?;
+                    target_node = Some(node.clone());
                     plan_tree(&repo, sub, target).await?
                 }
                 Some(node) => {
+                    target_node = None;
                     let name = node.os_name().map_err(RepoError::Invalid)?;
                     let path = target.join(name);
                     let mut planned = Planned {
@@ -273,6 +278,9 @@ pub async fn restore(
     for (path, node) in &planned.dirs {
         apply_metadata(path, node, &mut summary, true)?;
         summary.dirs += 1;
+    }
+    if let Some(node) = &target_node {
+        apply_metadata(target, node, &mut summary, true)?;
     }
     reporter.finish();
     Ok(summary)

@@ -36,6 +36,12 @@ pub struct Node {
     pub mtime: i64,
     #[serde(default)]
     pub mtime_nsec: u32,
+    /// The inode's change time: it moves on every write and metadata change, and unlike the
+    /// mtime it cannot be set back, so it is what tells a rewritten file from an unchanged one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ctime: i64,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub ctime_nsec: u32,
     #[serde(default)]
     pub size: u64,
     #[serde(default)]
@@ -52,6 +58,14 @@ pub struct Node {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_bytes: Option<String>,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
 }
 
 fn encode(os: &OsStr) -> (String, Option<String>) {
@@ -113,6 +127,8 @@ impl Node {
             gid: 0,
             mtime: 0,
             mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
             size: 0,
             inode: 0,
             device: 0,
@@ -201,6 +217,11 @@ pub struct Snapshot {
     pub parent: Option<String>,
     /// The root directory's tree, or the block map.
     pub tree: BlobId,
+    /// The root directory's own metadata (mode, owner, times), which a restore gives its
+    /// target directory: PostgreSQL, for one, refuses a data directory that is not 0700 and
+    /// its own. Absent in block snapshots and in snapshots of format 1 writers before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Node>,
     pub summary: Summary,
 }
 

@@ -174,6 +174,79 @@ async fn second_backup_reads_only_what_changed_and_stores_only_new_chunks() {
     assert_eq!(describe(&out), describe(&src));
 }
 
+#[tokio::test]
+async fn a_rewrite_with_its_mtime_set_back_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("table.dat");
+    std::fs::write(&file, noise(100_000, 1)).unwrap();
+    set_mtime(&file, 1_600_000_000);
+    let repo = init("memory://").await;
+    fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
+    // Same size, same mtime, new content: only the ctime says it changed.
+    std::fs::write(&file, noise(100_000, 2)).unwrap();
+    set_mtime(&file, 1_600_000_000);
+    let (_, second) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(second.summary.reused, 0, "{:?}", second.summary);
+    let out = dir.path().join("out");
+    restore(repo, &second, &out, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(out.join("table.dat")).unwrap(),
+        noise(100_000, 2)
+    );
+}
+
+#[tokio::test]
+async fn the_target_directory_takes_the_roots_mode_owner_and_mtime() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A database's data directory: 0700, owned by its own user.
+    let src = dir.path().join("pgdata");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("PG_VERSION"), b"16\n").unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let as_root = nix_is_root();
+    if as_root {
+        std::os::unix::fs::chown(&src, Some(999), Some(999)).unwrap();
+    }
+    set_mtime_dir(&src, 1_650_000_000);
+    let repo = init("memory://").await;
+    let (_, snapshot) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
+    let out = dir.path().join("restored");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    restore(repo, &snapshot, &out, RestoreOptions::default())
+        .await
+        .unwrap();
+    let meta = std::fs::metadata(&out).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+    assert_eq!(meta.mtime(), 1_650_000_000);
+    if as_root {
+        assert_eq!((meta.uid(), meta.gid()), (999, 999));
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn set_mtime_dir(path: &Path, secs: i64) {
+    let f = std::fs::File::open(path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
+        .unwrap();
+}
+
 mod random_trees {
     use super::*;
     use proptest::prelude::*;

@@ -248,6 +248,7 @@ pub async fn backup(
         kind: SnapshotKind::Block,
         parent: parent.map(|(n, _)| n),
         tree: map_id,
+        root: None,
         summary,
         started,
     };

@@ -64,6 +64,8 @@ fn node_from(name: &std::ffi::OsStr, kind: NodeKind, meta: &Metadata) -> Node {
     n.gid = meta.gid();
     n.mtime = meta.mtime();
     n.mtime_nsec = meta.mtime_nsec() as u32;
+    n.ctime = meta.ctime();
+    n.ctime_nsec = meta.ctime_nsec() as u32;
     n.inode = meta.ino();
     n.device = meta.dev();
     n.links = meta.nlink();
@@ -88,6 +90,8 @@ pub async fn backup(
         )));
     }
     let root = std::fs::canonicalize(path).map_err(|e| RepoError::io(path, e))?;
+    let root_meta = std::fs::metadata(&root).map_err(|e| RepoError::io(&root, e))?;
+    let root_node = node_from(std::ffi::OsStr::new("root"), NodeKind::Dir, &root_meta);
     let source = options
         .source
         .clone()
@@ -142,6 +146,7 @@ pub async fn backup(
         kind: SnapshotKind::Filesystem,
         parent: parent.map(|(n, _)| n),
         tree,
+        root: Some(root_node),
         summary,
         started,
     };
@@ -286,10 +291,14 @@ impl Walker {
             }
         }
         if let Some(old) = old {
+            // Unchanged: same size, mtime, ctime and inode. The mtime alone can be set back
+            // (`touch -d`, `cp -p`, `rsync -t`) over new content; the ctime cannot.
             let unchanged = old.kind == NodeKind::File
                 && old.size == node.size
                 && old.mtime == node.mtime
                 && old.mtime_nsec == node.mtime_nsec
+                && old.ctime == node.ctime
+                && old.ctime_nsec == node.ctime_nsec
                 && old.inode == node.inode
                 && (old.size == 0 || !old.content.is_empty());
             if unchanged {

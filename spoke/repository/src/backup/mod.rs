@@ -74,6 +74,7 @@ pub(crate) struct Draft {
     pub kind: SnapshotKind,
     pub parent: Option<String>,
     pub tree: crate::blob::BlobId,
+    pub root: Option<crate::tree::Node>,
     pub summary: Summary,
     pub started: Instant,
 }
@@ -104,6 +105,7 @@ async fn save_manifest(
         kind,
         parent,
         tree,
+        root,
         mut summary,
         started,
     } = draft;
@@ -120,6 +122,7 @@ async fn save_manifest(
         tags: options.tags.clone(),
         parent,
         tree,
+        root,
         summary,
     };
     let name = repo.save_snapshot(&snapshot).await?;
