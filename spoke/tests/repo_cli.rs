@@ -160,6 +160,27 @@ fn init_backup_restore_export_check_prune() {
     let pruned = ok(&repo, &["prune"]);
     assert!(pruned.contains("packs kept"), "{pruned}");
     assert!(ok(&repo, &["check", "--read-data"]).contains("no errors"));
+    // Plain check says what it did not do.
+    let plain = ok(&repo, &["check"]);
+    assert!(plain.contains("no pack data was read"), "{plain}");
+
+    // A truncated index file: commands still run, check names it, repair rebuilds the index.
+    let index_file = std::fs::read_dir(repo.join("index"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&index_file).unwrap();
+    std::fs::write(&index_file, &bytes[..bytes.len() / 2]).unwrap();
+    let listed = ok(&repo, &["snapshots"]);
+    assert!(!listed.trim().is_empty(), "snapshots still list: {listed}");
+    let repaired = ok(&repo, &["repair", "index"]);
+    assert!(repaired.contains("index rebuilt from"), "{repaired}");
+    assert!(ok(&repo, &["check", "--read-data"]).contains("no errors"));
+    let restored = dir.path().join("after-repair");
+    ok(&repo, &["restore", "latest", restored.to_str().unwrap()]);
+    assert_eq!(tree_digest(&restored), tree_digest(&src));
 }
 
 #[test]

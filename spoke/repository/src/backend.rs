@@ -21,6 +21,8 @@ pub enum BackendError {
     NotFound { key: String },
     #[error("{key}: already exists")]
     AlreadyExists { key: String },
+    #[error("{key}: {message}")]
+    Io { key: String, message: String },
     #[error("{op} {key}: {source}")]
     Store {
         op: &'static str,
@@ -99,6 +101,9 @@ pub struct Backend {
     root: Path,
     url: String,
     options: BackendOptions,
+    /// The directory of a `file://` repository, where a killed writer can leave the partial
+    /// upload files (`<key>#<n>`) that object_store's listings do not show.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -143,6 +148,7 @@ impl Backend {
             ),
             _ => None,
         };
+        let local_dir = (scheme == "file").then(|| std::path::PathBuf::from(rest));
         let (store, root): (Arc<dyn ObjectStore>, Path) = match (scheme, cloud) {
             (_, Some(store)) => (
                 store.map_err(|e| location(e.to_string()))?,
@@ -172,7 +178,44 @@ impl Backend {
             root,
             url: url.to_string(),
             options,
+            local_dir,
         })
+    }
+
+    /// Partial uploads a killed writer left in `folder` (local repositories only: object
+    /// stores discard unfinished multipart uploads themselves), as keys.
+    pub fn partial_uploads(&self, folder: &str) -> Vec<String> {
+        let Some(dir) = &self.local_dir else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(dir.join(folder)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| {
+                name.rsplit_once('#')
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .map(|name| format!("{folder}/{name}"))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Removes a partial upload found by `partial_uploads`.
+    pub fn remove_partial_upload(&self, key: &str) -> Result<(), BackendError> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(());
+        };
+        match std::fs::remove_file(dir.join(key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BackendError::Io {
+                key: key.to_string(),
+                message: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub fn url(&self) -> &str {

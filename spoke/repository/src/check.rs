@@ -156,6 +156,11 @@ pub async fn check(repo: Arc<Repository>, options: CheckOptions) -> Result<Check
             Some(_) => {}
         }
     }
+    for key in backend.partial_uploads("data") {
+        report.warnings.push(format!(
+            "{key}: a partial upload left by an interrupted backup (prune removes it)"
+        ));
+    }
     for id in stored.keys() {
         if !index.has_pack(id) {
             report.warnings.push(format!(

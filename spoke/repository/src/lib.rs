@@ -33,6 +33,7 @@ pub mod meta;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 mod saver;

@@ -47,6 +47,8 @@ pub struct PruneReport {
     pub packs_repacked: u64,
     /// Packs no index named (interrupted backups).
     pub packs_unindexed: u64,
+    /// Partial uploads of interrupted backups (local repositories), removed.
+    pub partial_uploads: u64,
     pub blobs_removed: u64,
     pub bytes_freed: u64,
 }
@@ -60,6 +62,14 @@ pub async fn prune(repo: Arc<Repository>, options: PruneOptions) -> Result<Prune
 
 async fn run(repo: &Arc<Repository>, options: &PruneOptions) -> Result<PruneReport, RepoError> {
     repo.reload_index().await?;
+    // Packs named only by a damaged index file would look unused and be deleted.
+    let damaged = repo.damaged_index_files();
+    if let Some(first) = damaged.first() {
+        return Err(RepoError::Invalid(format!(
+            "prune stopped, nothing deleted: {} index file(s) cannot be read (run `repair index` first), first: {first}",
+            damaged.len()
+        )));
+    }
     let snapshots = repo.snapshots().await?;
     let used = referenced(repo, &snapshots).await;
     if !used.errors.is_empty() {
@@ -71,6 +81,13 @@ async fn run(repo: &Arc<Repository>, options: &PruneOptions) -> Result<PruneRepo
     }
     let index = repo.index();
     let mut report = PruneReport::default();
+    let partial = repo.backend().partial_uploads("data");
+    report.partial_uploads = partial.len() as u64;
+    if !options.dry_run {
+        for key in &partial {
+            repo.backend().remove_partial_upload(key)?;
+        }
+    }
     // Per pack: used bytes, and which blobs the index serves from it (a duplicate elsewhere is
     // unused here).
     let mut live: HashMap<u32, Vec<(crate::blob::BlobId, BlobKind)>> = HashMap::new();
@@ -204,7 +221,7 @@ fn split(packs: Vec<IndexPack>, limit: usize) -> Vec<Vec<IndexPack>> {
 
 /// Writes the new index in parts; only the last names the files it supersedes, so until it lands
 /// the old files still count (duplicates are harmless, gaps would not be). Returns its name.
-async fn write_index(
+pub(crate) async fn write_index(
     repo: &Repository,
     packs: Vec<IndexPack>,
     supersedes: Vec<String>,

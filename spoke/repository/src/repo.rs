@@ -104,6 +104,10 @@ pub struct Repository {
     codec: BlobCodec,
     config: Config,
     index: RwLock<Arc<Index>>,
+    /// Index files that could not be read at the last load, each with why: skipped, so one
+    /// damaged file does not stop every command (`check` reports them, `repair index` replaces
+    /// them).
+    damaged_index: RwLock<Vec<String>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -180,6 +184,7 @@ impl Repository {
             codec,
             config,
             index: RwLock::new(Arc::new(Index::default())),
+            damaged_index: RwLock::new(Vec::new()),
         })
     }
 
@@ -228,6 +233,7 @@ impl Repository {
             codec,
             config,
             index: RwLock::new(Arc::new(Index::default())),
+            damaged_index: RwLock::new(Vec::new()),
         };
         repo.reload_index().await?;
         Ok(repo)
@@ -264,20 +270,117 @@ impl Repository {
         }
     }
 
-    /// Reads every index file again (after other writers added theirs).
+    /// Reads every index file again (after other writers added theirs). A file that cannot be
+    /// opened (damaged, truncated, of another format version) is skipped and remembered; only
+    /// storage errors fail the load.
     pub async fn reload_index(&self) -> Result<(), RepoError> {
-        let files = self.load_all::<IndexFile>("index", "index file").await?;
-        for (name, f) in &files {
-            if f.version != FORMAT_VERSION {
-                return Err(MetaError::Version {
-                    key: format!("index/{name}"),
-                    version: f.version,
-                }
-                .into());
-            }
+        let (files, damaged) = self.load_index_files().await?;
+        for problem in &damaged {
+            tracing::warn!(problem = %problem, "index file skipped: run `repair index`");
         }
         self.set_index(Index::from_files(files));
+        *self.damaged_index.write().expect("damaged index lock") = damaged;
         Ok(())
+    }
+
+    /// Every index file that opens, by name, and why each other one does not.
+    pub(crate) async fn load_index_files(
+        &self,
+    ) -> Result<(Vec<(String, IndexFile)>, Vec<String>), RepoError> {
+        let listed = self.backend.list("index").await?;
+        let loaded: Vec<(String, Result<IndexFile, RepoError>)> = futures::stream::iter(listed)
+            .map(|l| async move {
+                let bytes = self.backend.get(&l.key).await?;
+                let name = l.key.rsplit('/').next().unwrap_or(&l.key).to_string();
+                let opened: Result<IndexFile, RepoError> =
+                    meta::open(&self.codec, &l.key, &bytes, true, "index file")
+                        .map_err(RepoError::from)
+                        .and_then(|f: IndexFile| {
+                            if f.version == FORMAT_VERSION {
+                                Ok(f)
+                            } else {
+                                Err(MetaError::Version {
+                                    key: l.key.clone(),
+                                    version: f.version,
+                                }
+                                .into())
+                            }
+                        });
+                Ok::<_, RepoError>((name, opened))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let mut files = Vec::new();
+        let mut damaged = Vec::new();
+        for (name, opened) in loaded {
+            match opened {
+                Ok(f) => files.push((name, f)),
+                Err(e) => damaged.push(e.to_string()),
+            }
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        damaged.sort();
+        Ok((files, damaged))
+    }
+
+    /// Index files skipped at the last load, each with why.
+    pub fn damaged_index_files(&self) -> Vec<String> {
+        self.damaged_index
+            .read()
+            .expect("damaged index lock")
+            .clone()
+    }
+
+    /// Takes out of the index the packs the storage no longer has, so that a writer stores
+    /// their blobs again rather than pointing a new snapshot at lost data. Each index file that
+    /// names such a pack is replaced by one without it (superseding it) and then deleted.
+    /// Returns the lost packs; the snapshots that used them stay broken until restored from
+    /// elsewhere, and `check` names them.
+    pub async fn forget_missing_packs(&self) -> Result<Vec<String>, RepoError> {
+        let stored: std::collections::HashSet<String> = self
+            .backend
+            .list("data")
+            .await?
+            .into_iter()
+            .map(|l| l.key.trim_start_matches("data/").to_string())
+            .collect();
+        let missing: Vec<String> = self
+            .index()
+            .packs()
+            .filter(|(_, id, _)| !stored.contains(*id))
+            .map(|(_, id, _)| id.to_string())
+            .collect();
+        if missing.is_empty() {
+            return Ok(missing);
+        }
+        for id in &missing {
+            tracing::warn!(pack = %id, "pack in the index is missing from the repository: its blobs will be stored again");
+        }
+        let gone: std::collections::HashSet<&str> = missing.iter().map(String::as_str).collect();
+        let (files, _) = self.load_index_files().await?;
+        let superseded: std::collections::HashSet<&String> =
+            files.iter().flat_map(|(_, f)| &f.supersedes).collect();
+        for (name, file) in &files {
+            if superseded.contains(name) || !file.packs.iter().any(|p| gone.contains(p.id.as_str()))
+            {
+                continue;
+            }
+            let replacement = IndexFile {
+                version: FORMAT_VERSION,
+                supersedes: vec![name.clone()],
+                packs: file
+                    .packs
+                    .iter()
+                    .filter(|p| !gone.contains(p.id.as_str()))
+                    .cloned()
+                    .collect(),
+            };
+            self.save_meta("index", &replacement).await?;
+            self.backend.delete(&format!("index/{name}")).await?;
+        }
+        self.reload_index().await?;
+        Ok(missing)
     }
 
     /// Loads and opens every sealed file in a folder, eight at a time; returns (name, value).

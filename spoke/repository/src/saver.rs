@@ -27,8 +27,10 @@ fn new_pack(repo: &Repository) -> PackWriter {
     PackWriter::with_capacity(repo.codec().clone(), pack_size + pack_size / 4)
 }
 
-/// Index files are written after this many packs (and at the end).
-const PACKS_PER_INDEX: usize = 32;
+/// Index files are written after this many packs, or this long after the last one (and at the
+/// end): a backup killed mid-way leaves at most this much data that a re-run cannot reuse.
+const PACKS_PER_INDEX: usize = 8;
+const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Packs uploading at once; with 16 MiB packs (and one waiting in the channel) that bounds
 /// upload memory near 50 MiB.
 const UPLOADS: usize = 2;
@@ -176,6 +178,7 @@ async fn upload(
     let mut in_flight = FuturesUnordered::new();
     let mut unindexed: Vec<IndexPack> = Vec::new();
     let mut open = true;
+    let mut last_index = std::time::Instant::now();
     loop {
         tokio::select! {
             pack = rx.recv(), if open && in_flight.len() < UPLOADS => match pack {
@@ -194,8 +197,9 @@ async fn upload(
                 let done = done?;
                 written.lock().expect("written").push(done.clone());
                 unindexed.push(done);
-                if unindexed.len() >= PACKS_PER_INDEX {
+                if unindexed.len() >= PACKS_PER_INDEX || last_index.elapsed() >= INDEX_INTERVAL {
                     write_index(&repo, std::mem::take(&mut unindexed)).await?;
+                    last_index = std::time::Instant::now();
                 }
             },
             else => break,

@@ -94,10 +94,131 @@ async fn a_damaged_blob_fails_the_restore_by_name_and_writes_no_wrong_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_index_snapshot_and_config_files_are_named() {
+async fn damaged_index_files_are_skipped_reported_and_rebuilt_from_the_packs() {
     let dir = tempfile::tempdir().unwrap();
     let (url, root) = repo_with_data(dir.path()).await;
-    for folder in ["index", "snapshots"] {
+    let file = files_under(&root, "index")[0].clone();
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    // Opening and listing still work; the damage is named.
+    let repo = std::sync::Arc::new(
+        Repository::open(Backend::open(&url).unwrap(), PASS)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(repo.snapshots().await.unwrap().len(), 1);
+    let damaged = repo.damaged_index_files();
+    assert_eq!(damaged.len(), 1);
+    assert!(
+        damaged[0].contains(&name(&file)) && damaged[0].contains("corrupt or truncated"),
+        "{damaged:?}"
+    );
+    let report = check(repo.clone(), CheckOptions::default()).await.unwrap();
+    assert!(
+        report.errors.iter().any(|e| e.contains(&name(&file))),
+        "{report:?}"
+    );
+    // Prune must not take the packs only the damaged file named for garbage.
+    let err = ferry_repository::prune::prune(repo.clone(), Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("repair index"), "{err}");
+    // The packs carry their own table of contents: the index comes back from them.
+    let report = ferry_repository::repair::repair_index(repo.clone(), Default::default())
+        .await
+        .unwrap();
+    assert!(
+        report.packs > 0 && report.unreadable.is_empty(),
+        "{report:?}"
+    );
+    assert!(repo.damaged_index_files().is_empty());
+    assert!(!file.exists(), "the damaged file is replaced");
+    let repo = std::sync::Arc::new(
+        Repository::open(Backend::open(&url).unwrap(), PASS)
+            .await
+            .unwrap(),
+    );
+    let report = check(
+        repo.clone(),
+        CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let (_, snap) = repo.find_snapshot("latest", None).await.unwrap();
+    let out = dir.path().join("out");
+    restore(repo, &snap, &out, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(describe(&out), describe(&dir.path().join("src")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_pack_is_stored_again_by_the_next_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, root) = repo_with_data(dir.path()).await;
+    for pack in files_under(&root, "data") {
+        std::fs::remove_file(pack).unwrap();
+    }
+    let repo = std::sync::Arc::new(
+        Repository::open(Backend::open(&url).unwrap(), PASS)
+            .await
+            .unwrap(),
+    );
+    let (_, second) = fs::backup(
+        repo.clone(),
+        &dir.path().join("src"),
+        BackupOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(second.summary.new_bytes > 0, "{:?}", second.summary);
+    assert_eq!(second.summary.reused, 0, "{:?}", second.summary);
+    let out = dir.path().join("out");
+    restore(repo.clone(), &second, &out, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(describe(&out), describe(&dir.path().join("src")));
+    // Content addressing: the blobs stored again have the ids the first snapshot names, so it
+    // is whole again too.
+    let repo = std::sync::Arc::new(
+        Repository::open(Backend::open(&url).unwrap(), PASS)
+            .await
+            .unwrap(),
+    );
+    let report = check(
+        repo.clone(),
+        CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let first = repo
+        .snapshots()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(_, s)| s.parent.is_none())
+        .unwrap()
+        .1;
+    let again = dir.path().join("first");
+    restore(repo, &first, &again, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(describe(&again), describe(&dir.path().join("src")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_snapshot_and_config_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, root) = repo_with_data(dir.path()).await;
+    for folder in ["snapshots"] {
         let file = files_under(&root, folder)[0].clone();
         for at in [0, 40, 1000] {
             flip(&file, at);
@@ -176,4 +297,34 @@ async fn wrong_passphrase_and_missing_repository_are_told_apart() {
         err.to_string().contains(&format!("keys/{}", name(&key))),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_uploads_are_reported_and_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, root) = repo_with_data(dir.path()).await;
+    // What a writer killed during a local multipart upload leaves beside the packs.
+    let partial = root.join("data").join(format!("{}#2", "ab".repeat(32)));
+    std::fs::write(&partial, vec![7u8; 1000]).unwrap();
+    let repo = std::sync::Arc::new(
+        Repository::open(Backend::open(&url).unwrap(), PASS)
+            .await
+            .unwrap(),
+    );
+    let report = check(repo.clone(), CheckOptions::default()).await.unwrap();
+    assert!(report.is_ok());
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("#2") && w.contains("partial upload")),
+        "{report:?}"
+    );
+    let pruned = ferry_repository::prune::prune(repo.clone(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(pruned.partial_uploads, 1);
+    assert!(!partial.exists());
+    let report = check(repo, CheckOptions::default()).await.unwrap();
+    assert!(report.warnings.is_empty(), "{report:?}");
 }

@@ -135,6 +135,7 @@ pub async fn backup(
     let chunk_size = repo.config().block_chunk_size as u64;
     let count = size.div_ceil(chunk_size) as usize;
     let lock = Lock::shared(repo.backend(), "backup", options.lock).await?;
+    repo.forget_missing_packs().await?;
     let parent = find_parent(&repo, &options, &source, SnapshotKind::Block).await?;
     let mut map = BlockMap {
         size,
@@ -158,9 +159,13 @@ pub async fn backup(
                 old.chunk_size
             )));
         }
+        // Untouched chunks are taken from the parent without reading them, so only while
+        // the repository still has them: otherwise they are read like the rest.
+        let index = repo.index();
         let touched = changed.chunks(chunk_size, count);
         for (i, touched) in touched.into_iter().enumerate() {
-            if !touched {
+            let stored = old.chunks[i].is_none_or(|id| index.contains(&id));
+            if !touched && stored {
                 map.chunks[i] = old.chunks[i];
                 reuse[i] = true;
             }

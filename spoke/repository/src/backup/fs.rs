@@ -97,9 +97,17 @@ pub async fn backup(
         .clone()
         .unwrap_or_else(|| root.display().to_string());
     let lock = Lock::shared(repo.backend(), "backup", options.lock).await?;
+    repo.forget_missing_packs().await?;
     let parent = find_parent(&repo, &options, &source, SnapshotKind::Filesystem).await?;
+    // A parent whose trees are gone with a lost pack is no parent: everything is read.
     let parent_tree = match &parent {
-        Some((_, s)) => Some(repo.load_tree(&s.tree).await?),
+        Some((name, s)) => match repo.load_tree(&s.tree).await {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                tracing::warn!(parent = %name, error = %e, "parent snapshot unreadable: reading every file");
+                None
+            }
+        },
         None => None,
     };
     let progress = Progress::new("backup");
@@ -114,7 +122,7 @@ pub async fn backup(
     let saver = Arc::new(Saver::new(repo.clone()));
     let (tx, rx) = sync_channel::<Batch>(1);
     let walker = {
-        let (repo, params) = (repo.clone(), repo.config().chunker);
+        let (repo, params, index) = (repo.clone(), repo.config().chunker, repo.index());
         blocking(move || {
             let mut w = Walker {
                 repo,
@@ -123,6 +131,7 @@ pub async fn backup(
                 batch: Vec::new(),
                 batch_bytes: 0,
                 seen_inodes: HashSet::new(),
+                index,
                 runtime: tokio::runtime::Handle::current(),
             };
             w.walk_dir(&root, parent_tree)?;
@@ -181,6 +190,8 @@ struct Walker {
     batch: Vec<Event>,
     batch_bytes: usize,
     seen_inodes: HashSet<(u64, u64)>,
+    /// The index as the backup started, less lost packs: reused content must be in it.
+    index: Arc<crate::index::Index>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -244,7 +255,7 @@ impl Walker {
                         kind: NodeKind::Dir,
                         subtree: Some(id),
                         ..
-                    }) => Some(self.runtime.block_on(self.repo.load_tree(id))?),
+                    }) => self.runtime.block_on(self.repo.load_tree(id)).ok(),
                     _ => None,
                 };
                 self.walk_dir(&path, sub)?;
@@ -300,7 +311,8 @@ impl Walker {
                 && old.ctime == node.ctime
                 && old.ctime_nsec == node.ctime_nsec
                 && old.inode == node.inode
-                && (old.size == 0 || !old.content.is_empty());
+                && (old.size == 0 || !old.content.is_empty())
+                && old.content.iter().all(|b| self.index.contains(b));
             if unchanged {
                 let content = old.content.clone();
                 return self.push(Event::File(node, FileData::Reuse(content)), 0);

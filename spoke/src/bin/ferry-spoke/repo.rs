@@ -8,6 +8,7 @@ use ferry_repository::backup::block::ChangedRanges;
 use ferry_repository::backup::{block, fs, BackupOptions};
 use ferry_repository::check::{check, CheckOptions};
 use ferry_repository::prune::{prune, stats, PruneOptions};
+use ferry_repository::repair::{repair_index, RepairOptions};
 use ferry_repository::repo::{InitOptions, Repository};
 use ferry_repository::restore::{restore, restore_block, RestoreOptions};
 use ferry_repository::tree::{NodeKind, SnapshotKind};
@@ -105,6 +106,17 @@ enum RepoCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Rebuild derived data from what the repository stores.
+    Repair {
+        #[command(subcommand)]
+        what: RepairCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepairCommand {
+    /// Rebuild the index from the packs' own headers (after damaged or lost index files).
+    Index,
 }
 
 fn passphrase(file: &Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
@@ -325,10 +337,12 @@ pub async fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     String::new()
                 },
-                if report.is_ok() {
-                    "no errors".to_string()
-                } else {
-                    format!("{} errors", report.errors.len())
+                match (report.is_ok(), read_data) {
+                    (true, true) => "no errors".to_string(),
+                    (true, false) => {
+                        "no errors in the structure (no pack data was read; --read-data reads and verifies every pack)".to_string()
+                    }
+                    (false, _) => format!("{} errors", report.errors.len()),
                 }
             );
             if !report.is_ok() {
@@ -356,14 +370,44 @@ pub async fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
             println!(
-                "{}{} packs kept, {} deleted, {} repacked, {} unindexed removed; {} blobs removed, {} freed",
+                "{}{} packs kept, {} deleted, {} repacked, {} unindexed and {} partial uploads removed; {} blobs removed, {} freed",
                 if dry_run { "would prune: " } else { "" },
                 r.packs_kept,
                 r.packs_deleted,
                 r.packs_repacked,
                 r.packs_unindexed,
+                r.partial_uploads,
                 r.blobs_removed,
                 human(r.bytes_freed)
+            );
+        }
+        RepoCommand::Repair {
+            what: RepairCommand::Index,
+        } => {
+            let r = repair_index(
+                repo,
+                RepairOptions {
+                    progress,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            for problem in &r.unreadable {
+                println!("left out: {problem}");
+            }
+            println!(
+                "index rebuilt from {} packs ({} blobs), replacing {} index files{}",
+                r.packs,
+                r.blobs,
+                r.replaced,
+                if r.unreadable.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} unreadable packs left out (prune removes them)",
+                        r.unreadable.len()
+                    )
+                }
             );
         }
         RepoCommand::Stats { json } => {
