@@ -61,6 +61,7 @@ pub(crate) async fn referenced(repo: &Repository, snapshots: &[(String, Snapshot
                 .push(format!("snapshot {snap}: {what}: blob {id} is missing"));
         }
     };
+    let mut fs_roots = Vec::new();
     for (name, snap) in snapshots {
         let short = &name[..name.len().min(12)];
         match snap.kind {
@@ -81,40 +82,36 @@ pub(crate) async fn referenced(repo: &Repository, snapshots: &[(String, Snapshot
                     Err(e) => out.errors.push(format!("snapshot {short}: {e}")),
                 }
             }
-            SnapshotKind::Filesystem => {
-                let mut stack = vec![(String::from("/"), snap.tree)];
-                while let Some((path, id)) = stack.pop() {
-                    if !out.blobs.insert(id) {
-                        continue; // a tree already walked (unchanged directory)
-                    }
-                    let tree = match repo.load_tree(&id).await {
-                        Ok(t) => t,
-                        Err(e) => {
-                            out.errors.push(format!("snapshot {short}: {path}: {e}"));
-                            continue;
-                        }
-                    };
-                    out.trees += 1;
-                    for node in tree.nodes {
-                        let child = format!("{}{}", path, node.name);
-                        match node.kind {
-                            NodeKind::Dir => match node.subtree {
-                                Some(sub) => stack.push((format!("{child}/"), sub)),
-                                None => out.errors.push(format!(
-                                    "snapshot {short}: {child}: directory without a subtree (tree {id})"
-                                )),
-                            },
-                            NodeKind::File => {
-                                for c in &node.content {
-                                    if out.blobs.insert(*c) {
-                                        missing(&mut out, short, child.clone(), c);
-                                    }
-                                }
-                            }
-                            NodeKind::Symlink => {}
+            SnapshotKind::Filesystem => fs_roots.push((format!("snapshot {short}: /"), snap.tree)),
+        }
+    }
+    // Every filesystem snapshot's trees in one parallel walk; a tree shared by snapshots (an
+    // unchanged directory) is read once.
+    for (label, id, tree) in repo.load_trees(fs_roots).await {
+        out.blobs.insert(id);
+        let tree = match tree {
+            Ok(t) => t,
+            Err(e) => {
+                out.errors.push(format!("{label}: {e}"));
+                continue;
+            }
+        };
+        out.trees += 1;
+        for node in tree.nodes {
+            match node.kind {
+                NodeKind::Dir if node.subtree.is_none() => out.errors.push(format!(
+                    "{label}{}: directory without a subtree (tree {id})",
+                    node.name
+                )),
+                NodeKind::File => {
+                    for c in &node.content {
+                        if out.blobs.insert(*c) && !index.contains(c) {
+                            out.errors
+                                .push(format!("{label}{}: blob {c} is missing", node.name));
                         }
                     }
                 }
+                _ => {}
             }
         }
     }

@@ -33,6 +33,7 @@ pub mod meta;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+mod read;
 pub mod repair;
 pub mod repo;
 pub mod restore;

@@ -145,14 +145,24 @@ async fn plan_tree(repo: &Repository, root: BlobId, target: &Path) -> Result<Pla
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut level = vec![(target.to_path_buf(), root)];
     while !level.is_empty() {
-        let trees: Vec<_> =
-            futures::stream::iter(level.drain(..))
-                .map(|(dir, id)| async move {
-                    Ok::<_, RepoError>((dir, id, repo.load_tree(&id).await?))
+        // One level's trees at once, nearby ones in one read (trees share packs).
+        let ids: Vec<BlobId> = level.iter().map(|(_, id)| *id).collect();
+        let mut loaded = repo.read_blobs(BlobKind::Tree, &ids, 16).await;
+        let mut trees = Vec::with_capacity(level.len());
+        for (dir, id) in level.drain(..) {
+            let bytes = loaded.remove(&id).unwrap_or_else(|| {
+                Err(RepoError::MissingBlob {
+                    id,
+                    context: "tree".into(),
                 })
-                .buffered(16)
-                .try_collect()
-                .await?;
+            })?;
+            let tree: crate::tree::Tree =
+                serde_json::from_slice(&bytes).map_err(|e| RepoError::Tree {
+                    id,
+                    message: format!("not a valid directory tree: {e}"),
+                })?;
+            trees.push((dir, id, tree));
+        }
         for (dir, id, tree) in trees {
             for node in tree.nodes {
                 let name = node

@@ -53,6 +53,10 @@ pub(crate) struct Saver {
     known: Arc<Index>,
     pending: Mutex<HashSet<BlobId>>,
     packer: Mutex<PackWriter>,
+    /// Trees go to packs of their own, as restic keeps them: walking a snapshot's trees (check,
+    /// prune, the next backup) then reads a few packs end to end instead of ranges scattered
+    /// among the data.
+    tree_packer: Mutex<PackWriter>,
     pack_size: usize,
     tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
     uploader: Mutex<Option<JoinHandle<Result<(), RepoError>>>>,
@@ -82,6 +86,7 @@ impl Saver {
             known,
             pending: Mutex::new(HashSet::new()),
             packer: Mutex::new(new_pack(&repo)),
+            tree_packer: Mutex::new(PackWriter::new(repo.codec().clone())),
             pack_size: repo.config().pack_size as usize,
             tx: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),
@@ -113,10 +118,18 @@ impl Saver {
             .stored_bytes
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let full = {
-            let mut packer = self.packer.lock().expect("packer");
+            let mut packer = match kind {
+                BlobKind::Tree => self.tree_packer.lock().expect("tree packer"),
+                _ => self.packer.lock().expect("packer"),
+            };
             packer.add_sealed(kind, id, &sealed, plaintext.len() as u32);
-            (packer.size() >= self.pack_size)
-                .then(|| std::mem::replace(&mut *packer, PackWriter::new(codec.clone())))
+            (packer.size() >= self.pack_size).then(|| {
+                let fresh = match kind {
+                    BlobKind::Tree => PackWriter::new(codec.clone()),
+                    _ => new_pack(&self.repo),
+                };
+                std::mem::replace(&mut *packer, fresh)
+            })
         };
         if let Some(pack) = full {
             self.send(pack)?;
@@ -148,15 +161,16 @@ impl Saver {
 
     /// Uploads the last pack and waits until everything is stored and indexed. Blocking.
     pub fn finish(&self) -> Result<(), RepoError> {
-        let last = {
-            let mut packer = self.packer.lock().expect("packer");
-            std::mem::replace(&mut *packer, PackWriter::new(self.repo.codec().clone()))
-        };
-        let sent = if last.is_empty() {
-            Ok(())
-        } else {
-            self.send(last)
-        };
+        let mut sent = Ok(());
+        for packer in [&self.packer, &self.tree_packer] {
+            let last = std::mem::replace(
+                &mut *packer.lock().expect("packer"),
+                PackWriter::new(self.repo.codec().clone()),
+            );
+            if !last.is_empty() && sent.is_ok() {
+                sent = self.send(last);
+            }
+        }
         self.tx.lock().expect("sender").take();
         let uploader = self.uploader.lock().expect("uploader").take();
         let uploaded = match uploader {

@@ -99,17 +99,25 @@ pub async fn backup(
     let lock = Lock::shared(repo.backend(), "backup", options.lock).await?;
     repo.forget_missing_packs().await?;
     let parent = find_parent(&repo, &options, &source, SnapshotKind::Filesystem).await?;
-    // A parent whose trees are gone with a lost pack is no parent: everything is read.
-    let parent_tree = match &parent {
-        Some((name, s)) => match repo.load_tree(&s.tree).await {
-            Ok(tree) => Some(tree),
-            Err(e) => {
-                tracing::warn!(parent = %name, error = %e, "parent snapshot unreadable: reading every file");
-                None
+    // The parent's trees, fetched in parallel before the walk (over an object store each is a
+    // request). A parent whose root is gone with a lost pack is no parent: everything is read;
+    // a lost subtree means its directory is read.
+    let mut parent_trees: HashMap<BlobId, Tree> = HashMap::new();
+    let mut parent_tree = None;
+    if let Some((name, s)) = &parent {
+        for (_, id, tree) in repo.load_trees(vec![(String::from("/"), s.tree)]).await {
+            match tree {
+                Ok(t) => {
+                    parent_trees.insert(id, t);
+                }
+                Err(e) => {
+                    tracing::warn!(parent = %name, tree = %id, error = %e, "parent tree unreadable: its directory is read in full")
+                }
             }
-        },
-        None => None,
-    };
+        }
+        parent_tree = parent_trees.remove(&s.tree);
+    }
+    let parent_trees = Arc::new(parent_trees);
     let progress = Progress::new("backup");
     let reporter = progress.report(options.progress.clone(), Duration::from_millis(500));
     {
@@ -122,17 +130,16 @@ pub async fn backup(
     let saver = Arc::new(Saver::new(repo.clone()));
     let (tx, rx) = sync_channel::<Batch>(1);
     let walker = {
-        let (repo, params, index) = (repo.clone(), repo.config().chunker, repo.index());
+        let (params, index) = (repo.config().chunker, repo.index());
         blocking(move || {
             let mut w = Walker {
-                repo,
                 params,
                 tx,
                 batch: Vec::new(),
                 batch_bytes: 0,
                 seen_inodes: HashSet::new(),
                 index,
-                runtime: tokio::runtime::Handle::current(),
+                parent_trees,
             };
             w.walk_dir(&root, parent_tree)?;
             w.flush()
@@ -184,7 +191,6 @@ fn measure(root: &Path) -> (u64, u64) {
 }
 
 struct Walker {
-    repo: Arc<Repository>,
     params: ChunkerParams,
     tx: SyncSender<Batch>,
     batch: Vec<Event>,
@@ -192,7 +198,8 @@ struct Walker {
     seen_inodes: HashSet<(u64, u64)>,
     /// The index as the backup started, less lost packs: reused content must be in it.
     index: Arc<crate::index::Index>,
-    runtime: tokio::runtime::Handle,
+    /// The parent snapshot's trees, by id.
+    parent_trees: Arc<HashMap<BlobId, Tree>>,
 }
 
 impl Walker {
@@ -255,7 +262,7 @@ impl Walker {
                         kind: NodeKind::Dir,
                         subtree: Some(id),
                         ..
-                    }) => self.runtime.block_on(self.repo.load_tree(id)).ok(),
+                    }) => self.parent_trees.get(id).cloned(),
                     _ => None,
                 };
                 self.walk_dir(&path, sub)?;
