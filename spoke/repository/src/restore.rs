@@ -146,21 +146,35 @@ async fn plan_tree(repo: &Repository, root: BlobId, target: &Path) -> Result<Pla
     let mut level = vec![(target.to_path_buf(), root)];
     while !level.is_empty() {
         // One level's trees at once, nearby ones in one read (trees share packs).
+        // Identical directories share a tree: each is read and parsed once.
         let ids: Vec<BlobId> = level.iter().map(|(_, id)| *id).collect();
-        let mut loaded = repo.read_blobs(BlobKind::Tree, &ids, 16).await;
+        let mut parsed: HashMap<BlobId, Result<crate::tree::Tree, RepoError>> = repo
+            .read_blobs(BlobKind::Tree, &ids, 16)
+            .await
+            .into_iter()
+            .map(|(id, bytes)| {
+                let tree = bytes.and_then(|b| {
+                    serde_json::from_slice(&b).map_err(|e| RepoError::Tree {
+                        id,
+                        message: format!("not a valid directory tree: {e}"),
+                    })
+                });
+                (id, tree)
+            })
+            .collect();
         let mut trees = Vec::with_capacity(level.len());
         for (dir, id) in level.drain(..) {
-            let bytes = loaded.remove(&id).unwrap_or_else(|| {
-                Err(RepoError::MissingBlob {
-                    id,
-                    context: "tree".into(),
-                })
-            })?;
-            let tree: crate::tree::Tree =
-                serde_json::from_slice(&bytes).map_err(|e| RepoError::Tree {
-                    id,
-                    message: format!("not a valid directory tree: {e}"),
-                })?;
+            let tree = match parsed.get(&id) {
+                Some(Ok(tree)) => tree.clone(),
+                _ => {
+                    return Err(parsed.remove(&id).and_then(Result::err).unwrap_or(
+                        RepoError::MissingBlob {
+                            id,
+                            context: "tree".into(),
+                        },
+                    ))
+                }
+            };
             trees.push((dir, id, tree));
         }
         for (dir, id, tree) in trees {

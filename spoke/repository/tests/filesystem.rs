@@ -235,6 +235,25 @@ async fn the_target_directory_takes_the_roots_mode_owner_and_mtime() {
     }
 }
 
+#[tokio::test]
+async fn identical_directories_share_a_tree_and_both_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    // Empty directories have identical trees (nodes carry inodes, so little else does).
+    for twin in ["a", "b", "c/d"] {
+        std::fs::create_dir_all(src.join(twin).join("empty")).unwrap();
+    }
+    let repo = init("memory://").await;
+    let (_, snapshot) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
+    let out = dir.path().join("out");
+    restore(repo, &snapshot, &out, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(describe(&out), describe(&src));
+}
+
 fn nix_is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
