@@ -802,7 +802,9 @@ async fn exec_runs_in_the_pod_sandbox() {
     let (server, client, _dir) = start(|_| {}).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pods.create(&PostParams::default(), &serde_json::from_value(json!({
-        "metadata": {"name": "hooked"}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}})).unwrap())
+        "metadata": {"name": "hooked"},
+        "spec": {"containers": [{"name": "app", "image": "app:1", "volumeMounts": [{"name": "scratch", "mountPath": "/data"}]}],
+                 "volumes": [{"name": "scratch", "emptyDir": {}}]}})).unwrap())
         .await
         .unwrap();
     eventually("pod running", || async {
@@ -828,11 +830,52 @@ async fn exec_runs_in_the_pod_sandbox() {
     let status = attached.take_status().unwrap().await.unwrap();
     assert_eq!(status.status.as_deref(), Some("Success"));
     assert_eq!(out.trim(), "done");
-    let marker = server
-        .config()
-        .data_root
-        .join("pods/default/hooked/hook-ran");
+    // The command ran in the pod's own root, not the host's.
+    let sandbox = server.config().data_root.join("pods/default/hooked");
+    let marker = sandbox.join("rootfs/hook-ran");
     assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "frozen");
+    let host_tmp = format!("/tmp/ferry-exec-escape-{}", std::process::id());
+    let script = format!(
+        "echo pod > {host_tmp}; echo vol > /data/f; cat /var/run/secrets/kubernetes.io/serviceaccount/namespace 2>/dev/null; touch /etc/ferry-escape 2>/dev/null && echo wrote-etc; echo end"
+    );
+    let mut attached = pods
+        .exec(
+            "hooked",
+            ["sh", "-c", script.as_str()],
+            &kube::api::AttachParams::default().stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut out = String::new();
+    attached
+        .stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    attached.take_status().unwrap().await.unwrap();
+    assert!(out.contains("end") && !out.contains("wrote-etc"), "{out}");
+    assert!(
+        !std::path::Path::new(&host_tmp).exists(),
+        "exec wrote to the host's /tmp"
+    );
+    assert_eq!(
+        std::fs::read_to_string(
+            sandbox
+                .join("rootfs")
+                .join(host_tmp.trim_start_matches('/'))
+        )
+        .unwrap()
+        .trim(),
+        "pod"
+    );
+    assert!(!std::path::Path::new("/etc/ferry-escape").exists());
+    assert_eq!(
+        std::fs::read_to_string(sandbox.join("volumes/scratch/f"))
+            .unwrap()
+            .trim(),
+        "vol"
+    );
 
     let mut failing = pods
         .exec(

@@ -547,6 +547,23 @@ fn suite(minor: u32) {
             format!("hello from {pod}")
         );
         assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+
+        // kubectl cp runs tar in the pod: both ways, inside the pod's own root.
+        let local = tempfile::tempdir().unwrap();
+        let file = local.path().join("note.txt");
+        std::fs::write(&file, "copied in\n").unwrap();
+        let target = format!("shop/{pod}:/tmp/note.txt");
+        k.ok(&["cp", file.to_str().unwrap(), &target]);
+        let inside = k.ok(&["exec", "-n", "shop", &pod, "--", "cat", "/tmp/note.txt"]);
+        assert_eq!(inside, "copied in\n");
+        assert!(
+            !std::path::Path::new("/tmp/note.txt").exists()
+                || std::fs::read_to_string("/tmp/note.txt").unwrap_or_default() != "copied in\n",
+            "kubectl cp wrote to the host"
+        );
+        let back = local.path().join("back.txt");
+        k.ok(&["cp", &target, back.to_str().unwrap()]);
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
     }
 
     // A bounded watch sees a ConfigMap come and go.

@@ -118,6 +118,8 @@ pub fn serve(
         })?;
     let want_stdin = q.flag("stdin");
     let sandbox = sandbox_dir(&shared, namespace, pod_name);
+    let mounts = super::kubelet::container_mounts(&shared.core, &pod, &container, &sandbox)
+        .map_err(|e| ApiError::bad_request(format!("pod {pod_name}: {e}")))?;
     let env: Vec<(String, String)> = vec![
         ("POD_NAME".into(), pod_name.into()),
         ("POD_NAMESPACE".into(), namespace.into()),
@@ -131,6 +133,7 @@ pub fn serve(
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
+                let command = isolated(&command, &sandbox, &mounts);
                 if let Err(e) = run(ws, command, sandbox, env, want_stdin, v5).await {
                     tracing::warn!(error = %e, "exec session ended with an error");
                 }
@@ -149,6 +152,64 @@ pub fn serve(
         .header(header::SEC_WEBSOCKET_PROTOCOL, *protocol)
         .body(full(""))
         .expect("valid"))
+}
+
+/// The root an exec'd command sees: `<sandbox>/rootfs`, with the host's system directories
+/// (read-only) for its tools, the container's volume mounts at their mount paths, and the
+/// service-account files. Anything it writes elsewhere stays in the root: `kubectl cp` to
+/// `/etc/passwd` writes the pod's copy, never the host's.
+const ISOLATE: &str = r#"set -e
+root=$1; shift
+mkdir -p "$root/tmp" "$root/var/run"
+for d in usr bin sbin lib lib32 lib64 libx32 etc; do
+  if [ -e "/$d" ]; then
+    mkdir -p "$root/$d"
+    mount --rbind "/$d" "$root/$d"
+    mount -o remount,bind,ro "$root/$d" 2>/dev/null || true
+  fi
+done
+for d in dev proc sys; do mkdir -p "$root/$d"; mount --rbind "/$d" "$root/$d"; done
+while [ "$1" != "--" ]; do
+  mkdir -p "$root$2"
+  mount --bind "$1" "$root$2"
+  shift 2
+done
+shift
+exec chroot "$root" "$@"
+"#;
+
+/// `command` wrapped to run in its own mount namespace, chrooted into the pod's root (as root;
+/// otherwise in a user namespace too).
+fn isolated(
+    command: &[String],
+    sandbox: &std::path::Path,
+    mounts: &[(PathBuf, String)],
+) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let mut wrapped: Vec<String> = vec!["unshare".into()];
+    if !as_root {
+        wrapped.extend(["--user".into(), "--map-root-user".into()]);
+    }
+    wrapped.extend([
+        "--mount".into(),
+        "--".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+        ISOLATE.into(),
+        "isolate".into(),
+        sandbox.join("rootfs").display().to_string(),
+    ]);
+    let secrets = sandbox.join("var/run/secrets");
+    if secrets.is_dir() {
+        wrapped.extend([secrets.display().to_string(), "/var/run/secrets".into()]);
+    }
+    for (source, path) in mounts {
+        wrapped.extend([source.display().to_string(), path.clone()]);
+    }
+    wrapped.push("--".into());
+    wrapped.extend(command.iter().cloned());
+    wrapped
 }
 
 async fn run<S>(

@@ -517,79 +517,130 @@ impl Kubelet {
         vname: &str,
         v: &Value,
     ) -> Result<PathBuf, String> {
-        let core = &self.shared.core;
-        let dir = sandbox.join("volumes").join(vname);
-        let write_keys = |obj: &Value, decode: bool| -> Result<PathBuf, String> {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            for (k, val) in obj
-                .get("data")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default()
-            {
-                let text = val.as_str().unwrap_or("");
-                let bytes = if decode {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD
-                        .decode(text)
-                        .unwrap_or_default()
-                } else {
-                    text.as_bytes().to_vec()
-                };
-                std::fs::write(dir.join(&k), bytes)
-                    .map_err(|e| format!("{}: {e}", dir.join(&k).display()))?;
-            }
-            Ok(dir.clone())
-        };
-        if let Some(claim) = v
-            .pointer("/persistentVolumeClaim/claimName")
-            .and_then(Value::as_str)
-        {
-            let pvc = core
-                .get(
-                    &core
-                        .resource("", "persistentvolumeclaims")
-                        .expect("built in"),
-                    Some(ns),
-                    claim,
-                )
-                .map_err(|e| e.to_string())?;
-            let pv = core
-                .get(
-                    &core.resource("", "persistentvolumes").expect("built in"),
-                    None,
-                    str_at(&pvc, "/spec/volumeName"),
-                )
-                .map_err(|e| e.to_string())?;
-            return Ok(PathBuf::from(str_at(&pv, "/spec/hostPath/path")));
-        }
-        if let Some(name) = v.pointer("/configMap/name").and_then(Value::as_str) {
-            let cm = core
-                .get(
-                    &core.resource("", "configmaps").expect("built in"),
-                    Some(ns),
-                    name,
-                )
-                .map_err(|e| e.to_string())?;
-            return write_keys(&cm, false);
-        }
-        if let Some(name) = v.pointer("/secret/secretName").and_then(Value::as_str) {
-            let s = core
-                .get(
-                    &core.resource("", "secrets").expect("built in"),
-                    Some(ns),
-                    name,
-                )
-                .map_err(|e| e.to_string())?;
-            return write_keys(&s, true);
-        }
-        if let Some(path) = v.pointer("/hostPath/path").and_then(Value::as_str) {
-            return Ok(PathBuf::from(path));
-        }
-        // emptyDir and anything else: a directory of the pod's own.
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(dir)
+        volume_source(&self.shared.core, ns, sandbox, vname, v)
     }
+}
+
+/// Where a pod volume's data is on the host: a claim's volume directory, ConfigMap and Secret
+/// keys written as files under the sandbox, a hostPath, or a directory of the pod's own.
+pub(crate) fn volume_source(
+    core: &super::core::ApiCore,
+    ns: &str,
+    sandbox: &Path,
+    vname: &str,
+    v: &Value,
+) -> Result<PathBuf, String> {
+    let dir = sandbox.join("volumes").join(vname);
+    let write_keys = |obj: &Value, decode: bool| -> Result<PathBuf, String> {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (k, val) in obj
+            .get("data")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+        {
+            let text = val.as_str().unwrap_or("");
+            let bytes = if decode {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .unwrap_or_default()
+            } else {
+                text.as_bytes().to_vec()
+            };
+            std::fs::write(dir.join(&k), bytes)
+                .map_err(|e| format!("{}: {e}", dir.join(&k).display()))?;
+        }
+        Ok(dir.clone())
+    };
+    if let Some(claim) = v
+        .pointer("/persistentVolumeClaim/claimName")
+        .and_then(Value::as_str)
+    {
+        let pvc = core
+            .get(
+                &core
+                    .resource("", "persistentvolumeclaims")
+                    .expect("built in"),
+                Some(ns),
+                claim,
+            )
+            .map_err(|e| e.to_string())?;
+        let pv = core
+            .get(
+                &core.resource("", "persistentvolumes").expect("built in"),
+                None,
+                str_at(&pvc, "/spec/volumeName"),
+            )
+            .map_err(|e| e.to_string())?;
+        return Ok(PathBuf::from(str_at(&pv, "/spec/hostPath/path")));
+    }
+    if let Some(name) = v.pointer("/configMap/name").and_then(Value::as_str) {
+        let cm = core
+            .get(
+                &core.resource("", "configmaps").expect("built in"),
+                Some(ns),
+                name,
+            )
+            .map_err(|e| e.to_string())?;
+        return write_keys(&cm, false);
+    }
+    if let Some(name) = v.pointer("/secret/secretName").and_then(Value::as_str) {
+        let s = core
+            .get(
+                &core.resource("", "secrets").expect("built in"),
+                Some(ns),
+                name,
+            )
+            .map_err(|e| e.to_string())?;
+        return write_keys(&s, true);
+    }
+    if let Some(path) = v.pointer("/hostPath/path").and_then(Value::as_str) {
+        return Ok(PathBuf::from(path));
+    }
+    // emptyDir and anything else: a directory of the pod's own.
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The (host source, mount path) pairs of a container's volume mounts.
+pub(crate) fn container_mounts(
+    core: &super::core::ApiCore,
+    pod: &Value,
+    container: &str,
+    sandbox: &Path,
+) -> Result<Vec<(PathBuf, String)>, String> {
+    let ns = str_at(pod, "/metadata/namespace");
+    let volumes = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(c) = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["name"] == json!(container)))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for m in c
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let vname = str_at(m, "/name");
+        let mount_path = str_at(m, "/mountPath");
+        mount_target(sandbox, mount_path).map_err(|e| format!("volumeMounts {vname}: {e}"))?;
+        if let Some(v) = volumes.iter().find(|v| v["name"] == json!(vname)) {
+            out.push((
+                volume_source(core, ns, sandbox, vname, v)?,
+                mount_path.to_string(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Where a mount path appears for a process: inside the sandbox, whatever the manifest says.
