@@ -514,9 +514,8 @@ fn suite(minor: u32) {
         "{caches}"
     );
 
-    if minor >= 30 {
-        // kubectl 1.30+ speaks WebSocket for exec; older releases only SPDY, which the stand-in
-        // does not serve (docs/standin.md).
+    {
+        // kubectl 1.30+ speaks WebSocket for exec, older releases SPDY/3.1: both are served.
         let pod = k.ok(&[
             "get",
             "pods",
@@ -537,6 +536,21 @@ fn suite(minor: u32) {
             "-c",
             "echo hello from $POD_NAME; echo oops >&2; exit 3",
         ]);
+        // Standard input travels too (`kubectl exec -i`).
+        let mut cat = k
+            .command(&["exec", "-i", "-n", "shop", &pod, "--", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut input = cat.stdin.take().unwrap();
+            input.write_all(b"through stdin\n").unwrap();
+        }
+        let echoed = cat.wait_with_output().unwrap();
+        assert!(echoed.status.success(), "{echoed:?}");
+        assert_eq!(String::from_utf8_lossy(&echoed.stdout), "through stdin\n");
         assert_eq!(
             out.status.code(),
             Some(3),

@@ -1,5 +1,6 @@
 //! `pods/exec` over WebSocket, with the channel protocol (`v5.channel.k8s.io`,
-//! `v4.channel.k8s.io`) that kubectl 1.30+ and kube-rs speak. The command runs as a local
+//! `v4.channel.k8s.io`) that kubectl 1.30+ and kube-rs speak, and over SPDY (`spdy`) for
+//! kubectl up to 1.29. The command runs as a local
 //! process in the pod's sandbox directory, so exec hooks do real work that a test can observe.
 
 use super::error::{ApiError, ApiResult};
@@ -18,6 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+mod spdy;
 
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
@@ -92,14 +95,20 @@ pub fn serve(
     if command.is_empty() {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
+    let spdy_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
+    if spdy_upgrade {
+        return serve_spdy(
+            shared, namespace, pod_name, &pod, &container, command, req, q,
+        );
+    }
     let key = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "exec needs a WebSocket upgrade (SPDY is not supported by the stand-in)",
-            )
-        })?
+        .ok_or_else(|| ApiError::bad_request("exec needs a WebSocket or SPDY/3.1 upgrade"))?
         .clone();
     let offered = req
         .headers()
@@ -224,20 +233,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = ws.split();
-    std::fs::create_dir_all(&sandbox)?;
-    let spawned = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .current_dir(&sandbox)
-        .envs(env)
-        .stdin(if want_stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
+    let spawned = spawn_command(&command, &sandbox, env, want_stdin);
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -302,7 +298,41 @@ where
     }
     drop(stdin);
     let status = child.wait().await?;
-    let body = match status.code() {
+    let body = exit_status(status.code());
+    sink.send(Message::binary(channel_frame(
+        3,
+        body.to_string().as_bytes(),
+    )))
+    .await?;
+    close(sink).await
+}
+
+/// Starts an exec'd command (already wrapped by `isolated`) with piped output.
+fn spawn_command(
+    command: &[String],
+    sandbox: &std::path::Path,
+    env: Vec<(String, String)>,
+    want_stdin: bool,
+) -> std::io::Result<tokio::process::Child> {
+    std::fs::create_dir_all(sandbox)?;
+    tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .current_dir(sandbox)
+        .envs(env)
+        .stdin(if want_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// The Status an exec session ends with, from the command's exit code.
+fn exit_status(code: Option<i32>) -> Value {
+    match code {
         Some(0) => json!({"metadata": {}, "status": "Success"}),
         code => {
             let code = code.unwrap_or(137);
@@ -311,13 +341,68 @@ where
                    "reason": "NonZeroExitCode",
                    "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
         }
+    }
+}
+
+/// Answers an exec request that asks for SPDY/3.1 (kubectl up to 1.29).
+#[allow(clippy::too_many_arguments)]
+fn serve_spdy(
+    shared: Arc<Shared>,
+    namespace: &str,
+    pod_name: &str,
+    pod: &Value,
+    container: &str,
+    command: Vec<String>,
+    mut req: Request<Incoming>,
+    q: &Query,
+) -> ApiResult<Response<Body>> {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("X-Stream-Protocol-Version")
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    if !offered.iter().any(|p| p == "v4.channel.k8s.io") {
+        return Err(ApiError::bad_request(format!(
+            "unsupported stream protocols {offered:?}; over SPDY the stand-in speaks v4.channel.k8s.io"
+        )));
+    }
+    let sandbox = sandbox_dir(&shared, namespace, pod_name);
+    let mounts = super::kubelet::container_mounts(&shared.core, pod, container, &sandbox)
+        .map_err(|e| ApiError::bad_request(format!("pod {pod_name}: {e}")))?;
+    let env: Vec<(String, String)> = vec![
+        ("POD_NAME".into(), pod_name.into()),
+        ("POD_NAMESPACE".into(), namespace.into()),
+        ("CONTAINER_NAME".into(), container.into()),
+    ];
+    let wanted = spdy::Wanted {
+        stdin: q.flag("stdin"),
+        stdout: q.flag("stdout"),
+        stderr: q.flag("stderr"),
+        tty: q.flag("tty"),
     };
-    sink.send(Message::binary(channel_frame(
-        3,
-        body.to_string().as_bytes(),
-    )))
-    .await?;
-    close(sink).await
+    let command = isolated(&command, &sandbox, &mounts);
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                if let Err(e) =
+                    spdy::run(TokioIo::new(upgraded), command, sandbox, env, wanted).await
+                {
+                    tracing::warn!(error = %e, "SPDY exec session ended with an error");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "SPDY exec upgrade failed"),
+        }
+    });
+    Ok(Response::builder()
+        .status(101)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", "v4.channel.k8s.io")
+        .body(full(""))
+        .expect("valid"))
 }
 
 /// Ends the session with a normal closure: clients (gorilla/websocket in kubectl) treat a close
