@@ -42,6 +42,12 @@ pub struct Dropped {
     pub reason: String,
 }
 
+/// What became of one object.
+enum Fate {
+    Kept(TransformedObject),
+    Dropped(Dropped),
+}
+
 /// Something the run went past rather than fail on, for the user to look at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -99,18 +105,45 @@ impl Transformer {
     /// `transform`, taking the objects: each is changed in place rather than copied, so a
     /// large set is held once, not twice.
     pub fn transform_owned(&self, objects: Vec<Value>) -> Result<Outcome, TransformError> {
+        use rayon::prelude::*;
         let set_uids = sanitize::uids(&objects);
+        // Objects transform independently: in parallel, then gathered in input order (the
+        // first failure in that order is the one reported).
+        let fates: Vec<Result<(Fate, Vec<Warning>), TransformError>> = objects
+            .into_par_iter()
+            .enumerate()
+            .map(|(index, obj)| self.transform_one(index, obj, &set_uids))
+            .collect();
         let mut out = Outcome::default();
-        'objects: for (index, mut obj) in objects.into_iter().enumerate() {
+        for fate in fates {
+            let (fate, warnings) = fate?;
+            out.warnings.extend(warnings);
+            match fate {
+                Fate::Kept(o) => out.objects.push(o),
+                Fate::Dropped(d) => out.dropped.push(d),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One object through sanitising and every rule.
+    fn transform_one(
+        &self,
+        index: usize,
+        mut obj: Value,
+        set_uids: &std::collections::HashSet<String>,
+    ) -> Result<(Fate, Vec<Warning>), TransformError> {
+        let mut warnings = Vec::new();
+        {
             let source = ObjectRef::from_object(&obj).ok_or(TransformError::Unnamed { index })?;
-            if let Some(reason) = sanitize::drop_reason(&obj, &set_uids, &self.sanitize) {
-                out.dropped.push(Dropped {
+            if let Some(reason) = sanitize::drop_reason(&obj, set_uids, &self.sanitize) {
+                let dropped = Dropped {
                     index,
                     source,
                     by: "sanitize".into(),
                     reason,
-                });
-                continue;
+                };
+                return Ok((Fate::Dropped(dropped), warnings));
             }
             let mut changes: Vec<Change> = sanitize::sanitize(&mut obj, &self.sanitize)
                 .into_iter()
@@ -122,7 +155,7 @@ impl Transformer {
             // A Helm record that cannot be read or rewritten does not stop the run: it goes
             // on with its release left as it was, and the outcome says so.
             let mut unreadable_release = |error: helm::HelmError| {
-                out.warnings.push(Warning {
+                warnings.push(Warning {
                     index,
                     source: source.clone(),
                     message: format!(
@@ -162,13 +195,13 @@ impl Transformer {
                         let excluded = matches!(rule.action, Action::Exclude(_));
                         if m.matches(&obj) == excluded {
                             let reason = if excluded { "excluded" } else { "not included" };
-                            out.dropped.push(Dropped {
+                            let dropped = Dropped {
                                 index,
                                 source,
                                 by,
                                 reason: reason.into(),
-                            });
-                            continue 'objects;
+                            };
+                            return Ok((Fate::Dropped(dropped), warnings));
                         }
                         Vec::new()
                     }
@@ -207,14 +240,14 @@ impl Transformer {
                         .map_err(|e| TransformError::Helm(Box::new((source.clone(), e))))?;
                 }
             }
-            out.objects.push(TransformedObject {
+            let kept = TransformedObject {
                 index,
                 source,
                 object: obj,
                 changes,
-            });
+            };
+            Ok((Fate::Kept(kept), warnings))
         }
-        Ok(out)
     }
 }
 
