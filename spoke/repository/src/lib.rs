@@ -16,7 +16,9 @@
 //!
 //! Operations, each plan-then-execute: [`backup`] (filesystem and block, incremental against a
 //! parent, with a changed-block hook), [`restore`] (parallel, verified, sparse), [`export`] (tar,
-//! raw), [`check`], [`prune`] (with `stats`), all under [`lock`]s, reporting [`progress`].
+//! raw), [`check`], [`prune`] (with `stats`), [`repair`] (the index rebuilt from the packs), all
+//! under [`lock`]s, reporting [`progress`]. Reads over object stores batch nearby blobs and walk
+//! trees breadth first, many requests in flight (`read`).
 //! Errors are [`repo::RepoError`]; each names the object (pack, blob, index file, snapshot,
 //! path) it is about.
 
