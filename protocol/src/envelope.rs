@@ -12,8 +12,15 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Envelope<T> {
     pub version: u32,
-    /// Unique per message, so that redelivered commands are recognised and applied once.
+    /// Unique per message, so that redelivered commands are recognised and applied once
+    /// (JetStream de-duplicates on it as `Nats-Msg-Id`).
     pub message_id: String,
+    /// The message this one answers or follows from (an event names its command, a reply its
+    /// request), so a watcher can tie a conversation together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// When the sender wrote it, RFC 3339 in UTC. The crate reads no clock: senders pass it.
+    pub time: String,
     pub body: T,
 }
 
@@ -38,12 +45,20 @@ impl std::fmt::Display for EnvelopeError {
 impl std::error::Error for EnvelopeError {}
 
 impl<T: Serialize + DeserializeOwned> Envelope<T> {
-    pub fn new(message_id: impl Into<String>, body: T) -> Self {
+    pub fn new(message_id: impl Into<String>, time: impl Into<String>, body: T) -> Self {
         Envelope {
             version: PROTOCOL_VERSION,
             message_id: message_id.into(),
+            correlation_id: None,
+            time: time.into(),
             body,
         }
+    }
+
+    /// The same message, answering or following from `id`.
+    pub fn correlated(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, EnvelopeError> {
@@ -74,7 +89,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let e = Envelope::new("m1", vec!["a".to_string()]);
+        let e = Envelope::new("m1", "2026-12-04T16:00:00Z", vec!["a".to_string()]).correlated("c1");
         assert_eq!(
             Envelope::<Vec<String>>::from_bytes(&e.to_bytes().unwrap()).unwrap(),
             e
@@ -95,7 +110,7 @@ mod tests {
     #[test]
     fn refuses_unknown_fields() {
         let err = Envelope::<u32>::from_bytes(
-            br#"{"version": 1, "messageId": "x", "body": 1, "extra": 2}"#,
+            br#"{"version": 1, "messageId": "x", "time": "2026-12-04T16:00:00Z", "body": 1, "extra": 2}"#,
         )
         .unwrap_err();
         assert!(err.to_string().contains("unknown field `extra`"), "{err}");
