@@ -156,7 +156,7 @@ fn schema() -> &'static Schema {
 const GO_ZERO_TIME: i64 = -62135596800;
 
 /// A scalar or message value of `type_`, or `None` for a value JSON would leave out.
-fn value(type_: &str, field: Field<'_>) -> Result<Option<Value>, String> {
+fn value(type_: &str, field: Field<'_>, depth: usize) -> Result<Option<Value>, String> {
     Ok(Some(match (type_, field) {
         ("string", Field::Bytes(b)) => {
             let s = string(b)?;
@@ -175,13 +175,13 @@ fn value(type_: &str, field: Field<'_>) -> Result<Option<Value>, String> {
         ("uint32" | "uint64", Field::Varint(v)) => json!(v),
         ("double" | "fixed64", Field::Fixed64(v)) => json!(f64::from_bits(v)),
         ("float" | "fixed32", Field::Fixed32(v)) => json!(f32::from_bits(v) as f64),
-        (message, Field::Bytes(b)) => return message_value(message, b),
+        (message, Field::Bytes(b)) => return message_value(message, b, depth),
         (t, _) => return Err(format!("a value of type {t} has the wrong wire type")),
     }))
 }
 
-fn message_value(message: &str, b: &[u8]) -> Result<Option<Value>, String> {
-    let fields = decode_message(message, b)?;
+fn message_value(message: &str, b: &[u8], depth: usize) -> Result<Option<Value>, String> {
+    let fields = decode_message(message, b, depth + 1)?;
     let get = |k: &str| fields.get(k);
     Ok(Some(
         match message.strip_prefix("k8s.io.apimachinery.pkg.") {
@@ -270,7 +270,16 @@ fn trim_fraction(n: u64, div: u64) -> String {
 }
 
 /// A message's fields as a JSON object.
-fn decode_message(message: &str, b: &[u8]) -> Result<Map<String, Value>, String> {
+/// Kubernetes objects nest a few dozen messages deep at most; a body nested deeper is refused
+/// rather than followed down the stack.
+const MAX_DEPTH: usize = 64;
+
+fn decode_message(message: &str, b: &[u8], depth: usize) -> Result<Map<String, Value>, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "{message}: messages nested deeper than {MAX_DEPTH}"
+        ));
+    }
     let defs = schema()
         .get(message)
         .ok_or_else(|| format!("no protobuf schema for {message}"))?;
@@ -282,7 +291,7 @@ fn decode_message(message: &str, b: &[u8]) -> Result<Map<String, Value>, String>
             continue;
         };
         match def.label {
-            Label::Optional { inline, omit_zero } => match value(def.type_, field)? {
+            Label::Optional { inline, omit_zero } => match value(def.type_, field, depth)? {
                 Some(Value::Object(fields)) if inline => out.extend(fields),
                 Some(v) if omit_zero && (v == json!(0) || v == json!(false)) => {}
                 Some(v) => {
@@ -297,13 +306,13 @@ fn decode_message(message: &str, b: &[u8]) -> Result<Map<String, Value>, String>
                         let mut pr = Reader::new(packed);
                         let mut items = Vec::new();
                         while pr.pos < packed.len() {
-                            items.extend(value(def.type_, Field::Varint(pr.varint()?))?);
+                            items.extend(value(def.type_, Field::Varint(pr.varint()?), depth)?);
                         }
                         items
                     }
                     // Every element counts, empty strings included.
                     ("string", Field::Bytes(b)) => vec![Value::String(string(b)?)],
-                    (t, f) => value(t, f)?.into_iter().collect(),
+                    (t, f) => value(t, f, depth)?.into_iter().collect(),
                 };
                 if let Value::Array(list) = out
                     .entry(def.name.to_string())
@@ -321,7 +330,7 @@ fn decode_message(message: &str, b: &[u8]) -> Result<Map<String, Value>, String>
                 while let Some((n, f)) = er.next()? {
                     match (n, f) {
                         (1, Field::Bytes(k)) => key = string(k)?,
-                        (2, f) => val = value(value_type, f)?,
+                        (2, f) => val = value(value_type, f, depth)?,
                         _ => {}
                     }
                 }
@@ -386,7 +395,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             "no protobuf schema for {api_version} {kind}; send application/json"
         ));
     }
-    let mut obj = decode_message(&message, raw)?;
+    let mut obj = decode_message(&message, raw, 0)?;
     obj.insert("apiVersion".into(), json!(api_version));
     obj.insert("kind".into(), json!(kind));
     Ok(Value::Object(obj))
@@ -466,13 +475,43 @@ mod tests {
         // A Service port's targetPort as a number and as a name.
         let port = |target: Vec<u8>| {
             let p = [field(1, b"http"), varint(3, 80), field(4, &target)].concat();
-            decode_message("k8s.io.api.core.v1.ServicePort", &p).unwrap()
+            decode_message("k8s.io.api.core.v1.ServicePort", &p, 0).unwrap()
         };
         assert_eq!(port(varint(2, 81))["targetPort"], json!(81));
         assert_eq!(
             port([varint(1, 1), field(3, b"web")].concat())["targetPort"],
             json!("web")
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // JSONSchemaProps nests itself (`not`, field 28: tag 226, varint E2 01); 10,000 levels.
+        let mut props: Vec<u8> = Vec::new();
+        for _ in 0..10_000 {
+            let mut outer = vec![0xE2, 0x01];
+            let mut len = props.len();
+            let mut varint = Vec::new();
+            loop {
+                let b = (len & 0x7f) as u8;
+                len >>= 7;
+                if len == 0 {
+                    varint.push(b);
+                    break;
+                }
+                varint.push(b | 0x80);
+            }
+            outer.extend(varint);
+            outer.extend(&props);
+            props = outer;
+        }
+        let e = decode_message(
+            "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps",
+            &props,
+            0,
+        )
+        .unwrap_err();
+        assert!(e.contains("nested deeper"), "{e}");
     }
 
     #[test]
