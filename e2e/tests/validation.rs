@@ -38,18 +38,33 @@ fn obj(v: Value) -> DynamicObject {
 }
 
 /// The error's code, message and the fields its causes name.
-fn refused(e: kube::Error) -> (u16, String) {
+fn api_error(e: kube::Error) -> (u16, String) {
     match e {
         kube::Error::Api(s) => (s.code, s.message),
         other => panic!("expected an API error, got {other}"),
     }
 }
 
+/// Asserts a write was refused with `code` and a message holding every `needle`; returns the
+/// message.
+fn refused<T: std::fmt::Debug>(
+    result: Result<T, (u16, String)>,
+    code: u16,
+    needles: &[&str],
+) -> String {
+    let (got, msg) = result.expect_err("the write must be refused");
+    assert_eq!(got, code, "{msg}");
+    for needle in needles {
+        assert!(msg.contains(needle), "{needle:?} not in: {msg}");
+    }
+    msg
+}
+
 async fn create(api: &Api<DynamicObject>, v: Value) -> Result<Value, (u16, String)> {
     api.create(&PostParams::default(), &obj(v))
         .await
         .map(|o| serde_json::to_value(o).unwrap())
-        .map_err(refused)
+        .map_err(api_error)
 }
 
 fn deployment(name: &str, selector: Value, labels: Value, containers: Value) -> Value {
@@ -62,13 +77,10 @@ fn deployment(name: &str, selector: Value, labels: Value, containers: Value) -> 
 async fn invalid_objects_are_refused_naming_the_field() {
     let (_server, client, _dir) = start().await;
     let cms = api(&client, "", "ConfigMap", "configmaps", Some("default"));
-    let (code, msg) = create(&cms, json!({"metadata": {"name": "Bad_Name"}}))
-        .await
-        .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("metadata.name: Invalid value: \"Bad_Name\""),
-        "{msg}"
+    refused(
+        create(&cms, json!({"metadata": {"name": "Bad_Name"}})).await,
+        422,
+        &["metadata.name: Invalid value: \"Bad_Name\""],
     );
 
     // RBAC names are path segments: the colon in system names is fine.
@@ -86,48 +98,46 @@ async fn invalid_objects_are_refused_naming_the_field() {
     .await
     .unwrap();
 
-    let (code, msg) = create(
-        &cms,
-        json!({"metadata": {"name": "l", "labels": {"a/b/c": "x", "ok": "bad value"}}}),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("metadata.labels: Invalid value: \"a/b/c\"") && msg.contains("\"bad value\""),
-        "{msg}"
+    refused(
+        create(
+            &cms,
+            json!({"metadata": {"name": "l", "labels": {"a/b/c": "x", "ok": "bad value"}}}),
+        )
+        .await,
+        422,
+        &["metadata.labels: Invalid value: \"a/b/c\"", "\"bad value\""],
     );
 
     let big = "x".repeat(300 * 1024);
-    let (code, msg) = create(
-        &cms,
-        json!({"metadata": {"name": "a", "annotations": {"big": big}}}),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(msg.contains("metadata.annotations: Too long"), "{msg}");
+    refused(
+        create(
+            &cms,
+            json!({"metadata": {"name": "a", "annotations": {"big": big}}}),
+        )
+        .await,
+        422,
+        &["metadata.annotations: Too long"],
+    );
 
-    let (code, msg) = create(
-        &cms,
-        json!({"metadata": {"name": "d"}, "data": {"a/b": "x"}}),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(msg.contains("data[a/b]"), "{msg}");
+    refused(
+        create(
+            &cms,
+            json!({"metadata": {"name": "d"}, "data": {"a/b": "x"}}),
+        )
+        .await,
+        422,
+        &["data[a/b]"],
+    );
 
     let secrets = api(&client, "", "Secret", "secrets", Some("default"));
-    let (code, msg) = create(
-        &secrets,
-        json!({"metadata": {"name": "s"}, "data": {"k": "not base64!"}}),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 400);
-    assert!(
-        msg.contains("cannot be handled as a Secret: data.k"),
-        "{msg}"
+    refused(
+        create(
+            &secrets,
+            json!({"metadata": {"name": "s"}, "data": {"k": "not base64!"}}),
+        )
+        .await,
+        400,
+        &["cannot be handled as a Secret: data.k"],
     );
 
     let deployments = api(
@@ -138,38 +148,36 @@ async fn invalid_objects_are_refused_naming_the_field() {
         Some("default"),
     );
     let c = json!([{"name": "c", "image": "nginx"}]);
-    let (code, msg) = create(
-        &deployments,
-        deployment(
-            "m",
-            json!({"matchLabels": {"app": "x"}}),
-            json!({"app": "y"}),
-            c.clone(),
-        ),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("spec.template.metadata.labels: Invalid value")
-            && msg.contains("`selector` does not match template `labels`"),
-        "{msg}"
+    refused(
+        create(
+            &deployments,
+            deployment(
+                "m",
+                json!({"matchLabels": {"app": "x"}}),
+                json!({"app": "y"}),
+                c.clone(),
+            ),
+        )
+        .await,
+        422,
+        &[
+            "spec.template.metadata.labels: Invalid value",
+            "`selector` does not match template `labels`",
+        ],
     );
-    let (code, msg) = create(
-        &deployments,
-        deployment(
-            "n",
-            json!({"matchLabels": {"app": "x"}}),
-            json!({"app": "x"}),
-            json!([]),
-        ),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("spec.template.spec.containers: Required value"),
-        "{msg}"
+    refused(
+        create(
+            &deployments,
+            deployment(
+                "n",
+                json!({"matchLabels": {"app": "x"}}),
+                json!({"app": "x"}),
+                json!([]),
+            ),
+        )
+        .await,
+        422,
+        &["spec.template.spec.containers: Required value"],
     );
     let (_, msg) = create(
         &deployments,
@@ -206,24 +214,21 @@ async fn invalid_objects_are_refused_naming_the_field() {
         c,
     );
     typed["spec"]["replicas"] = json!("3");
-    let (code, msg) = create(&deployments, typed).await.unwrap_err();
-    assert_eq!(code, 400);
-    assert!(
-        msg.contains("spec.replicas: invalid type: string \"3\""),
-        "{msg}"
+    refused(
+        create(&deployments, typed).await,
+        400,
+        &["spec.replicas: invalid type: string \"3\""],
     );
 
     let huge = "x".repeat(1100 * 1024);
-    let (code, msg) = create(
-        &cms,
-        json!({"metadata": {"name": "huge"}, "data": {"k": huge}}),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("data: Too long: must have at most 1048576 bytes"),
-        "{msg}"
+    refused(
+        create(
+            &cms,
+            json!({"metadata": {"name": "huge"}, "data": {"k": huge}}),
+        )
+        .await,
+        422,
+        &["data: Too long: must have at most 1048576 bytes"],
     );
 }
 
@@ -234,7 +239,7 @@ async fn immutable_fields_stay_as_created() {
         api.patch(name, &PatchParams::default(), &Patch::Merge(&p))
             .await
             .map(|o| serde_json::to_value(o).unwrap())
-            .map_err(refused)
+            .map_err(api_error)
     };
     let deployments = api(
         &client,
@@ -254,17 +259,15 @@ async fn immutable_fields_stay_as_created() {
     )
     .await
     .unwrap();
-    let (code, msg) = patch(
-        deployments.clone(),
-        "web",
-        json!({"spec": {"selector": {"matchLabels": {"tier": "x"}}}}),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("spec.selector: Invalid value") && msg.contains("field is immutable"),
-        "{msg}"
+    refused(
+        patch(
+            deployments.clone(),
+            "web",
+            json!({"spec": {"selector": {"matchLabels": {"tier": "x"}}}}),
+        )
+        .await,
+        422,
+        &["spec.selector: Invalid value", "field is immutable"],
     );
 
     let services = api(&client, "", "Service", "services", Some("default"));
@@ -275,17 +278,15 @@ async fn immutable_fields_stay_as_created() {
     .await
     .unwrap();
     let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
-    let (code, msg) = patch(
-        services.clone(),
-        "web",
-        json!({"spec": {"clusterIP": "10.96.9.9"}}),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("spec.clusterIPs[0]") && msg.contains("may not change once set"),
-        "{msg}"
+    refused(
+        patch(
+            services.clone(),
+            "web",
+            json!({"spec": {"clusterIP": "10.96.9.9"}}),
+        )
+        .await,
+        422,
+        &["spec.clusterIPs[0]", "may not change once set"],
     );
     // A replace that leaves the allocated address out keeps it, as on a real cluster.
     let mut replaced = svc.clone();
@@ -316,17 +317,15 @@ async fn immutable_fields_stay_as_created() {
     create(&claims, json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
         .await
         .unwrap();
-    let (code, msg) = patch(
-        claims.clone(),
-        "data",
-        json!({"spec": {"accessModes": ["ReadWriteMany"]}}),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("spec: Forbidden: spec is immutable after creation"),
-        "{msg}"
+    refused(
+        patch(
+            claims.clone(),
+            "data",
+            json!({"spec": {"accessModes": ["ReadWriteMany"]}}),
+        )
+        .await,
+        422,
+        &["spec: Forbidden: spec is immutable after creation"],
     );
     let grown = patch(
         claims.clone(),
@@ -347,13 +346,10 @@ async fn immutable_fields_stay_as_created() {
     )
     .await
     .unwrap();
-    let (code, msg) = patch(cms.clone(), "frozen", json!({"data": {"k": "w"}}))
-        .await
-        .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("data: Forbidden: field is immutable when `immutable` is set"),
-        "{msg}"
+    refused(
+        patch(cms.clone(), "frozen", json!({"data": {"k": "w"}})).await,
+        422,
+        &["data: Forbidden: field is immutable when `immutable` is set"],
     );
     // Metadata of an immutable ConfigMap can still change.
     patch(
@@ -368,14 +364,7 @@ async fn immutable_fields_stay_as_created() {
     create(&jobs, json!({"metadata": {"name": "once"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1"}]}}}}))
         .await
         .unwrap();
-    let (code, msg) = patch(jobs.clone(), "once", json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}}}))
-        .await
-        .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("spec.template: Invalid value") && msg.contains("field is immutable"),
-        "{msg}"
-    );
+    refused(patch(jobs.clone(), "once", json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}}})).await, 422, &["spec.template: Invalid value", "field is immutable"]);
 
     let bindings = api(
         &client,
@@ -387,13 +376,10 @@ async fn immutable_fields_stay_as_created() {
     create(&bindings, json!({"metadata": {"name": "b"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r1"}, "subjects": []}))
         .await
         .unwrap();
-    let (code, msg) = patch(bindings.clone(), "b", json!({"roleRef": {"name": "r2"}}))
-        .await
-        .unwrap_err();
-    assert_eq!(code, 422);
-    assert!(
-        msg.contains("roleRef: Invalid value") && msg.contains("cannot change roleRef"),
-        "{msg}"
+    refused(
+        patch(bindings.clone(), "b", json!({"roleRef": {"name": "r2"}})).await,
+        422,
+        &["roleRef: Invalid value", "cannot change roleRef"],
     );
 }
 
@@ -525,14 +511,7 @@ async fn servers_fill_in_and_normalise_what_clients_leave_out() {
         pvc["spec"]["resources"]["requests"]["storage"],
         json!("1536Mi")
     );
-    let (code, msg) = create(&claims, json!({"metadata": {"name": "d"}, "spec": {"resources": {"requests": {"storage": "lots"}}}}))
-        .await
-        .unwrap_err();
-    assert_eq!(code, 400);
-    assert!(
-        msg.contains("spec.resources.requests.storage: quantities must match"),
-        "{msg}"
-    );
+    refused(create(&claims, json!({"metadata": {"name": "d"}, "spec": {"resources": {"requests": {"storage": "lots"}}}})).await, 400, &["spec.resources.requests.storage: quantities must match"]);
 
     // GET on /status, as `kubectl get --subresource=status` does.
     let deployments = api(
