@@ -812,22 +812,30 @@ async fn exec_runs_in_the_pod_sandbox() {
         (p.status?.phase.as_deref() == Some("Running")).then_some(())
     })
     .await;
-    let mut attached = pods
-        .exec(
-            "hooked",
-            ["sh", "-c", "echo frozen > hook-ran; echo done"],
-            &kube::api::AttachParams::default().stderr(false),
-        )
-        .await
-        .unwrap();
-    let mut out = String::new();
-    attached
-        .stdout()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
-    let status = attached.take_status().unwrap().await.unwrap();
+    // Runs a shell command in the pod; its stdout and final Status.
+    let run = |script: String| {
+        let pods = pods.clone();
+        async move {
+            let mut attached = pods
+                .exec(
+                    "hooked",
+                    ["sh", "-c", script.as_str()],
+                    &kube::api::AttachParams::default().stderr(false),
+                )
+                .await
+                .unwrap();
+            let mut out = String::new();
+            attached
+                .stdout()
+                .unwrap()
+                .read_to_string(&mut out)
+                .await
+                .unwrap();
+            let status = attached.take_status().unwrap().await.unwrap();
+            (out, status)
+        }
+    };
+    let (out, status) = run("echo frozen > hook-ran; echo done".into()).await;
     assert_eq!(status.status.as_deref(), Some("Success"));
     assert_eq!(out.trim(), "done");
     // The command ran in the pod's own root, not the host's.
@@ -838,22 +846,7 @@ async fn exec_runs_in_the_pod_sandbox() {
     let script = format!(
         "echo pod > {host_tmp}; echo vol > /data/f; cat /var/run/secrets/kubernetes.io/serviceaccount/namespace 2>/dev/null; touch /etc/ferry-escape 2>/dev/null && echo wrote-etc; echo end"
     );
-    let mut attached = pods
-        .exec(
-            "hooked",
-            ["sh", "-c", script.as_str()],
-            &kube::api::AttachParams::default().stderr(false),
-        )
-        .await
-        .unwrap();
-    let mut out = String::new();
-    attached
-        .stdout()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
-    attached.take_status().unwrap().await.unwrap();
+    let (out, _) = run(script).await;
     assert!(out.contains("end") && !out.contains("wrote-etc"), "{out}");
     assert!(
         !std::path::Path::new(&host_tmp).exists(),
@@ -877,15 +870,7 @@ async fn exec_runs_in_the_pod_sandbox() {
         "vol"
     );
 
-    let mut failing = pods
-        .exec(
-            "hooked",
-            ["sh", "-c", "exit 7"],
-            &kube::api::AttachParams::default().stderr(false),
-        )
-        .await
-        .unwrap();
-    let status = failing.take_status().unwrap().await.unwrap();
+    let (_, status) = run("exit 7".into()).await;
     assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
     let code = status.details.unwrap().causes.unwrap()[0].message.clone();
     assert_eq!(code.as_deref(), Some("7"));
