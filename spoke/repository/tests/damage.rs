@@ -41,6 +41,20 @@ fn flip(path: &Path, at: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// `check --read-data` finds nothing wrong.
+async fn assert_reads_clean(repo: &std::sync::Arc<Repository>) {
+    let report = check(
+        repo.clone(),
+        CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}
+
 fn name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -101,11 +115,7 @@ async fn damaged_index_files_are_skipped_reported_and_rebuilt_from_the_packs() {
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     // Opening and listing still work; the damage is named.
-    let repo = std::sync::Arc::new(
-        Repository::open(Backend::open(&url).unwrap(), PASS)
-            .await
-            .unwrap(),
-    );
+    let repo = reopen(&url).await;
     assert_eq!(repo.snapshots().await.unwrap().len(), 1);
     let damaged = repo.damaged_index_files();
     assert_eq!(damaged.len(), 1);
@@ -133,21 +143,8 @@ async fn damaged_index_files_are_skipped_reported_and_rebuilt_from_the_packs() {
     );
     assert!(repo.damaged_index_files().is_empty());
     assert!(!file.exists(), "the damaged file is replaced");
-    let repo = std::sync::Arc::new(
-        Repository::open(Backend::open(&url).unwrap(), PASS)
-            .await
-            .unwrap(),
-    );
-    let report = check(
-        repo.clone(),
-        CheckOptions {
-            read_data: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert!(report.is_ok(), "{report:?}");
+    let repo = reopen(&url).await;
+    assert_reads_clean(&repo).await;
     let (_, snap) = repo.find_snapshot("latest", None).await.unwrap();
     let out = dir.path().join("out");
     restore(repo, &snap, &out, RestoreOptions::default())
@@ -163,11 +160,7 @@ async fn a_lost_pack_is_stored_again_by_the_next_backup() {
     for pack in files_under(&root, "data") {
         std::fs::remove_file(pack).unwrap();
     }
-    let repo = std::sync::Arc::new(
-        Repository::open(Backend::open(&url).unwrap(), PASS)
-            .await
-            .unwrap(),
-    );
+    let repo = reopen(&url).await;
     let (_, second) = fs::backup(
         repo.clone(),
         &dir.path().join("src"),
@@ -184,21 +177,8 @@ async fn a_lost_pack_is_stored_again_by_the_next_backup() {
     assert_eq!(describe(&out), describe(&dir.path().join("src")));
     // Content addressing: the blobs stored again have the ids the first snapshot names, so it
     // is whole again too.
-    let repo = std::sync::Arc::new(
-        Repository::open(Backend::open(&url).unwrap(), PASS)
-            .await
-            .unwrap(),
-    );
-    let report = check(
-        repo.clone(),
-        CheckOptions {
-            read_data: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert!(report.is_ok(), "{report:?}");
+    let repo = reopen(&url).await;
+    assert_reads_clean(&repo).await;
     let first = repo
         .snapshots()
         .await
@@ -306,11 +286,7 @@ async fn partial_uploads_are_reported_and_pruned() {
     // What a writer killed during a local multipart upload leaves beside the packs.
     let partial = root.join("data").join(format!("{}#2", "ab".repeat(32)));
     std::fs::write(&partial, vec![7u8; 1000]).unwrap();
-    let repo = std::sync::Arc::new(
-        Repository::open(Backend::open(&url).unwrap(), PASS)
-            .await
-            .unwrap(),
-    );
+    let repo = reopen(&url).await;
     let report = check(repo.clone(), CheckOptions::default()).await.unwrap();
     assert!(report.is_ok());
     assert!(
