@@ -22,6 +22,13 @@ use tokio_tungstenite::WebSocketStream;
 
 mod spdy;
 
+/// One exec'd command, ready for either transport: already wrapped to run in the pod's root.
+struct Session {
+    command: Vec<String>,
+    sandbox: PathBuf,
+    env: Vec<(String, String)>,
+}
+
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 /// The directory a pod's processes run in; exec hooks and the process kubelet share it.
@@ -95,15 +102,26 @@ pub fn serve(
     if command.is_empty() {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
+    // What either transport runs: the command in the pod's own root, with the pod's identity.
+    let sandbox = sandbox_dir(&shared, namespace, pod_name);
+    let mounts = super::kubelet::container_mounts(&shared.core, &pod, &container, &sandbox)
+        .map_err(|e| ApiError::bad_request(format!("pod {pod_name}: {e}")))?;
+    let session = Session {
+        command: isolated(&command, &sandbox, &mounts),
+        env: vec![
+            ("POD_NAME".into(), pod_name.into()),
+            ("POD_NAMESPACE".into(), namespace.into()),
+            ("CONTAINER_NAME".into(), container.clone()),
+        ],
+        sandbox,
+    };
     let spdy_upgrade = req
         .headers()
         .get(header::UPGRADE)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
     if spdy_upgrade {
-        return serve_spdy(
-            shared, namespace, pod_name, &pod, &container, command, req, q,
-        );
+        return serve_spdy(session, req, q);
     }
     let key = req
         .headers()
@@ -126,14 +144,6 @@ pub fn serve(
             ))
         })?;
     let want_stdin = q.flag("stdin");
-    let sandbox = sandbox_dir(&shared, namespace, pod_name);
-    let mounts = super::kubelet::container_mounts(&shared.core, &pod, &container, &sandbox)
-        .map_err(|e| ApiError::bad_request(format!("pod {pod_name}: {e}")))?;
-    let env: Vec<(String, String)> = vec![
-        ("POD_NAME".into(), pod_name.into()),
-        ("POD_NAMESPACE".into(), namespace.into()),
-        ("CONTAINER_NAME".into(), container.clone()),
-    ];
     let v5 = *protocol == "v5.channel.k8s.io";
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -142,8 +152,7 @@ pub fn serve(
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                let command = isolated(&command, &sandbox, &mounts);
-                if let Err(e) = run(ws, command, sandbox, env, want_stdin, v5).await {
+                if let Err(e) = run(ws, session, want_stdin, v5).await {
                     tracing::warn!(error = %e, "exec session ended with an error");
                 }
             }
@@ -223,9 +232,7 @@ fn isolated(
 
 async fn run<S>(
     ws: WebSocketStream<S>,
-    command: Vec<String>,
-    sandbox: PathBuf,
-    env: Vec<(String, String)>,
+    session: Session,
     want_stdin: bool,
     v5: bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
@@ -233,12 +240,12 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = ws.split();
-    let spawned = spawn_command(&command, &sandbox, env, want_stdin);
+    let spawned = spawn_command(&session, want_stdin);
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
-                "message": format!("failed to exec in container: starting {:?}: {e}", command[0])});
+                "message": format!("failed to exec in container: starting {:?}: {e}", session.command[0])});
             sink.send(Message::binary(channel_frame(
                 3,
                 status.to_string().as_bytes(),
@@ -308,17 +315,17 @@ where
 }
 
 /// Starts an exec'd command (already wrapped by `isolated`) with piped output.
-fn spawn_command(
-    command: &[String],
-    sandbox: &std::path::Path,
-    env: Vec<(String, String)>,
-    want_stdin: bool,
-) -> std::io::Result<tokio::process::Child> {
+fn spawn_command(session: &Session, want_stdin: bool) -> std::io::Result<tokio::process::Child> {
+    let Session {
+        command,
+        sandbox,
+        env,
+    } = session;
     std::fs::create_dir_all(sandbox)?;
     tokio::process::Command::new(&command[0])
         .args(&command[1..])
         .current_dir(sandbox)
-        .envs(env)
+        .envs(env.iter().cloned())
         .stdin(if want_stdin {
             Stdio::piped()
         } else {
@@ -345,14 +352,8 @@ fn exit_status(code: Option<i32>) -> Value {
 }
 
 /// Answers an exec request that asks for SPDY/3.1 (kubectl up to 1.29).
-#[allow(clippy::too_many_arguments)]
 fn serve_spdy(
-    shared: Arc<Shared>,
-    namespace: &str,
-    pod_name: &str,
-    pod: &Value,
-    container: &str,
-    command: Vec<String>,
+    session: Session,
     mut req: Request<Incoming>,
     q: &Query,
 ) -> ApiResult<Response<Body>> {
@@ -368,28 +369,17 @@ fn serve_spdy(
             "unsupported stream protocols {offered:?}; over SPDY the stand-in speaks v4.channel.k8s.io"
         )));
     }
-    let sandbox = sandbox_dir(&shared, namespace, pod_name);
-    let mounts = super::kubelet::container_mounts(&shared.core, pod, container, &sandbox)
-        .map_err(|e| ApiError::bad_request(format!("pod {pod_name}: {e}")))?;
-    let env: Vec<(String, String)> = vec![
-        ("POD_NAME".into(), pod_name.into()),
-        ("POD_NAMESPACE".into(), namespace.into()),
-        ("CONTAINER_NAME".into(), container.into()),
-    ];
     let wanted = spdy::Wanted {
         stdin: q.flag("stdin"),
         stdout: q.flag("stdout"),
         stderr: q.flag("stderr"),
         tty: q.flag("tty"),
     };
-    let command = isolated(&command, &sandbox, &mounts);
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                if let Err(e) =
-                    spdy::run(TokioIo::new(upgraded), command, sandbox, env, wanted).await
-                {
+                if let Err(e) = spdy::run(TokioIo::new(upgraded), session, wanted).await {
                     tracing::warn!(error = %e, "SPDY exec session ended with an error");
                 }
             }

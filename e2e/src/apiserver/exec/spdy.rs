@@ -7,9 +7,8 @@
 //! compressed header blocks need not be read. The server's own header blocks (empty) are zlib
 //! without a preset dictionary, which SPDY readers accept.
 
-use super::spawn_command;
+use super::{spawn_command, Session};
 use serde_json::json;
-use std::path::PathBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SYN_STREAM: u16 = 1;
@@ -87,11 +86,9 @@ impl Headers {
 }
 
 /// Serves one exec session on an upgraded connection.
-pub async fn run<S>(
+pub(super) async fn run<S>(
     io: S,
-    command: Vec<String>,
-    sandbox: PathBuf,
-    env: Vec<(String, String)>,
+    session: Session,
     wanted: Wanted,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
@@ -156,7 +153,7 @@ where
         }
     }
     let stream_of = |c: Channel| streams.iter().find(|(k, _)| *k == c).map(|(_, id)| *id);
-    let mut child = match spawn_command(&command, &sandbox, env, wanted.stdin) {
+    let mut child = match spawn_command(&session, wanted.stdin) {
         Ok(c) => c,
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
