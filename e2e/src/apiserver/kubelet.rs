@@ -481,43 +481,19 @@ impl Kubelet {
         std::fs::write(sandbox.join("kubeconfig"), kubeconfig.to_string())
             .map_err(io(&sandbox.join("kubeconfig")))?;
 
-        let volumes = pod
-            .pointer("/spec/volumes")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for m in container
-            .get("volumeMounts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let vname = str_at(m, "/name");
-            let target = mount_target(sandbox, str_at(m, "/mountPath"))
-                .map_err(|e| format!("volumeMounts {vname}: {e}"))?;
-            let Some(v) = volumes.iter().find(|v| v["name"] == json!(vname)) else {
-                continue;
-            };
+        // Without a mount namespace, each volume is a link at `$FERRY_SANDBOX/<mountPath>`.
+        let cname = str_at(container, "/name");
+        for (source, mount_path) in container_mounts(&self.shared.core, pod, cname, sandbox)? {
+            let target = mount_target(sandbox, &mount_path)?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
-            let source = self.volume_source(ns, sandbox, vname, v)?;
             if std::fs::symlink_metadata(&target).is_ok() {
                 continue;
             }
             std::os::unix::fs::symlink(&source, &target).map_err(io(&target))?;
         }
         Ok(())
-    }
-
-    fn volume_source(
-        &self,
-        ns: &str,
-        sandbox: &Path,
-        vname: &str,
-        v: &Value,
-    ) -> Result<PathBuf, String> {
-        volume_source(&self.shared.core, ns, sandbox, vname, v)
     }
 }
 
