@@ -177,6 +177,7 @@ pub fn serve(
 /// service-account files. Anything it writes elsewhere stays in the root: `kubectl cp` to
 /// `/etc/passwd` writes the pod's copy, never the host's.
 const ISOLATE: &str = r#"set -e
+PATH="$PATH:/usr/sbin:/sbin"   # chroot lives there, and a non-root PATH may not list it
 root=$1; shift
 mkdir -p "$root/tmp" "$root/var/run"
 for d in usr bin sbin lib lib32 lib64 libx32 etc; do
