@@ -95,6 +95,10 @@ pub struct Permissions {
 
 /// The JetStream stream that holds commands for every spoke, and a spoke's durable consumer.
 pub const COMMAND_STREAM: &str = "FERRY_COMMANDS";
+/// The JetStream stream that keeps every spoke's events until the hub has processed them, and
+/// the hub's durable consumer on it: a hub that was down catches up on what it missed.
+pub const EVENT_STREAM: &str = "FERRY_EVENTS";
+pub const HUB_CONSUMER: &str = "hub";
 
 pub fn spoke_consumer(cluster: &str) -> Result<String, InvalidToken> {
     validate_token(cluster)?;
@@ -115,6 +119,14 @@ impl Subjects {
     pub fn spoke_commands(&self, cluster: &str) -> Result<String, InvalidToken> {
         validate_token(cluster)?;
         Ok(format!("{}.spoke.{cluster}.cmd", self.root))
+    }
+
+    /// Cancellations for one spoke's running commands: core NATS, not the stream, since a
+    /// cancel only matters to a spoke that is running the command now (a spoke that restarts
+    /// asks the hub before resuming).
+    pub fn spoke_control(&self, cluster: &str) -> Result<String, InvalidToken> {
+        validate_token(cluster)?;
+        Ok(format!("{}.spoke.{cluster}.ctl", self.root))
     }
 
     /// Every spoke's commands (the command stream's subjects).
@@ -156,7 +168,7 @@ impl Subjects {
     }
 
     /// What a spoke's NATS user may do: read its own commands (through its durable consumer)
-    /// and publish its own events, nothing else. JetStream's API subjects are included for the
+    /// and cancellations, and publish its own events, nothing else. JetStream's API subjects are included for the
     /// pull consumer and its acknowledgements.
     pub fn spoke_permissions(&self, cluster: &str) -> Result<Permissions, InvalidToken> {
         let consumer = spoke_consumer(cluster)?;
@@ -167,7 +179,10 @@ impl Subjects {
                 format!("$JS.API.CONSUMER.INFO.{COMMAND_STREAM}.{consumer}"),
                 format!("$JS.ACK.{COMMAND_STREAM}.{consumer}.>"),
             ],
-            subscribe: vec!["_INBOX.>".into()],
+            subscribe: vec![
+                "_INBOX.>".into(),
+                format!("{}.spoke.{cluster}.ctl", self.root),
+            ],
         })
     }
 }
