@@ -4,6 +4,7 @@
 //! parallel), the saver's uploader stores packs (concurrently), and the snapshot manifest is
 //! written last.
 
+pub mod archive;
 pub mod block;
 pub mod fs;
 
