@@ -19,6 +19,7 @@ pub mod matcher;
 pub mod order;
 pub mod patch;
 pub mod preview;
+pub mod references;
 pub mod rules;
 pub mod sanitize;
 pub mod selector;

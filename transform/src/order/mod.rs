@@ -12,13 +12,12 @@
 //! smallest object and reported.
 
 mod operators;
-mod references;
 
+use crate::references::references;
 use crate::rules::Pointer;
-use crate::rules::{group_of, kind_of, pod_spec_pointer, strings_at};
+use crate::rules::{group_of, kind_of, pod_spec_pointer};
 use ferry_protocol::ObjectRef;
 use operators::{conversion_backends, operators};
-use references::{pod_references, service_account_subjects};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -289,64 +288,12 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
                 );
             }
         }
-        for (ref_kind, name) in pod_references(o) {
+        for r in references(o) {
             add(
                 i,
-                lookup(&index, "", ref_kind, ns, &name),
-                format!("after {ref_kind} {ns}/{name}, which its pods use"),
+                lookup(&index, r.group, &r.kind, &r.namespace, &r.name),
+                r.reason,
             );
-        }
-        match (g.as_str(), k.as_str()) {
-            ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
-                let rk = o.ptr("/roleRef/kind").and_then(Value::as_str).unwrap_or("");
-                let rn = o.ptr("/roleRef/name").and_then(Value::as_str).unwrap_or("");
-                let rns = if rk == "Role" { ns.as_str() } else { "" };
-                add(
-                    i,
-                    lookup(&index, "rbac.authorization.k8s.io", rk, rns, rn),
-                    format!("after {rk} {rn}, which it grants"),
-                );
-                for (sns, sn) in service_account_subjects(o) {
-                    add(
-                        i,
-                        lookup(&index, "", "ServiceAccount", &sns, &sn),
-                        format!("after ServiceAccount {sns}/{sn}, its subject"),
-                    );
-                }
-            }
-            ("", "PersistentVolumeClaim") => {
-                if let Some(v) = o.ptr("/spec/volumeName").and_then(Value::as_str) {
-                    add(
-                        i,
-                        lookup(&index, "", "PersistentVolume", "", v),
-                        format!("after PersistentVolume {v}, which it binds"),
-                    );
-                }
-                if let Some(sc) = o.ptr("/spec/storageClassName").and_then(Value::as_str) {
-                    add(
-                        i,
-                        lookup(&index, "storage.k8s.io", "StorageClass", "", sc),
-                        format!("after StorageClass {sc}"),
-                    );
-                }
-            }
-            ("networking.k8s.io", "Ingress") => {
-                let services: BTreeSet<String> = strings_at(o, "/spec/defaultBackend/service/name")
-                    .into_iter()
-                    .chain(strings_at(
-                        o,
-                        "/spec/rules/*/http/paths/*/backend/service/name",
-                    ))
-                    .collect();
-                for s in services {
-                    add(
-                        i,
-                        lookup(&index, "", "Service", ns, &s),
-                        format!("after Service {ns}/{s}, which it routes to"),
-                    );
-                }
-            }
-            _ => {}
         }
         if phases[i] == Phase::CustomResources {
             let cluster_wide = operators_of.get(&(g.as_str(), None));

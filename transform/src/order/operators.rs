@@ -1,8 +1,8 @@
 //! Objects that must serve before custom resources can be restored: operators (found through
 //! the RBAC that lets them write the custom kinds' groups) and conversion webhooks.
 
-use super::references::service_account_subjects;
 use super::{key_of, lookup, Index};
+use crate::references::service_account_subjects;
 use crate::rules::Pointer;
 use crate::rules::{group_of, kind_of, strings_at};
 use serde_json::Value;
