@@ -18,8 +18,8 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum CommandBody {
-    Capture(CaptureCommand),
-    Restore(RestoreCommand),
+    Capture(Box<CaptureCommand>),
+    Restore(Box<RestoreCommand>),
     DeleteRestorePoint(RestorePointCommand),
     VerifyRestorePoint(VerifyCommand),
 }

@@ -51,6 +51,8 @@ impl Selection {
     /// Whether the selection names anything at all; an empty one would capture the whole
     /// cluster, which must be asked for explicitly (a namespace list), never by omission.
     pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty() && self.helm_release.is_none() && self.operator_resource.is_none()
+        self.namespaces.is_empty()
+            && self.helm_release.is_none()
+            && self.operator_resource.is_none()
     }
 }

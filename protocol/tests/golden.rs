@@ -64,10 +64,7 @@ fn version_1_commands_stay_readable() {
         panic!("not a capture: {:?}", c.body.body)
     };
     assert_eq!(capture.selection.namespaces, ["shop"]);
-    assert_eq!(
-        capture.selection.helm_release.as_ref().unwrap().name,
-        "web"
-    );
+    assert_eq!(capture.selection.helm_release.as_ref().unwrap().name, "web");
     assert_eq!(capture.hooks[0].phase, HookPhase::Pre);
     assert_eq!(capture.hooks[0].on_error, OnError::Fail);
     assert_eq!(capture.hooks[0].timeout_seconds, 20);
@@ -77,7 +74,11 @@ fn version_1_commands_stay_readable() {
     };
     assert_eq!(restore.existing, ExistingPolicy::Update);
     assert_eq!(
-        restore.transforms.transforms[0].namespace.as_ref().unwrap().to,
+        restore.transforms.transforms[0]
+            .namespace
+            .as_ref()
+            .unwrap()
+            .to,
         "shop-dr"
     );
     assert!(restore.volume_data, "defaults to moving data");

@@ -54,7 +54,10 @@ async fn streamed_files_read_back_and_deduplicate() {
     let Err(missing) = ArchiveFile::open(repo.clone(), &snapshot, "nope").await else {
         panic!("a file that is not there opened")
     };
-    assert!(missing.to_string().contains("has no file \"nope\""), "{missing}");
+    assert!(
+        missing.to_string().contains("has no file \"nope\""),
+        "{missing}"
+    );
 
     // An ordinary restore reads it.
     let out = dir.path().join("out");

@@ -201,7 +201,14 @@ impl ArchiveWriter {
             summary: std::mem::take(&mut self.summary),
             started: self.started,
         };
-        commit(&self.repo, &self.saver, &self.options, draft, (reporter, lock)).await
+        commit(
+            &self.repo,
+            &self.saver,
+            &self.options,
+            draft,
+            (reporter, lock),
+        )
+        .await
     }
 }
 

@@ -1,0 +1,514 @@
+//! Capture and restore as library calls between two stand-in clusters and a file repository:
+//! what a selection reaches, what the restore point holds, and what lands in the target — with
+//! transforms, the existing-resource policies, dry runs, redelivery and damage.
+
+use ferry_e2e::apiserver::{StandIn, StandInConfig};
+use ferry_protocol::command::{CaptureCommand, ExistingPolicy, RestoreCommand};
+use ferry_protocol::event::{ObjectAction, Progress};
+use ferry_protocol::selection::Selection;
+use ferry_repository::backend::Backend;
+use ferry_repository::keys::KdfParams;
+use ferry_repository::repo::{InitOptions, Repository};
+use ferry_spoke::capture::{capture, Source};
+use ferry_spoke::cluster::{Cluster, ResourceMap};
+use ferry_spoke::error::SpokeError;
+use ferry_spoke::restore::{restore, RESTORED_FROM_ANNOTATION};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+struct World {
+    source: Cluster,
+    target: Cluster,
+    repo: Arc<Repository>,
+    _servers: (StandIn, StandIn),
+    _dir: tempfile::TempDir,
+}
+
+async fn connect(server: &StandIn) -> Cluster {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig_path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    Cluster::new(kube::Client::try_from(config).unwrap())
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let source = StandIn::start(StandInConfig::new("source", dir.path().join("source")))
+        .await
+        .unwrap();
+    let target = StandIn::start(StandInConfig::new("target", dir.path().join("target")))
+        .await
+        .unwrap();
+    let options = InitOptions {
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Default::default()
+    };
+    let url = format!("file://{}", dir.path().join("repo").display());
+    let repo = Repository::init(Backend::open(&url).unwrap(), b"pw", options)
+        .await
+        .unwrap();
+    World {
+        source: connect(&source).await,
+        target: connect(&target).await,
+        repo: Arc::new(repo),
+        _servers: (source, target),
+        _dir: dir,
+    }
+}
+
+async fn create_all(cluster: &Cluster, objects: &[Value]) {
+    let mut map = ResourceMap::new(&cluster.discover().await.unwrap());
+    for o in objects {
+        let r = ferry_protocol::ObjectRef::from_object(o).unwrap();
+        if map.for_object(&r).is_none() {
+            // A custom resource right after its CRD: discovery catches up.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            map = ResourceMap::new(&cluster.discover().await.unwrap());
+        }
+        let t = map
+            .for_object(&r)
+            .unwrap_or_else(|| panic!("no type for {r}"));
+        cluster.create(&t, o, false).await.unwrap();
+    }
+}
+
+async fn get(
+    cluster: &Cluster,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Option<Value> {
+    let map = ResourceMap::new(&cluster.discover().await.unwrap());
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let r = ferry_protocol::ObjectRef {
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        namespace: ns.map(str::to_string),
+        name: name.into(),
+    };
+    let t = map.for_object(&r).unwrap();
+    cluster.get(&t, ns, name).await.unwrap()
+}
+
+fn quiet(_: Progress) {}
+
+fn selection(ns: &str) -> Selection {
+    Selection {
+        namespaces: vec![ns.into()],
+        ..Default::default()
+    }
+}
+
+fn capture_command(id: &str, selection: Selection) -> CaptureCommand {
+    CaptureCommand {
+        restore_point: id.into(),
+        selection,
+        hooks: Vec::new(),
+        volume_data: false,
+    }
+}
+
+fn restore_command(id: &str, rules: Value) -> RestoreCommand {
+    RestoreCommand {
+        restore_point: id.into(),
+        transforms: serde_json::from_value(rules).unwrap(),
+        existing: ExistingPolicy::Skip,
+        dry_run: false,
+        volume_data: false,
+        wait_timeout_seconds: 20,
+    }
+}
+
+fn shop() -> Vec<Value> {
+    let mut app = ferry_e2e::demo::sample_application();
+    app.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "web", "namespace": "shop"}}));
+    app.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "shop-reader"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]}));
+    app.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "shop-reader"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "shop-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": "shop"}]}));
+    app.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}}));
+    app.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unrelated", "namespace": "elsewhere"}, "data": {"a": "b"}}));
+    for o in &mut app {
+        if o["kind"] == "Deployment" {
+            o["spec"]["template"]["spec"]["serviceAccountName"] = json!("web");
+        }
+    }
+    app
+}
+
+fn rules() -> Value {
+    json!({"transforms": [
+        {"namespace": {"from": "shop", "to": "shop-dr"}},
+        {"imageRegistry": {"from": "registry.eu.example.com", "to": "registry.us.example.com"}}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_moves_with_its_dependencies_and_transforms() {
+    let w = world().await;
+    create_all(&w.source, &shop()).await;
+    let source = Source {
+        cluster: &w.source,
+        name: "source",
+        operation: Some("op-1"),
+    };
+    let report = capture(
+        source,
+        w.repo.clone(),
+        &capture_command("rp-1", selection("shop")),
+        &quiet,
+    )
+    .await
+    .unwrap();
+    let kinds = &report.kinds;
+    assert_eq!(kinds["Deployment.apps"], 1, "{kinds:?}");
+    assert_eq!(kinds["Cache.example.com"], 1, "{kinds:?}");
+    // Dependencies outside the namespace: the CRD, the cluster role and its binding.
+    assert_eq!(
+        kinds["CustomResourceDefinition.apiextensions.k8s.io"], 1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds["ClusterRoleBinding.rbac.authorization.k8s.io"], 1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds["ClusterRole.rbac.authorization.k8s.io"], 1,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.contains_key("ConfigMap") || kinds["ConfigMap"] == 2,
+        "web-config and kube-root-ca.crt: {kinds:?}"
+    );
+    let (manifest, objects) = ferry_spoke::restore_point::read(w.repo.clone(), "rp-1")
+        .await
+        .unwrap();
+    assert_eq!(manifest.source.cluster, "source");
+    assert_eq!(manifest.operation.as_deref(), Some("op-1"));
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["metadata"]["namespace"] != "elsewhere"
+                && o["metadata"]["name"] != "elsewhere")
+    );
+    assert!(objects
+        .iter()
+        .all(|o| o["metadata"].get("managedFields").is_none()));
+    let crd = manifest
+        .objects
+        .iter()
+        .find(|e| e.object.kind == "CustomResourceDefinition")
+        .unwrap();
+    assert!(crd.reason.contains("defines"), "{}", crd.reason);
+
+    // A redelivered capture reports the same restore point and writes nothing new.
+    let snapshots = w.repo.snapshots().await.unwrap().len();
+    let again = capture(
+        Source {
+            cluster: &w.source,
+            name: "source",
+            operation: Some("op-1"),
+        },
+        w.repo.clone(),
+        &capture_command("rp-1", selection("shop")),
+        &quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.restore_point.snapshot, report.restore_point.snapshot);
+    assert_eq!(w.repo.snapshots().await.unwrap().len(), snapshots);
+
+    // Dry run: a plan, and nothing in the target.
+    let mut dry = restore_command("rp-1", rules());
+    dry.dry_run = true;
+    let plan = restore(&w.target, w.repo.clone(), &dry, &quiet)
+        .await
+        .unwrap();
+    assert!(plan.dry_run && plan.created > 5, "{plan:?}");
+    assert!(get(&w.target, "v1", "Namespace", None, "shop-dr")
+        .await
+        .is_none());
+    let omitted: Vec<_> = plan
+        .objects
+        .iter()
+        .filter(|o| o.action == ObjectAction::Omit)
+        .collect();
+    assert!(
+        omitted.iter().any(|o| o.object.name == "kube-root-ca.crt"),
+        "{omitted:?}"
+    );
+
+    let done = restore(
+        &w.target,
+        w.repo.clone(),
+        &restore_command("rp-1", rules()),
+        &quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.created, plan.created, "{done:?}");
+    let web = get(&w.target, "apps/v1", "Deployment", Some("shop-dr"), "web")
+        .await
+        .unwrap();
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.us.example.com/shop/web:1.4"
+    );
+    assert_eq!(
+        web["metadata"]["annotations"][RESTORED_FROM_ANNOTATION],
+        "rp-1"
+    );
+    let cache = get(&w.target, "example.com/v1", "Cache", Some("shop-dr"), "hot")
+        .await
+        .unwrap();
+    assert_eq!(cache["spec"]["size"], 3);
+    let crb = get(
+        &w.target,
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        None,
+        "shop-reader",
+    )
+    .await
+    .unwrap();
+    assert_eq!(crb["subjects"][0]["namespace"], "shop-dr");
+    assert!(get(&w.target, "v1", "Namespace", None, "shop")
+        .await
+        .is_none());
+
+    // Redelivered: everything is recognised as already restored.
+    let again = restore(
+        &w.target,
+        w.repo.clone(),
+        &restore_command("rp-1", rules()),
+        &quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.created, again.updated), (0, 0), "{again:?}");
+    let not_ours: Vec<_> = again
+        .objects
+        .iter()
+        .filter(|o| o.action == ObjectAction::Skip && !o.reason.contains("already restored"))
+        .map(|o| format!("{} {}", o.object.kind, o.object.name))
+        .collect();
+    // The target's own default class was there before and is left alone.
+    assert_eq!(not_ours, ["StorageClass standard"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
+    let w = world().await;
+    create_all(&w.source, &shop()).await;
+    let source = Source {
+        cluster: &w.source,
+        name: "source",
+        operation: None,
+    };
+    capture(
+        source,
+        w.repo.clone(),
+        &capture_command("rp-2", selection("shop")),
+        &quiet,
+    )
+    .await
+    .unwrap();
+    // The target already has the namespace and a different web-config.
+    create_all(&w.target, &[
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-config", "namespace": "shop"}, "data": {"DATABASE_HOST": "local"}}),
+    ]).await;
+    let mut fail = restore_command("rp-2", json!({}));
+    fail.existing = ExistingPolicy::Fail;
+    let err = restore(&w.target, w.repo.clone(), &fail, &quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SpokeError::AlreadyExists { object } if object.kind == "Namespace"),
+        "{err}"
+    );
+    // Failed before writing: the Deployment is not there.
+    assert!(get(&w.target, "apps/v1", "Deployment", Some("shop"), "web")
+        .await
+        .is_none());
+
+    let skip = restore(
+        &w.target,
+        w.repo.clone(),
+        &restore_command("rp-2", json!({})),
+        &quiet,
+    )
+    .await
+    .unwrap();
+    assert!(skip.skipped >= 2, "{skip:?}");
+    let cm = get(&w.target, "v1", "ConfigMap", Some("shop"), "web-config")
+        .await
+        .unwrap();
+    assert_eq!(cm["data"]["DATABASE_HOST"], "local", "skip leaves it");
+
+    let mut update = restore_command("rp-2", json!({}));
+    update.existing = ExistingPolicy::Update;
+    restore(&w.target, w.repo.clone(), &update, &quiet)
+        .await
+        .unwrap();
+    let cm = get(&w.target, "v1", "ConfigMap", Some("shop"), "web-config")
+        .await
+        .unwrap();
+    assert_eq!(
+        cm["data"]["DATABASE_HOST"], "db.shop.svc.cluster.local",
+        "update replaces it"
+    );
+
+    // Bad input: each names its field.
+    let bad = Selection {
+        namespaces: vec!["Not_A_Namespace".into()],
+        ..Default::default()
+    };
+    let err = capture(
+        Source {
+            cluster: &w.source,
+            name: "source",
+            operation: None,
+        },
+        w.repo.clone(),
+        &capture_command("rp-x", bad),
+        &quiet,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("selection.namespaces[0]:"),
+        "{err}"
+    );
+    let bad = Selection {
+        namespaces: vec!["shop".into()],
+        label_selector: Some("app in (web".into()),
+        ..Default::default()
+    };
+    let err = capture(
+        Source {
+            cluster: &w.source,
+            name: "source",
+            operation: None,
+        },
+        w.repo.clone(),
+        &capture_command("rp-x", bad),
+        &quiet,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("selection.labelSelector:"),
+        "{err}"
+    );
+    let bad = Selection {
+        namespaces: vec!["shop".into()],
+        exclude_resources: vec!["deploymentz".into()],
+        ..Default::default()
+    };
+    let err = capture(
+        Source {
+            cluster: &w.source,
+            name: "source",
+            operation: None,
+        },
+        w.repo.clone(),
+        &capture_command("rp-x", bad),
+        &quiet,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("selection.excludeResources[0]"),
+        "{err}"
+    );
+    let err = capture(
+        Source {
+            cluster: &w.source,
+            name: "source",
+            operation: None,
+        },
+        w.repo.clone(),
+        &capture_command("rp-x", selection("nowhere")),
+        &quiet,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, SpokeError::NotFound { .. }) && err.to_string().contains("namespace nowhere"),
+        "{err}"
+    );
+    let err = restore(&w.target, w.repo.clone(), &restore_command("rp-2", json!({"transforms": [{"patch": {"ops": [{"op": "replace", "path": "no-slash", "value": 1}]}}]})), &quiet)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("transforms:"), "{err}");
+    let err = restore(
+        &w.target,
+        w.repo.clone(),
+        &restore_command("rp-none", json!({})),
+        &quiet,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SpokeError::NotFound { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_selector_takes_matching_objects_and_what_they_need() {
+    let w = world().await;
+    create_all(&w.source, &shop()).await;
+    let sel = Selection {
+        namespaces: vec!["shop".into()],
+        label_selector: Some("app=web".into()),
+        ..Default::default()
+    };
+    let report = capture(
+        Source {
+            cluster: &w.source,
+            name: "source",
+            operation: None,
+        },
+        w.repo.clone(),
+        &capture_command("rp-3", sel),
+        &quiet,
+    )
+    .await
+    .unwrap();
+    let (manifest, _) = ferry_spoke::restore_point::read(w.repo.clone(), "rp-3")
+        .await
+        .unwrap();
+    let names: Vec<String> = manifest
+        .objects
+        .iter()
+        .map(|e| format!("{} {}", e.object.kind, e.object.name))
+        .collect();
+    assert!(names.contains(&"Deployment web".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"ConfigMap web-config".to_string()),
+        "envFrom: {names:?}"
+    );
+    assert!(
+        names.contains(&"ServiceAccount web".to_string()),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"StatefulSet db".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"Secret db-credentials".to_string()),
+        "{names:?}"
+    );
+    let cm = manifest
+        .objects
+        .iter()
+        .find(|e| e.object.name == "web-config")
+        .unwrap();
+    assert!(cm.reason.starts_with("needed by"), "{}", cm.reason);
+    assert!(report.restore_point.objects as usize == manifest.objects.len());
+}
