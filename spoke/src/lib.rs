@@ -13,6 +13,7 @@
 //! The portable volume repository is the crate `ferry-repository` (in `spoke/repository`); the
 //! binary's `ferry-spoke repo` command drives it standalone.
 
+pub mod agent;
 pub mod capture;
 pub mod cluster;
 pub mod error;

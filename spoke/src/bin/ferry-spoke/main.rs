@@ -1,9 +1,10 @@
-//! `ferry-spoke`: the spoke agent's binary. `ferry-spoke repo ...` works on a volume repository
-//! with nothing but its location and passphrase — no hub, no NATS — so data stays readable with
-//! Ferry's own binary even when the rest of Ferry is gone.
+//! `ferry-spoke`: the spoke agent's binary. `ferry-spoke run` is the agent; `ferry-spoke repo ...`
+//! works on a volume repository with nothing but its location and passphrase — no hub, no NATS —
+//! so data stays readable with Ferry's own binary even when the rest of Ferry is gone.
 
 mod progress;
 mod repo;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Work on a portable volume repository directly.
     Repo(repo::RepoArgs),
+    /// Run the agent: register with the hub over NATS and carry out its commands.
+    Run(run::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Repo(args) => repo::run(args).await,
+            Command::Run(args) => run::run(args).await,
         }
     });
     match result {

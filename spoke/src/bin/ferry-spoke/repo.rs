@@ -119,7 +119,7 @@ enum RepairCommand {
     Index,
 }
 
-fn passphrase(file: &Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn passphrase(file: &Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
     if let Some(path) = file {
         let text = std::fs::read(path)
             .with_context(|| format!("reading the passphrase file {}", path.display()))?;
