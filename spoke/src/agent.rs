@@ -32,6 +32,9 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
 }
 
+/// A command being worked on: its message id, and the channel that stops it with a reason.
+type Running = (String, watch::Sender<Option<String>>);
+
 pub struct Agent {
     config: AgentConfig,
     nats: async_nats::Client,
@@ -40,7 +43,7 @@ pub struct Agent {
     repo: Arc<Repository>,
     started: String,
     /// Operations being worked on, and how to stop each.
-    running: Arc<Mutex<HashMap<String, (String, watch::Sender<Option<String>>)>>>,
+    running: Arc<Mutex<HashMap<String, Running>>>,
 }
 
 /// Errors of the agent's own plumbing (NATS), as opposed to a command's failure.
