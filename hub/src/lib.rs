@@ -1,5 +1,15 @@
-//! Ferry's hub: the control plane that coordinates spokes over NATS.
+//! Ferry's hub: the control plane.
 //!
-//! Fleet registry, durable operation state machines in sled, schedules and retention, runbooks
-//! and drills, the NATS API and the `ferry` CLI. It reaches clusters only through spokes, by
-//! `ferry-protocol` messages. The operation machinery arrives with the migration issues.
+//! - [`machine`]: operations as pure state machines (steps, commands, transitions on events,
+//!   lost spokes, cancellation, RPO/RTO);
+//! - [`store`]: their durable state in sled, with the fleet and the restore-point catalog;
+//! - [`service`]: the runtime on NATS — JetStream streams and consumers, the event loop,
+//!   dispatch, deadlines and the request/reply API;
+//! - [`http`]: `/healthz` and `/metrics`.
+//!
+//! Binaries: `ferry-hub` (the service) and `ferry` (the CLI, a NATS client of the API).
+
+pub mod http;
+pub mod machine;
+pub mod service;
+pub mod store;

@@ -15,7 +15,6 @@ use ferry_protocol::selection::Selection;
 use ferry_protocol::ObjectRef;
 use ferry_repository::repo::Repository;
 use ferry_transform::references::references;
-use ferry_transform::selector::LabelSelector;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -71,36 +70,8 @@ fn strip(mut obj: Value) -> Value {
 
 /// Checks a selection before anything is read; errors name the field.
 pub fn validate(selection: &Selection, field: &str) -> Result<()> {
-    if selection.is_empty() {
-        return Err(SpokeError::invalid(
-            field,
-            "selects nothing: give namespaces, a Helm release or an Operator resource",
-        ));
-    }
-    for (i, ns) in selection.namespaces.iter().enumerate() {
-        if ns.is_empty()
-            || ns.len() > 63
-            || !ns
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(SpokeError::invalid(
-                format!("{field}.namespaces[{i}]"),
-                format!("{ns:?} is not a namespace name"),
-            ));
-        }
-    }
-    if let Some(s) = &selection.label_selector {
-        LabelSelector::parse(s)
-            .map_err(|e| SpokeError::invalid(format!("{field}.labelSelector"), e))?;
-    }
-    if selection.operator_resource.is_some() {
-        return Err(SpokeError::invalid(
-            format!("{field}.operatorResource"),
-            "selecting by Operator resource is not supported by this spoke yet; select its namespace",
-        ));
-    }
-    Ok(())
+    ferry_transform::selection::validate(selection, field)
+        .map_err(|e| SpokeError::invalid(e.field, e.message))
 }
 
 /// Resource types as the selection's include and exclude lists name them.

@@ -22,6 +22,7 @@ pub mod preview;
 pub mod references;
 pub mod rules;
 pub mod sanitize;
+pub mod selection;
 pub mod selector;
 pub mod spec;
 mod transformer;

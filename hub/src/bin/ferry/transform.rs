@@ -1,8 +1,8 @@
-//! `ferry`: the command-line face of Ferry. Today: `ferry transform`, which previews, applies
-//! and orders transform rules on objects from files, without a cluster.
+//! `ferry transform`: preview, apply and order transform rules on objects from files, without a
+//! cluster.
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use ferry_transform::documents::parse_documents;
 use ferry_transform::order::restore_order;
 use ferry_transform::preview::{plan, preview_text};
@@ -12,25 +12,8 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-#[derive(Parser)]
-#[command(
-    name = "ferry",
-    about = "Ferry: disaster recovery and migration for Kubernetes"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(Subcommand)]
-enum Command {
-    /// Transform rules on objects in files: preview, apply, order.
-    #[command(subcommand)]
-    Transform(TransformCommand),
-}
-
-#[derive(Subcommand)]
-enum TransformCommand {
+pub enum TransformCommand {
     /// Show what the rules do to each object: a unified diff per object, or a JSON plan.
     Preview {
         #[command(flatten)]
@@ -58,7 +41,7 @@ enum TransformCommand {
 }
 
 #[derive(Args)]
-struct RuleInput {
+pub struct RuleInput {
     /// Objects: a YAML/JSON file, a directory of them, or - for standard input.
     input: PathBuf,
     /// The transform rules (YAML or JSON).
@@ -69,7 +52,7 @@ struct RuleInput {
 }
 
 #[derive(Args, Clone, Copy, Default)]
-struct SanitizeFlags {
+pub struct SanitizeFlags {
     /// Keep objects' status.
     #[arg(long)]
     keep_status: bool,
@@ -135,9 +118,9 @@ fn transformer(rules: &Path, sanitize: SanitizeFlags) -> anyhow::Result<Transfor
     Ok(Transformer::new(compiled, sanitize.into()))
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Transform(TransformCommand::Preview { input, json }) => {
+pub fn run(command: TransformCommand) -> anyhow::Result<()> {
+    match command {
+        TransformCommand::Preview { input, json } => {
             let objects = read_objects(&input.input)?;
             let outcome = transformer(&input.rules, input.sanitize)?.transform(&objects)?;
             if json {
@@ -146,7 +129,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", preview_text(&objects, &outcome));
             }
         }
-        Command::Transform(TransformCommand::Apply { input }) => {
+        TransformCommand::Apply { input } => {
             let objects = read_objects(&input.input)?;
             let outcome = transformer(&input.rules, input.sanitize)?.transform_owned(objects)?;
             for w in &outcome.warnings {
@@ -162,7 +145,7 @@ fn main() -> anyhow::Result<()> {
             }
             out.flush()?;
         }
-        Command::Transform(TransformCommand::Order { input, rules, json }) => {
+        TransformCommand::Order { input, rules, json } => {
             let mut objects = read_objects(&input)?;
             if let Some(rules) = rules {
                 objects = transformer(&rules, SanitizeFlags::default())?

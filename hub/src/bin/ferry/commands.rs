@@ -1,0 +1,578 @@
+//! The commands that talk to the hub. Each builds one API request; those that start an
+//! operation wait for it (unless `--no-wait`), showing progress on stderr, and exit non-zero
+//! when it fails.
+
+use crate::client::{Client, OutputFormat};
+use crate::output::{age, human_bytes, millis, print, Table};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use ferry_protocol::api::{
+    ById, ClusterStatus, Empty, ListOperations, ListRestorePoints, RestorePointDetails,
+    StartOperation,
+};
+use ferry_protocol::command::ExistingPolicy;
+use ferry_protocol::event::{ObjectAction, StepOutput};
+use ferry_protocol::operation::{
+    BackupSpec, MigrateSpec, Operation, OperationPhase, OperationSpec, RestoreSpec, StepState,
+};
+use ferry_protocol::restore_point::RestorePointSummary;
+use ferry_protocol::rules::TransformSpec;
+use ferry_protocol::selection::{HelmReleaseSelector, Selection};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct SelectionArgs {
+    /// Namespaces to capture (repeat or comma-separate).
+    #[arg(long = "namespace", short = 'n', value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Only objects with these labels (a Kubernetes label selector); dependencies always come.
+    #[arg(long = "selector", short = 'l')]
+    selector: Option<String>,
+    /// Only these resource types (`deployments.apps`), repeat or comma-separate.
+    #[arg(long = "include-resources", value_delimiter = ',')]
+    include: Vec<String>,
+    /// Never these resource types.
+    #[arg(long = "exclude-resources", value_delimiter = ',')]
+    exclude: Vec<String>,
+    /// A Helm release, as namespace/name.
+    #[arg(long)]
+    helm_release: Option<String>,
+}
+
+impl SelectionArgs {
+    fn selection(&self) -> anyhow::Result<Selection> {
+        let helm_release = match &self.helm_release {
+            None => None,
+            Some(s) => {
+                let Some((namespace, name)) = s.split_once('/') else {
+                    bail!("--helm-release: write namespace/name, not {s:?}");
+                };
+                Some(HelmReleaseSelector {
+                    name: name.into(),
+                    namespace: namespace.into(),
+                })
+            }
+        };
+        Ok(Selection {
+            namespaces: self.namespaces.clone(),
+            label_selector: self.selector.clone(),
+            include_resources: self.include.clone(),
+            exclude_resources: self.exclude.clone(),
+            helm_release,
+            operator_resource: None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Existing {
+    Skip,
+    Update,
+    Fail,
+}
+
+impl From<Existing> for ExistingPolicy {
+    fn from(e: Existing) -> Self {
+        match e {
+            Existing::Skip => ExistingPolicy::Skip,
+            Existing::Update => ExistingPolicy::Update,
+            Existing::Fail => ExistingPolicy::Fail,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct RestoreOptions {
+    /// Transform rules (YAML or JSON), checked before anything starts.
+    #[arg(long)]
+    transforms: Option<PathBuf>,
+    /// What to do with objects already in the target.
+    #[arg(long, value_enum, default_value = "skip")]
+    existing: Existing,
+    /// Show the plan against the live target and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl RestoreOptions {
+    fn transforms(&self) -> anyhow::Result<TransformSpec> {
+        let Some(path) = &self.transforms else {
+            return Ok(TransformSpec::default());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let spec =
+            ferry_transform::parse_spec(&text).with_context(|| format!("in {}", path.display()))?;
+        ferry_transform::compile(&spec).with_context(|| format!("in {}", path.display()))?;
+        Ok(spec)
+    }
+}
+
+#[derive(Args)]
+pub struct StartOptions {
+    /// Objects only: no volume data.
+    #[arg(long)]
+    no_volume_data: bool,
+    /// Return once the operation is started instead of waiting for it.
+    #[arg(long)]
+    no_wait: bool,
+    /// Idempotency key: starting again with the same id returns the first operation.
+    #[arg(long)]
+    id: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// Capture a restore point of an application.
+    Create {
+        /// The cluster to capture in.
+        #[arg(long)]
+        cluster: String,
+        #[command(flatten)]
+        selection: SelectionArgs,
+        #[command(flatten)]
+        start: StartOptions,
+    },
+    /// Restore points in the hub's catalog.
+    List {
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// One restore point: where it came from, what it holds.
+    Describe { id: String },
+    /// Forget a restore point's snapshots in the repository.
+    Delete {
+        id: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The restore point.
+    restore_point: String,
+    /// The cluster to restore into.
+    #[arg(long)]
+    cluster: String,
+    #[command(flatten)]
+    options: RestoreOptions,
+    #[command(flatten)]
+    start: StartOptions,
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    #[arg(long)]
+    from: String,
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    #[command(flatten)]
+    options: RestoreOptions,
+    #[command(flatten)]
+    start: StartOptions,
+}
+
+#[derive(Subcommand)]
+pub enum OperationsCommand {
+    List {
+        /// Only operations in this phase (running, succeeded, failed, cancelled).
+        #[arg(long)]
+        phase: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    /// Follow an operation until it ends.
+    Watch {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
+}
+
+pub async fn clusters(client: &Client) -> anyhow::Result<ExitCode> {
+    let list: Vec<ClusterStatus> = client.call("clusters", "list", Empty {}).await?;
+    print(client.output, &list, || {
+        let mut t = Table::new(&[
+            "NAME",
+            "CONNECTED",
+            "KUBERNETES",
+            "FERRY",
+            "STORAGE CLASSES",
+            "REPOSITORY",
+            "LAST SEEN",
+        ]);
+        for c in &list {
+            let r = &c.registration;
+            let classes: Vec<String> = r
+                .storage_classes
+                .iter()
+                .map(|s| {
+                    if s.default {
+                        format!("{} (default)", s.name)
+                    } else {
+                        s.name.clone()
+                    }
+                })
+                .collect();
+            t.row(vec![
+                r.cluster.clone(),
+                if c.connected { "True" } else { "False" }.into(),
+                r.kubernetes_version.clone(),
+                r.ferry_version.clone(),
+                classes.join(","),
+                r.repository.location.clone(),
+                age(&c.last_seen),
+            ]);
+        }
+        t
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn backup(client: &Client, command: BackupCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BackupCommand::Create {
+            cluster,
+            selection,
+            start,
+        } => {
+            let spec = OperationSpec::Backup(BackupSpec {
+                cluster,
+                selection: selection.selection()?,
+                hooks: Vec::new(),
+                volume_data: !start.no_volume_data,
+            });
+            run_operation(client, spec, &start).await
+        }
+        BackupCommand::List { cluster } => {
+            let list: Vec<RestorePointSummary> = client
+                .call("restorepoints", "list", ListRestorePoints { cluster })
+                .await?;
+            print(client.output, &list, || {
+                let mut t = Table::new(&[
+                    "ID", "CLUSTER", "OBJECTS", "VOLUMES", "DATA", "STORED", "AGE",
+                ]);
+                for r in &list {
+                    t.row(vec![
+                        r.id.clone(),
+                        r.cluster.clone(),
+                        r.objects.to_string(),
+                        r.volumes.to_string(),
+                        human_bytes(r.volume_bytes),
+                        human_bytes(r.stored_bytes),
+                        age(&r.created),
+                    ]);
+                }
+                t
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Describe { id } => {
+            let d: RestorePointDetails = client
+                .call("restorepoints", "describe", ById { id })
+                .await?;
+            if client.output != OutputFormat::Table {
+                print(client.output, &d, || Table::new(&[]))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let s = &d.summary;
+            println!("Restore point:  {}", s.id);
+            println!(
+                "Cluster:        {} (Kubernetes {}, Ferry {})",
+                d.source.cluster, d.source.kubernetes_version, d.source.ferry_version
+            );
+            println!("Created:        {} ({} ago)", s.created, age(&s.created));
+            if let Some(op) = &s.operation {
+                println!("Operation:      {op}");
+            }
+            println!("Snapshot:       {}", s.snapshot);
+            println!("Selection:      {}", serde_json::to_string(&d.selection)?);
+            println!("Objects:        {}", s.objects);
+            let mut t = Table::new(&["KIND", "COUNT"]);
+            for (k, n) in &d.kinds {
+                t.row(vec![k.clone(), n.to_string()]);
+            }
+            for line in t.render().lines() {
+                println!("  {line}");
+            }
+            println!(
+                "Volumes:        {} ({}, {} stored)",
+                s.volumes,
+                human_bytes(s.volume_bytes),
+                human_bytes(s.stored_bytes)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Delete { id, no_wait } => {
+            let op: Operation = client.call("restorepoints", "delete", ById { id }).await?;
+            if no_wait {
+                return show_operation(client, &op);
+            }
+            let done = client.watch(&op.id, progress_line).await?;
+            finish(client, done)
+        }
+    }
+}
+
+pub async fn restore(client: &Client, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let spec = OperationSpec::Restore(RestoreSpec {
+        cluster: args.cluster,
+        restore_point: args.restore_point,
+        transforms: args.options.transforms()?,
+        existing: args.options.existing.into(),
+        dry_run: args.options.dry_run,
+        volume_data: !args.start.no_volume_data,
+    });
+    run_operation(client, spec, &args.start).await
+}
+
+pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let spec = OperationSpec::Migrate(MigrateSpec {
+        from: args.from,
+        to: args.to,
+        selection: args.selection.selection()?,
+        hooks: Vec::new(),
+        transforms: args.options.transforms()?,
+        existing: args.options.existing.into(),
+        dry_run: args.options.dry_run,
+        volume_data: !args.start.no_volume_data,
+    });
+    run_operation(client, spec, &args.start).await
+}
+
+async fn run_operation(
+    client: &Client,
+    spec: OperationSpec,
+    start: &StartOptions,
+) -> anyhow::Result<ExitCode> {
+    let op: Operation = client
+        .call(
+            "operations",
+            "start",
+            StartOperation {
+                spec,
+                id: start.id.clone(),
+            },
+        )
+        .await?;
+    eprintln!("operation {} started ({})", op.id, op.spec.kind());
+    if start.no_wait {
+        return show_operation(client, &op);
+    }
+    let done = client.watch(&op.id, progress_line).await?;
+    finish(client, done)
+}
+
+/// One stderr line per change of step state or phase.
+fn progress_line(op: &Operation) {
+    thread_local! {
+        static LAST: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    let Some(step) = op
+        .steps
+        .iter()
+        .rev()
+        .find(|s| s.state != StepState::Pending && s.state != StepState::Cancelled)
+        .or(op.steps.first())
+    else {
+        return;
+    };
+    let detail = match &step.progress {
+        Some(p) => match p.total {
+            Some(t) => format!(" {} {}/{} {}", p.phase, p.done, t, p.message),
+            None => format!(" {} {}", p.phase, p.message),
+        },
+        None => String::new(),
+    };
+    let line = format!(
+        "  {} in {}: {:?}{}",
+        step.name, step.cluster, step.state, detail
+    );
+    LAST.with(|last| {
+        if *last.borrow() != line {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{}", line.trim_end());
+            *last.borrow_mut() = line;
+        }
+    });
+}
+
+fn finish(client: &Client, op: Operation) -> anyhow::Result<ExitCode> {
+    show_operation(client, &op)?;
+    Ok(if op.phase == OperationPhase::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn show_operation(client: &Client, op: &Operation) -> anyhow::Result<ExitCode> {
+    if client.output != OutputFormat::Table {
+        print(client.output, op, || Table::new(&[]))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Operation:      {} ({})", op.id, op.spec.kind());
+    println!("Phase:          {:?}", op.phase);
+    if let Some(m) = &op.message {
+        println!("Message:        {m}");
+    }
+    if let Some(rp) = &op.restore_point {
+        println!("Restore point:  {rp}");
+    }
+    for step in &op.steps {
+        let took = match (&step.started, &step.finished) {
+            (Some(a), Some(b)) => match (
+                chrono::DateTime::parse_from_rfc3339(a),
+                chrono::DateTime::parse_from_rfc3339(b),
+            ) {
+                (Ok(a), Ok(b)) => {
+                    format!(" in {}", millis((b - a).num_milliseconds().max(0) as u64))
+                }
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        println!(
+            "Step {}:         {} in {}: {:?}{took}",
+            step.command.rsplit('.').next().unwrap_or(""),
+            step.name,
+            step.cluster,
+            step.state
+        );
+        if let Some(f) = &step.failure {
+            let object = f
+                .object
+                .as_ref()
+                .map(|o| format!(" ({o})"))
+                .unwrap_or_default();
+            println!("  failed:       {:?}: {}{object}", f.reason, f.message);
+        }
+        match &step.output {
+            Some(StepOutput::Captured(c)) => {
+                let r = &c.restore_point;
+                println!(
+                    "  captured:     {} objects, {} volumes ({}), {} new in the repository",
+                    r.objects,
+                    r.volumes,
+                    human_bytes(r.volume_bytes),
+                    human_bytes(r.stored_bytes)
+                );
+                let kinds: Vec<String> = c.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                println!("  kinds:        {}", kinds.join(", "));
+                for p in &c.phases {
+                    println!("  {:<13} {}", format!("{}:", p.phase), millis(p.millis));
+                }
+                for w in &c.warnings {
+                    println!("  warning:      {w}");
+                }
+            }
+            Some(StepOutput::Restored(r)) => {
+                let verb = if r.dry_run { "would create" } else { "created" };
+                println!(
+                    "  restored:     {verb} {}, updated {}, skipped {}, omitted {}",
+                    r.created, r.updated, r.skipped, r.omitted
+                );
+                for p in &r.phases {
+                    println!("  {:<13} {}", format!("{}:", p.phase), millis(p.millis));
+                }
+                for w in &r.warnings {
+                    println!("  warning:      {w}");
+                }
+                if r.dry_run {
+                    let mut t = Table::new(&["ACTION", "OBJECT", "WHY"]);
+                    for o in &r.objects {
+                        let action = match o.action {
+                            ObjectAction::Create => "create",
+                            ObjectAction::Update => "update",
+                            ObjectAction::Skip => "skip",
+                            ObjectAction::Omit => "omit",
+                        };
+                        t.row(vec![action.into(), o.object.to_string(), o.reason.clone()]);
+                    }
+                    print!("{}", t.render());
+                    if r.objects_truncated {
+                        println!(
+                            "(plan cut at {} objects; -o json has the counts)",
+                            r.objects.len()
+                        );
+                    }
+                }
+            }
+            Some(StepOutput::Deleted(d)) => println!(
+                "  deleted:      {} snapshots of {}",
+                d.snapshots, d.restore_point
+            ),
+            Some(StepOutput::Verified(v)) => println!(
+                "  verified:     {} objects, {} problems",
+                v.objects,
+                v.problems.len()
+            ),
+            None => {}
+        }
+    }
+    if let Some(rto) = op.rto_ms {
+        println!("Recovery time (RTO):   {}", millis(rto));
+    }
+    if let Some(rpo) = op.rpo_ms {
+        println!("Recovery point (RPO):  {}", millis(rpo));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn operations(client: &Client, command: OperationsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        OperationsCommand::List { phase } => {
+            let phase = match phase.as_deref() {
+                None => None,
+                Some(p) => Some(
+                    serde_json::from_value::<OperationPhase>(serde_json::Value::String(p.into()))
+                        .map_err(|_| {
+                        anyhow::anyhow!("--phase: one of running, succeeded, failed, cancelled")
+                    })?,
+                ),
+            };
+            let list: Vec<Operation> = client
+                .call("operations", "list", ListOperations { phase, limit: None })
+                .await?;
+            print(client.output, &list, || {
+                let mut t = Table::new(&["ID", "KIND", "PHASE", "STEPS", "RESTORE POINT", "AGE"]);
+                for o in &list {
+                    let steps: Vec<String> = o
+                        .steps
+                        .iter()
+                        .map(|s| format!("{}@{}:{:?}", s.name, s.cluster, s.state))
+                        .collect();
+                    t.row(vec![
+                        o.id.clone(),
+                        o.spec.kind().into(),
+                        format!("{:?}", o.phase),
+                        steps.join(" "),
+                        o.restore_point.clone().unwrap_or_default(),
+                        age(&o.created),
+                    ]);
+                }
+                t
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        OperationsCommand::Get { id } => {
+            let op: Operation = client.call("operations", "get", ById { id }).await?;
+            show_operation(client, &op)
+        }
+        OperationsCommand::Watch { id } => {
+            let done = client.watch(&id, progress_line).await?;
+            finish(client, done)
+        }
+        OperationsCommand::Cancel { id } => {
+            let op: Operation = client.call("operations", "cancel", ById { id }).await?;
+            show_operation(client, &op)
+        }
+    }
+}
