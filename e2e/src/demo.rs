@@ -1,7 +1,8 @@
-//! The README's demo: the environment, a sample application in "source", both clusters shown
-//! through kubectl. Ferry's hub and spokes take over from here as they land: the migration step
-//! is added to this demo by the hub/spoke migration work.
+//! The README's demo: the environment, a sample application in "source", Ferry's hub and a spoke
+//! per cluster, and a migration of the application to "target" through `ferry migrate`, shown
+//! through kubectl on both sides.
 
+use crate::harness::ferry::Fleet;
 use crate::harness::Environment;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -44,7 +45,7 @@ pub fn sample_application() -> Vec<Value> {
     ]
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("kubectl")
         .args(args)
         .env("KUBECONFIG", kubeconfig)
@@ -61,27 +62,12 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-pub fn run(env: &Environment) -> anyhow::Result<()> {
+/// Applies the sample application to "source" with kubectl, waits until its workloads are
+/// ready, and puts data on the database's volume as the application would.
+pub fn deploy_sample(env: &Environment) -> anyhow::Result<()> {
     let source = env
         .cluster("source")
         .context("the environment has no source cluster")?;
-    let target = env
-        .cluster("target")
-        .context("the environment has no target cluster")?;
-    println!("== Ferry demo ==");
-    println!("NATS (JetStream):  {}", env.nats.url);
-    println!("object store:      {}", env.store.url);
-    println!(
-        "source cluster:    {} (kubeconfig {})",
-        source.server,
-        source.kubeconfig.display()
-    );
-    println!(
-        "target cluster:    {} (kubeconfig {})",
-        target.server,
-        target.kubeconfig.display()
-    );
-
     let manifest: String = sample_application()
         .iter()
         .map(|o| serde_json::to_string(o).unwrap_or_default())
@@ -147,17 +133,143 @@ pub fn run(env: &Environment) -> anyhow::Result<()> {
     )
     .context("writing volume data")?;
 
+    Ok(())
+}
+
+/// Where the database's volume keeps its files in "source".
+pub fn sample_volume_path(env: &Environment) -> anyhow::Result<String> {
+    let source = env
+        .cluster("source")
+        .context("the environment has no source cluster")?;
+    let pv = kubectl(
+        &source.kubeconfig,
+        &[
+            "get",
+            "pvc",
+            "data-db-0",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.volumeName}",
+        ],
+    )?;
+    kubectl(
+        &source.kubeconfig,
+        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
+    )
+}
+
+/// The demo's transform rules: the namespace and the image registry change on the way.
+pub const SAMPLE_RULES: &str = "transforms:
+  - namespace: { from: shop, to: shop-dr }
+  - imageRegistry:
+      from: registry.eu.example.com
+      to: registry.us.example.com
+      # The Cache operator's resources name their image here.
+      customPaths: [{ group: example.com, kind: Cache, paths: [/spec/image] }]
+";
+
+pub fn run(env: &Environment) -> anyhow::Result<Fleet> {
+    let source = env
+        .cluster("source")
+        .context("the environment has no source cluster")?;
+    let target = env
+        .cluster("target")
+        .context("the environment has no target cluster")?;
+    println!("== Ferry demo ==");
+    println!("NATS (JetStream):  {}", env.nats.url);
+    println!("object store:      {}", env.store.url);
+    println!(
+        "source cluster:    {} (kubeconfig {})",
+        source.server,
+        source.kubeconfig.display()
+    );
+    println!(
+        "target cluster:    {} (kubeconfig {})",
+        target.server,
+        target.kubeconfig.display()
+    );
+
+    deploy_sample(env)?;
     println!("\n-- source cluster --");
     print!(
         "{}",
         kubectl(&source.kubeconfig, &["get", "all,pvc,caches", "-n", "shop"])?
     );
-    println!("volume data of data-db-0 in {path}");
-    println!("\n-- target cluster --");
-    print!("{}", kubectl(&target.kubeconfig, &["get", "namespaces"])?);
-    println!("\nThe environment is real: NATS, the object store and both clusters answer the");
+
+    println!("\n-- starting ferry-hub and a ferry-spoke per cluster --");
+    let started = Instant::now();
+    let fleet = Fleet::start(env).context("starting Ferry's hub and spokes")?;
     println!(
-        "clients Ferry uses. Migration through the hub and spokes joins this demo as it lands."
+        "hub and spokes up in {:.1} s (logs in {})",
+        started.elapsed().as_secs_f64(),
+        env.dir.display()
     );
-    Ok(())
+    let clusters = fleet.ferry(&["clusters"]);
+    print!("{}", String::from_utf8_lossy(&clusters.stdout));
+
+    let rules = env.dir.join("rules.yaml");
+    std::fs::write(&rules, SAMPLE_RULES).context("writing the transform rules")?;
+    println!("\n-- ferry migrate --from source --to target -n shop --transforms rules.yaml --");
+    print!("{SAMPLE_RULES}");
+    let rules_arg = rules.display().to_string();
+    let args = [
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "-n",
+        "shop",
+        "--transforms",
+        &rules_arg,
+        "--no-volume-data",
+    ];
+    let started = Instant::now();
+    let out = fleet.ferry(&args);
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        bail!("the migration failed (logs in {})", env.dir.display());
+    }
+    println!(
+        "migrated in {:.2} s end to end",
+        started.elapsed().as_secs_f64()
+    );
+
+    println!("\n-- target cluster, namespace shop-dr --");
+    print!(
+        "{}",
+        kubectl(
+            &target.kubeconfig,
+            &["get", "all,configmaps,secrets,caches", "-n", "shop-dr"]
+        )?
+    );
+    let image = kubectl(
+        &target.kubeconfig,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "shop-dr",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    )?;
+    println!("web's image in target: {image}");
+    println!("\nLook for yourself (with --keep the environment stays up):");
+    println!(
+        "  KUBECONFIG={} kubectl get all -n shop-dr",
+        target.kubeconfig.display()
+    );
+    println!(
+        "  FERRY_NATS_URL={} {} backup list",
+        env.nats.url,
+        fleet.bin.join("ferry").display()
+    );
+    println!(
+        "Volume data is not moved yet: that step (VolumeSnapshots and mover pods) comes next."
+    );
+    Ok(fleet)
 }

@@ -109,12 +109,13 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo { store, keep } => {
             let (opts, _temp) = options(store, None)?;
             let env = Environment::up(&opts).context("bringing up the environment")?;
-            ferry_e2e::demo::run(&env)?;
+            let fleet = ferry_e2e::demo::run(&env)?;
             if keep {
                 print!("{}", env.describe());
                 println!("# press ctrl-c to stop everything");
                 wait_for_interrupt()?;
             }
+            drop(fleet);
             env.down();
             Ok(())
         }

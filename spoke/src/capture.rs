@@ -141,6 +141,9 @@ pub async fn capture(
     progress: ProgressSink<'_>,
 ) -> Result<CaptureReport> {
     let id = &command.restore_point;
+    // The shared repository changes under this spoke: what others stored is reused, not stored
+    // again.
+    repo.reload_index().await?;
     if let Some((name, snapshot)) = restore_point::find(&repo, id).await? {
         // Written before: a redelivered command, or a restarted spoke. Report it again.
         let manifest = restore_point::read_manifest(repo.clone(), id, &snapshot).await?;

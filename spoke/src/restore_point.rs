@@ -155,6 +155,8 @@ pub async fn read_manifest(
 /// Reads a restore point: its manifest and its objects, each checked against the manifest (a
 /// damaged or altered object is named, never restored).
 pub async fn read(repo: Arc<Repository>, id: &str) -> Result<(Manifest, Vec<Value>)> {
+    // Another spoke may have written it since this one loaded the index.
+    repo.reload_index().await?;
     let (_, snapshot) = find(&repo, id).await?.ok_or_else(|| SpokeError::NotFound {
         what: format!("restore point {id}"),
     })?;

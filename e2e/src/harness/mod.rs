@@ -4,6 +4,7 @@
 //! [`Environment::up`] starts everything and [`Environment::down`] (or dropping it) stops
 //! everything; every process's log stays in the environment's directory for post-mortems.
 
+pub mod ferry;
 pub mod nats;
 pub mod object_store;
 pub mod process;

@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, env = "FERRY_HUB_LISTEN", default_value = "127.0.0.1:9464")]
     listen: String,
     /// Seconds a spoke may stay silent before its steps fail.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "FERRY_HUB_SPOKE_TIMEOUT", default_value_t = 30)]
     spoke_timeout: u64,
 }
 

@@ -169,15 +169,18 @@ impl Repository {
             what: "config".into(),
             source,
         })?;
-        backend
-            .put_new("config", sealed.into())
-            .await
-            .map_err(|e| match e {
-                BackendError::AlreadyExists { .. } => RepoError::AlreadyInitialized {
+        match backend.put_new("config", sealed.into()).await {
+            Ok(()) => {}
+            // Another writer initialised it first: its config stands, and this key, which
+            // would unlock nothing, goes.
+            Err(BackendError::AlreadyExists { .. }) => {
+                let _ = backend.delete(&format!("keys/{key_name}")).await;
+                return Err(RepoError::AlreadyInitialized {
                     url: backend.url().into(),
-                },
-                e => e.into(),
-            })?;
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(url = backend.url(), id = %config.id, "repository created");
         Ok(Repository {
             backend,
@@ -196,7 +199,9 @@ impl Repository {
             });
         }
         let keys = backend.list("keys").await?;
-        let mut master = None;
+        let config_bytes = backend.get("config").await?;
+        let mut found = None;
+        let mut unlocked_other = None;
         for listed in &keys {
             let bytes = backend.get(&listed.key).await?;
             let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| RepoError::Key {
@@ -208,8 +213,16 @@ impl Repository {
             })?;
             match MasterKey::unwrap(&file, passphrase) {
                 Ok(m) => {
-                    master = Some(m);
-                    break;
+                    // A key the passphrase opens but that does not open the config belongs to
+                    // an init that lost a race (or another repository's leftovers): try on.
+                    let codec = BlobCodec::new(&m);
+                    match meta::open::<Config>(&codec, "config", &config_bytes, false, "config") {
+                        Ok(config) => {
+                            found = Some((codec, config));
+                            break;
+                        }
+                        Err(e) => unlocked_other = Some(e),
+                    }
                 }
                 Err(KeyError::WrongPassphrase) => continue,
                 Err(source) => {
@@ -220,13 +233,16 @@ impl Repository {
                 }
             }
         }
-        let master = master.ok_or_else(|| RepoError::WrongPassphrase {
-            url: backend.url().into(),
-            tried: keys.len(),
-        })?;
-        let codec = BlobCodec::new(&master);
-        let config_bytes = backend.get("config").await?;
-        let config: Config = meta::open(&codec, "config", &config_bytes, false, "config")?;
+        let (codec, config) = match (found, unlocked_other) {
+            (Some(found), _) => found,
+            (None, Some(e)) => return Err(e.into()),
+            (None, None) => {
+                return Err(RepoError::WrongPassphrase {
+                    url: backend.url().into(),
+                    tried: keys.len(),
+                })
+            }
+        };
         config.validate("config").map_err(RepoError::Config)?;
         let repo = Repository {
             backend,

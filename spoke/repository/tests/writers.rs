@@ -142,3 +142,36 @@ async fn forget_and_prune_free_space_and_keep_the_rest_restorable() {
     let err = repo.find_snapshot(&old, None).await.unwrap_err();
     assert!(err.to_string().contains("no such snapshot"), "{err}");
 }
+
+/// Spokes that start together may all try to create the shared repository: one wins, the
+/// others are told it exists, and every one of them can open it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inits_leave_one_repository_everyone_can_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("repo").display());
+    let tries: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                ferry_repository::repo::Repository::init(
+                    ferry_repository::backend::Backend::open(&url).unwrap(),
+                    common::PASS,
+                    common::small(),
+                )
+                .await
+                .map(|r| r.config().id.clone())
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(id) => created.push(id),
+            Err(ferry_repository::repo::RepoError::AlreadyInitialized { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "{created:?}");
+    let repo = common::reopen(&url).await;
+    assert_eq!(repo.config().id, created[0]);
+}

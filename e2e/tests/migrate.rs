@@ -1,0 +1,479 @@
+//! A migration through Ferry's real binaries: `ferry-hub`, a `ferry-spoke` per stand-in cluster
+//! and the `ferry` CLI, over real NATS (JetStream) and a real object store — and what happens
+//! when the hub, a spoke or the input misbehaves.
+
+use ferry_e2e::demo::{deploy_sample, kubectl, SAMPLE_RULES};
+use ferry_e2e::harness::ferry::Fleet;
+use ferry_e2e::harness::{Environment, EnvironmentOptions};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The end of every Ferry log, for failure messages.
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for name in [
+        "ferry-hub.log",
+        "ferry-spoke-source.log",
+        "ferry-spoke-target.log",
+    ] {
+        let t = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        out.push_str(&format!(
+            "== {name}\n{}\n",
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        ));
+    }
+    out
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+fn get(kubeconfig: &Path, args: &[&str]) -> Option<Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    kubectl(kubeconfig, &all)
+        .ok()
+        .map(|s| serde_json::from_str(&s).unwrap())
+}
+
+fn http_get(base: &str, path: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+struct Setup {
+    env: Environment,
+    fleet: Fleet,
+    rules: String,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(spoke_timeout: Duration) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Environment::up(&EnvironmentOptions::new(dir.path())).unwrap();
+    deploy_sample(&env).unwrap();
+    let fleet = Fleet::start_with(&env, spoke_timeout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&env.dir)));
+    let rules = env.dir.join("rules.yaml");
+    std::fs::write(&rules, SAMPLE_RULES).unwrap();
+    Setup {
+        rules: rules.display().to_string(),
+        env,
+        fleet,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn migrate_moves_the_application_through_hub_and_spokes() {
+    let s = setup(Duration::from_secs(30));
+    let target = s.env.cluster("target").unwrap().kubeconfig.clone();
+    let out = s.fleet.ferry(&[
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "-n",
+        "shop",
+        "--transforms",
+        &s.rules,
+        "--no-volume-data",
+        "--id",
+        "first-move",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out), logs(&s.env.dir));
+    let op = json(&out);
+    assert_eq!(op["phase"], "succeeded", "{op}");
+    assert!(
+        op["rtoMs"].as_u64().is_some() && op["rpoMs"].as_u64().is_some(),
+        "{op}"
+    );
+    let restored = &op["steps"][1]["output"]["restored"];
+    assert!(restored["created"].as_u64().unwrap() >= 8, "{restored}");
+
+    // Every object, transformed.
+    let web = get(&target, &["deploy", "web", "-n", "shop-dr"]).expect("web in shop-dr");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.us.example.com/shop/web:1.4"
+    );
+    assert_eq!(
+        web["metadata"]["annotations"]["ferry.dev/restored-from"],
+        op["restorePoint"]
+    );
+    let db = get(&target, &["sts", "db", "-n", "shop-dr"]).expect("db in shop-dr");
+    assert_eq!(
+        db["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.us.example.com/shop/db:15"
+    );
+    let cache =
+        get(&target, &["caches", "hot", "-n", "shop-dr"]).expect("the Cache custom resource");
+    assert_eq!(
+        cache["spec"]["image"],
+        "registry.us.example.com/shop/cache:2"
+    );
+    assert!(get(&target, &["secret", "db-credentials", "-n", "shop-dr"]).is_some());
+    assert!(get(&target, &["svc", "web", "-n", "shop-dr"]).is_some());
+    assert!(get(&target, &["cm", "web-config", "-n", "shop-dr"]).is_some());
+    assert!(
+        get(&target, &["ns", "shop"]).is_none(),
+        "the old namespace is not made"
+    );
+    // The target's controllers made the pods again; none were copied.
+    let pods = get(&target, &["pods", "-n", "shop-dr"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut pods = pods;
+    while pods["items"].as_array().unwrap().len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        pods = get(&target, &["pods", "-n", "shop-dr"]).unwrap();
+    }
+    assert_eq!(
+        pods["items"].as_array().unwrap().len(),
+        3,
+        "2 web + 1 db pods"
+    );
+
+    // The same request again (same idempotency key) is the same operation; a second migration
+    // finds everything already restored.
+    let again = json(&s.fleet.ferry(&[
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "-n",
+        "shop",
+        "--transforms",
+        &s.rules,
+        "--no-volume-data",
+        "--id",
+        "first-move",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(again["id"], op["id"]);
+    let second = s.fleet.ferry(&[
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "-n",
+        "shop",
+        "--transforms",
+        &s.rules,
+        "--no-volume-data",
+        "-o",
+        "json",
+    ]);
+    let second = json(&second);
+    assert_eq!(second["phase"], "succeeded", "{second}");
+    assert_eq!(
+        second["steps"][1]["output"]["restored"]["created"], 0,
+        "{second}"
+    );
+
+    // The catalog, the operations, and the restore point readable with the repository alone.
+    let list = json(&s.fleet.ferry(&["backup", "list", "-o", "json"]));
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let described = s
+        .fleet
+        .ferry(&["backup", "describe", op["restorePoint"].as_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&described.stdout).contains("Deployment.apps"),
+        "{}",
+        text(&described)
+    );
+    let ops = s.fleet.ferry(&["operations", "list"]);
+    assert!(
+        String::from_utf8_lossy(&ops.stdout).contains("first-move"),
+        "{}",
+        text(&ops)
+    );
+    let restore_dir = s.env.dir.join("read-back");
+    let repo_out = std::process::Command::new(s.fleet.bin.join("ferry-spoke"))
+        .args([
+            "repo",
+            "restore",
+            op["steps"][0]["output"]["captured"]["restorePoint"]["snapshot"]
+                .as_str()
+                .unwrap(),
+        ])
+        .arg(&restore_dir)
+        .env("FERRY_REPOSITORY", &s.fleet.repository)
+        .env(
+            "FERRY_PASSWORD",
+            ferry_e2e::harness::ferry::REPOSITORY_PASSWORD,
+        )
+        .output()
+        .unwrap();
+    assert!(repo_out.status.success(), "{}", text(&repo_out));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(restore_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["id"], op["restorePoint"]);
+    let lines = std::fs::read_to_string(restore_dir.join("objects.jsonl")).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        manifest["objects"].as_array().unwrap().len()
+    );
+
+    // Health and metrics.
+    assert_eq!(http_get(&s.fleet.hub_http, "/healthz").0, 200);
+    let (status, metrics) = http_get(&s.fleet.hub_http, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("ferry_hub_operations{phase=\"succeeded\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_hub_clusters_connected 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_starts() {
+    let s = setup(Duration::from_secs(30));
+    let refuse = |args: &[&str], expect: &str| {
+        let out = s.fleet.ferry(args);
+        assert!(!out.status.success(), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "expected {expect:?}: {}", text(&out));
+    };
+    refuse(
+        &[
+            "migrate",
+            "--from",
+            "source",
+            "--to",
+            "nowhere",
+            "-n",
+            "shop",
+            "--no-volume-data",
+        ],
+        "spec.migrate.to: no spoke has registered as cluster \"nowhere\"",
+    );
+    refuse(
+        &[
+            "migrate",
+            "--from",
+            "source",
+            "--to",
+            "target",
+            "-n",
+            "shop",
+            "-l",
+            "app in (web",
+            "--no-volume-data",
+        ],
+        "spec.migrate.selection.labelSelector",
+    );
+    refuse(
+        &[
+            "migrate",
+            "--from",
+            "source",
+            "--to",
+            "target",
+            "-n",
+            "Shop!",
+            "--no-volume-data",
+        ],
+        "spec.migrate.selection.namespaces[0]",
+    );
+    refuse(
+        &[
+            "migrate",
+            "--from",
+            "source",
+            "--to",
+            "target",
+            "--no-volume-data",
+        ],
+        "spec.migrate.selection: selects nothing",
+    );
+    refuse(
+        &[
+            "migrate", "--from", "source", "--to", "target", "-n", "shop",
+        ],
+        "cannot volume-data",
+    );
+    let bad_rules = s.env.dir.join("bad.yaml");
+    std::fs::write(&bad_rules, "transforms:\n  - imageRegistry: { from: a }\n").unwrap();
+    refuse(
+        &[
+            "migrate",
+            "--from",
+            "source",
+            "--to",
+            "target",
+            "-n",
+            "shop",
+            "--no-volume-data",
+            "--transforms",
+            &bad_rules.display().to_string(),
+        ],
+        "bad.yaml",
+    );
+    refuse(
+        &["backup", "describe", "rp-none"],
+        "no restore point rp-none",
+    );
+    refuse(&["operations", "cancel", "op-none"], "no operation op-none");
+    // Nothing was started by any of them.
+    let ops = json(&s.fleet.ferry(&["operations", "list", "-o", "json"]));
+    assert_eq!(ops.as_array().unwrap().len(), 0, "{ops}");
+
+    // A namespace that is not there fails in the spoke, named.
+    let out = s.fleet.ferry(&[
+        "backup",
+        "create",
+        "--cluster",
+        "source",
+        "-n",
+        "absent",
+        "--no-volume-data",
+        "-o",
+        "json",
+    ]);
+    assert!(!out.status.success());
+    let op = json(&out);
+    assert_eq!(op["phase"], "failed");
+    assert_eq!(op["steps"][0]["failure"]["reason"], "notFound", "{op}");
+    assert!(
+        op["message"].as_str().unwrap().contains("namespace absent"),
+        "{op}"
+    );
+
+    // A raw request that is not a request gets an error answer, not silence.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let nc = async_nats::connect(&s.env.nats.url).await.unwrap();
+        for (subject, payload) in [
+            ("ferry.v1.api.operations.start", "not json"),
+            ("ferry.v1.api.operations.start", r#"{"version":1,"messageId":"x","time":"t","body":{"spec":{"migrate":{"from":"a"}}}}"#),
+            ("ferry.v1.api.nothing.here", r#"{"version":1,"messageId":"x","time":"t","body":{}}"#),
+        ] {
+            let reply = nc.request(subject, payload.into()).await.unwrap();
+            let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+            assert!(v["body"]["error"]["code"].is_string(), "{subject} {payload}: {v}");
+        }
+    });
+}
+
+#[test]
+fn operations_survive_restarts_and_fail_clearly_when_a_spoke_is_gone() {
+    let mut s = setup(Duration::from_secs(4));
+    let target = s.env.cluster("target").unwrap().kubeconfig.clone();
+    // The target's spoke is down when the migration starts: the capture runs, the restore
+    // command waits in the stream, and the hub is restarted meanwhile.
+    s.fleet.stop_spoke("target");
+    let out = s.fleet.ferry(&[
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "-n",
+        "shop",
+        "--transforms",
+        &s.rules,
+        "--no-volume-data",
+        "--no-wait",
+        "--id",
+        "resumed",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Wait until the capture is done, then restart the hub and bring the spoke back quickly
+    // (before the deadline).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let op = json(
+            &s.fleet
+                .ferry(&["operations", "get", "resumed", "-o", "json"]),
+        );
+        if op["steps"][0]["state"] == "succeeded" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "capture never finished: {op}\n{}",
+            logs(&s.env.dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.fleet.stop_hub();
+    s.fleet.start_spoke("target").unwrap();
+    s.fleet.start_hub().unwrap();
+    let out = s
+        .fleet
+        .ferry(&["operations", "watch", "resumed", "-o", "json"]);
+    let op = json(&out);
+    assert_eq!(op["phase"], "succeeded", "{op}\n{}", logs(&s.env.dir));
+    assert!(get(&target, &["deploy", "web", "-n", "shop-dr"]).is_some());
+
+    // A spoke that goes away mid-operation: the operation fails after the deadline, naming it.
+    s.fleet.stop_spoke("source");
+    let started = Instant::now();
+    let out = s.fleet.ferry(&[
+        "backup",
+        "create",
+        "--cluster",
+        "source",
+        "-n",
+        "shop",
+        "--no-volume-data",
+        "-o",
+        "json",
+    ]);
+    let op = json(&out);
+    assert_eq!(op["phase"], "failed", "{op}");
+    assert_eq!(op["steps"][0]["failure"]["reason"], "spokeLost", "{op}");
+    assert!(
+        op["message"]
+            .as_str()
+            .unwrap()
+            .contains("spoke source has not been heard from"),
+        "{op}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}
