@@ -1,5 +1,5 @@
 //! The harness's binaries as a person runs them: `kube-standin`, `ferry-e2e up` and the
-//! README's `ferry-e2e demo`.
+//! README's `ferry-e2e demo` (a migration through Ferry's hub, spokes and CLI).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -148,7 +148,10 @@ fn readme_demo_runs() {
         "statefulset.apps/db",
         "Bound",
         "cache.example.com/hot",
-        "-- target cluster --",
+        "Phase:          Succeeded",
+        "-- target cluster, namespace shop-dr --",
+        "deployment.apps/web",
+        "web's image in target: registry.us.example.com/shop/web:1.4",
     ] {
         assert!(
             stdout.contains(expected),
