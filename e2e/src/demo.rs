@@ -223,7 +223,6 @@ pub fn run(env: &Environment) -> anyhow::Result<Fleet> {
         "shop",
         "--transforms",
         &rules_arg,
-        "--no-volume-data",
     ];
     let started = Instant::now();
     let out = fleet.ferry(&args);

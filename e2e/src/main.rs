@@ -95,6 +95,11 @@ fn main() -> anyhow::Result<()> {
             let (mut opts, _temp) = options(store, dir)?;
             opts.persist = persist;
             opts.image_programs = run_image;
+            // Mover pods of spokes started on this environment run the spoke binary.
+            match ferry_e2e::harness::ferry::mover_program() {
+                Ok(p) => opts.image_programs.push(p),
+                Err(e) => eprintln!("note: mover pods will not run ({e})"),
+            }
             let env = Environment::up(&opts).context("bringing up the environment")?;
             let env_file = env.write_env_file().context("writing env.sh")?;
             print!("{}", env.describe());
@@ -107,7 +112,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Demo { store, keep } => {
-            let (opts, _temp) = options(store, None)?;
+            let (mut opts, _temp) = options(store, None)?;
+            opts.image_programs
+                .push(ferry_e2e::harness::ferry::mover_program().context("finding ferry-spoke")?);
             let env = Environment::up(&opts).context("bringing up the environment")?;
             let fleet = ferry_e2e::demo::run(&env)?;
             if keep {

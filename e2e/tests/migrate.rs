@@ -80,7 +80,10 @@ struct Setup {
 
 fn setup(spoke_timeout: Duration) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let env = Environment::up(&EnvironmentOptions::new(dir.path())).unwrap();
+    let mut opts = EnvironmentOptions::new(dir.path());
+    opts.image_programs
+        .push(ferry_e2e::harness::ferry::mover_program().unwrap());
+    let env = Environment::up(&opts).unwrap();
     deploy_sample(&env).unwrap();
     let fleet = Fleet::start_with(&env, spoke_timeout)
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&env.dir)));
@@ -108,13 +111,18 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
         "shop",
         "--transforms",
         &s.rules,
-        "--no-volume-data",
         "--id",
         "first-move",
         "-o",
         "json",
     ]);
-    assert!(out.status.success(), "{}\n{}", text(&out), logs(&s.env.dir));
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        text(&out),
+        text(&s.fleet.ferry(&["clusters", "-o", "json"])),
+        logs(&s.env.dir)
+    );
     let op = json(&out);
     assert_eq!(op["phase"], "succeeded", "{op}");
     assert!(
@@ -123,6 +131,51 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
     );
     let restored = &op["steps"][1]["output"]["restored"];
     assert!(restored["created"].as_u64().unwrap() >= 8, "{restored}");
+    assert_eq!(
+        restored["volumes"],
+        1,
+        "{}\n{}",
+        op["spec"],
+        logs(&s.env.dir)
+    );
+
+    // The database's volume: moved by mover pods, byte for byte.
+    let pv_of = |kubeconfig: &Path, ns: &str| {
+        let pvc = get(kubeconfig, &["pvc", "data-db-0", "-n", ns]).expect("the claim");
+        let pv = get(
+            kubeconfig,
+            &["pv", pvc["spec"]["volumeName"].as_str().unwrap()],
+        )
+        .expect("its volume");
+        std::path::PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().unwrap())
+    };
+    let source_cfg = s.env.cluster("source").unwrap().kubeconfig.clone();
+    let before = std::fs::read(pv_of(&source_cfg, "shop").join("orders.db")).unwrap();
+    let after = std::fs::read(pv_of(&target, "shop-dr").join("orders.db")).unwrap();
+    assert_eq!(after, before);
+    let claim = get(&target, &["pvc", "data-db-0", "-n", "shop-dr"]).unwrap();
+    assert!(
+        claim["metadata"]["annotations"]["ferry.dev/filled-from"].is_string(),
+        "{claim}"
+    );
+    // Nothing of the movers is left behind, in either cluster.
+    for (cfg, ns) in [(&source_cfg, "shop"), (&target, "shop-dr")] {
+        let left = kubectl(
+            cfg,
+            &[
+                "get",
+                "pods,pvc,secrets,volumesnapshots",
+                "-n",
+                ns,
+                "-l",
+                "app.kubernetes.io/managed-by=ferry",
+                "-o",
+                "name",
+            ],
+        )
+        .unwrap();
+        assert_eq!(left.trim(), "", "{ns}: {left}");
+    }
 
     // Every object, transformed.
     let web = get(&target, &["deploy", "web", "-n", "shop-dr"]).expect("web in shop-dr");
@@ -178,7 +231,6 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
         "shop",
         "--transforms",
         &s.rules,
-        "--no-volume-data",
         "--id",
         "first-move",
         "-o",
@@ -195,7 +247,6 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
         "shop",
         "--transforms",
         &s.rules,
-        "--no-volume-data",
         "-o",
         "json",
     ]);
@@ -324,12 +375,6 @@ fn bad_input_is_refused_before_anything_starts() {
             "--no-volume-data",
         ],
         "spec.migrate.selection: selects nothing",
-    );
-    refuse(
-        &[
-            "migrate", "--from", "source", "--to", "target", "-n", "shop",
-        ],
-        "cannot volume-data",
     );
     let bad_rules = s.env.dir.join("bad.yaml");
     std::fs::write(&bad_rules, "transforms:\n  - imageRegistry: { from: a }\n").unwrap();

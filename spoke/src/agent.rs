@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub cluster_name: String,
     pub subjects: Subjects,
     pub heartbeat: Duration,
+    /// How volume data moves; without it the spoke does not offer `volume-data`.
+    pub mover: Option<crate::mover::MoverConfig>,
 }
 
 /// A command being worked on: its message id, and the channel that stops it with a reason.
@@ -148,11 +150,17 @@ impl Agent {
             cluster: self.config.cluster_name.clone(),
             kubernetes_version,
             ferry_version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: vec![
-                capability::CAPTURE.into(),
-                capability::RESTORE.into(),
-                capability::HELM.into(),
-            ],
+            capabilities: {
+                let mut c: Vec<String> = vec![
+                    capability::CAPTURE.into(),
+                    capability::RESTORE.into(),
+                    capability::HELM.into(),
+                ];
+                if self.config.mover.is_some() {
+                    c.push(capability::VOLUME_DATA.into());
+                }
+                c
+            },
             storage_classes,
             snapshot_classes,
             repository: RepositoryInfo {
@@ -433,13 +441,21 @@ impl Agent {
                     cluster: &self.cluster,
                     name: &self.config.cluster_name,
                     operation: Some(operation),
+                    mover: self.config.mover.as_ref(),
                 };
                 Ok(StepOutput::Captured(
                     capture(source, self.repo.clone(), c, progress).await?,
                 ))
             }
             CommandBody::Restore(r) => Ok(StepOutput::Restored(
-                restore(&self.cluster, self.repo.clone(), r, progress).await?,
+                restore(
+                    &self.cluster,
+                    self.repo.clone(),
+                    r,
+                    self.config.mover.as_ref(),
+                    progress,
+                )
+                .await?,
             )),
             CommandBody::DeleteRestorePoint(d) => {
                 let names = restore_point::snapshots_of(&self.repo, &d.restore_point).await?;

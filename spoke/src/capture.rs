@@ -7,10 +7,11 @@
 
 use crate::cluster::{object_ref, Cluster, Resource, ResourceMap};
 use crate::error::{Result, SpokeError};
+use crate::mover::{self, Mover, MoverConfig};
 use crate::restore_point::{self, RestorePointWriter};
 use ferry_protocol::command::CaptureCommand;
 use ferry_protocol::event::{CaptureReport, PhaseTiming, Progress};
-use ferry_protocol::restore_point::{Manifest, SourceCluster, RESTORE_POINT_FORMAT};
+use ferry_protocol::restore_point::{Manifest, SourceCluster, VolumeEntry, RESTORE_POINT_FORMAT};
 use ferry_protocol::selection::Selection;
 use ferry_protocol::ObjectRef;
 use ferry_repository::repo::Repository;
@@ -28,6 +29,8 @@ pub struct Source<'a> {
     pub cluster: &'a Cluster,
     pub name: &'a str,
     pub operation: Option<&'a str>,
+    /// How volume data moves; `None` when this spoke cannot move it.
+    pub mover: Option<&'a MoverConfig>,
 }
 
 type Key = (String, String, String, String); // group, kind, namespace, name
@@ -50,6 +53,14 @@ struct Collected {
 
 impl Collected {
     fn add(&mut self, obj: Value, reason: String) -> bool {
+        // Ferry's own movers, snapshots and their credentials are never part of an application.
+        if obj
+            .pointer("/metadata/labels/app.kubernetes.io~1managed-by")
+            .and_then(Value::as_str)
+            == Some("ferry")
+        {
+            return false;
+        }
         let r = object_ref(&obj);
         if !self.seen.insert(key(&r)) {
             return false;
@@ -195,6 +206,36 @@ pub async fn capture(
         millis: started.elapsed().as_millis() as u64,
     });
 
+    let mut consistent_at = None;
+    let mut volumes = Vec::new();
+    if command.volume_data {
+        let config = source.mover.ok_or_else(|| {
+            SpokeError::invalid(
+                "volumeData",
+                "this spoke has no mover configured (ferry-spoke run --mover-image)",
+            )
+        })?;
+        let kinds = mover::Kinds::new(&map)?;
+        let m = Mover {
+            cluster: source.cluster,
+            config,
+            kinds: &kinds,
+        };
+        let volumes_started = Instant::now();
+        let claims: Vec<&Value> = collected
+            .objects
+            .iter()
+            .map(|(o, _)| o)
+            .filter(|o| o.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim"))
+            .filter(|o| o.pointer("/status/phase").and_then(Value::as_str) == Some("Bound"))
+            .collect();
+        volumes = move_volumes(&m, id, &claims, repo.clone(), progress, &mut consistent_at).await?;
+        phases.push(PhaseTiming {
+            phase: "volumes".into(),
+            millis: volumes_started.elapsed().as_millis() as u64,
+        });
+    }
+
     let write_started = Instant::now();
     let total = collected.objects.len() as u64;
     let mut writer = RestorePointWriter::begin(repo.clone(), id).await?;
@@ -214,7 +255,7 @@ pub async fn capture(
         format: RESTORE_POINT_FORMAT,
         id: id.clone(),
         created,
-        consistent_at: None,
+        consistent_at,
         source: SourceCluster {
             cluster: source.name.to_string(),
             kubernetes_version,
@@ -224,7 +265,7 @@ pub async fn capture(
         operation: source.operation.map(str::to_string),
         hooks: Vec::new(),
         objects: Vec::new(),
-        volumes: Vec::new(),
+        volumes,
         skipped: Vec::new(),
     };
     let (name, manifest, snapshot) = writer.finish(manifest).await?;
@@ -244,6 +285,83 @@ pub async fn capture(
         phases,
         warnings: Vec::new(),
     })
+}
+
+/// Snapshots every claim (all before any data moves: they are the consistent point), then
+/// moves each snapshot's data into the repository through a mover pod.
+async fn move_volumes(
+    m: &Mover<'_>,
+    id: &str,
+    claims: &[&Value],
+    repo: Arc<Repository>,
+    progress: ProgressSink<'_>,
+    consistent_at: &mut Option<String>,
+) -> Result<Vec<VolumeEntry>> {
+    let total = Some(claims.len() as u64);
+    *consistent_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let mut taken = Vec::new();
+    for (n, claim) in claims.iter().enumerate() {
+        progress(Progress {
+            phase: "snapshots".into(),
+            message: object_ref(claim).to_string(),
+            done: n as u64,
+            total,
+            ..Default::default()
+        });
+        match m.snapshot(id, claim).await {
+            Ok(s) => taken.push(s),
+            Err(e) => {
+                for (c, s) in claims.iter().zip(&taken) {
+                    m.drop_snapshot(c, s).await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    let mut failure = None;
+    for (n, (claim, snap)) in claims.iter().zip(&taken).enumerate() {
+        let r = object_ref(claim);
+        progress(Progress {
+            phase: "volumes".into(),
+            message: r.to_string(),
+            done: n as u64,
+            total,
+            bytes: Some(bytes),
+        });
+        let moved = if failure.is_none() {
+            Some(m.export(id, claim, snap, &repo).await)
+        } else {
+            None
+        };
+        m.drop_snapshot(claim, snap).await;
+        match moved {
+            Some(Ok(name)) => {
+                let (_, s) = repo.find_snapshot(&name, None).await?;
+                bytes += s.summary.bytes;
+                entries.push(VolumeEntry {
+                    claim: r,
+                    storage_class: claim
+                        .pointer("/spec/storageClassName")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    mode: mover::mode_of(claim),
+                    volume_snapshot: Some(snap.clone()),
+                    snapshot: name,
+                    tree: s.tree.to_string(),
+                    files: s.summary.files,
+                    bytes: s.summary.bytes,
+                });
+            }
+            Some(Err(e)) => failure = Some(e),
+            None => {}
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(entries),
+    }
 }
 
 /// The selected objects, then everything they reach, breadth first.

@@ -33,6 +33,12 @@ pub enum SpokeError {
     },
     #[error("cancelled: {0}")]
     Cancelled(String),
+    /// A mover pod failed; the message ends with its log.
+    #[error("mover pod {object}: {message}")]
+    Mover {
+        object: Box<ObjectRef>,
+        message: String,
+    },
 }
 
 /// A failed request to the cluster; `action` says which (`listing deployments.apps in shop`).
@@ -124,6 +130,12 @@ impl SpokeError {
                 true,
             ),
             SpokeError::Cancelled(_) => (FailureReason::Cancelled, None, None, false),
+            SpokeError::Mover { object, .. } => (
+                FailureReason::Repository,
+                Some((**object).clone()),
+                None,
+                true,
+            ),
         };
         StepFailure {
             reason,

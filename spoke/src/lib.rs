@@ -17,5 +17,6 @@ pub mod agent;
 pub mod capture;
 pub mod cluster;
 pub mod error;
+pub mod mover;
 pub mod restore;
 pub mod restore_point;

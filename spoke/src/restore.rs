@@ -14,11 +14,13 @@
 use crate::capture::ProgressSink;
 use crate::cluster::{object_ref, Cluster, Resource, ResourceMap};
 use crate::error::{Result, SpokeError};
+use crate::mover::{self, Mover, MoverConfig, FILLED_FROM_ANNOTATION};
 use crate::restore_point;
 use ferry_protocol::command::{ExistingPolicy, RestoreCommand};
 use ferry_protocol::event::{
     ObjectAction, PhaseTiming, PlannedObject, Progress, RestoreReport, MAX_PLANNED_OBJECTS,
 };
+use ferry_protocol::restore_point::VolumeEntry;
 use ferry_protocol::ObjectRef;
 use ferry_repository::repo::Repository;
 use ferry_transform::order::{restore_order, ReadinessGate};
@@ -40,12 +42,15 @@ struct Planned {
     action: ObjectAction,
     reason: String,
     gate: Option<ReadinessGate>,
+    /// A claim's data in the restore point, to fill it with before anything mounts it.
+    volume: Option<VolumeEntry>,
 }
 
 pub async fn restore(
     cluster: &Cluster,
     repo: Arc<Repository>,
     command: &RestoreCommand,
+    mover: Option<&MoverConfig>,
     progress: ProgressSink<'_>,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
@@ -59,12 +64,20 @@ pub async fn restore(
         ..Default::default()
     });
     let (manifest, objects) = restore_point::read(repo, id).await?;
-    if command.volume_data && !manifest.volumes.is_empty() {
+    let fill = command.volume_data && !manifest.volumes.is_empty();
+    if fill && mover.is_none() {
         return Err(SpokeError::invalid(
             "volumeData",
-            "restoring volume data is not supported by this spoke yet",
+            "this spoke has no mover configured (ferry-spoke run --mover-image)",
         ));
     }
+    // Volumes by their claim in the source.
+    let volumes: std::collections::HashMap<(Option<String>, String), VolumeEntry> = manifest
+        .volumes
+        .iter()
+        .filter(|_| fill)
+        .map(|v| ((v.claim.namespace.clone(), v.claim.name.clone()), v.clone()))
+        .collect();
     let outcome = Transformer::new(rules, SanitizeOptions::default())
         .transform_owned(objects)
         .map_err(|e| SpokeError::invalid("transforms", e.to_string()))?;
@@ -83,6 +96,7 @@ pub async fn restore(
         })
         .collect();
     let mut transformed: Vec<Value> = Vec::with_capacity(outcome.objects.len());
+    let mut sources: Vec<ObjectRef> = Vec::with_capacity(outcome.objects.len());
     for t in outcome.objects {
         let mut o = t.object;
         if let Some(why) = provisioned_volume(&o) {
@@ -95,6 +109,7 @@ pub async fn restore(
         }
         o["metadata"]["annotations"][RESTORED_FROM_ANNOTATION] = json!(id);
         transformed.push(o);
+        sources.push(t.source);
     }
     phases.push(PhaseTiming {
         phase: "transform".into(),
@@ -148,6 +163,11 @@ pub async fn restore(
                 ..Default::default()
             });
         }
+        let source = &sources[index];
+        let volume = volumes
+            .get(&(source.namespace.clone(), source.name.clone()))
+            .filter(|_| source.kind == "PersistentVolumeClaim" && source.group.is_empty())
+            .cloned();
         plan.push(Planned {
             object,
             reference,
@@ -155,6 +175,7 @@ pub async fn restore(
             action,
             reason,
             gate: step.gate,
+            volume,
         });
     }
     if command.existing == ExistingPolicy::Fail {
@@ -171,7 +192,27 @@ pub async fn restore(
 
     if !command.dry_run {
         let apply_started = Instant::now();
-        execute(cluster, &mut map, &mut plan, command, progress).await?;
+        let kinds = match mover {
+            Some(_) if fill => Some(mover::Kinds::new(&map)?),
+            _ => None,
+        };
+        let movers = match (mover, &kinds) {
+            (Some(config), Some(kinds)) => Some(Mover {
+                cluster,
+                config,
+                kinds,
+            }),
+            _ => None,
+        };
+        execute(
+            cluster,
+            &mut map,
+            &mut plan,
+            command,
+            movers.as_ref(),
+            progress,
+        )
+        .await?;
         phases.push(PhaseTiming {
             phase: "apply".into(),
             millis: apply_started.elapsed().as_millis() as u64,
@@ -202,8 +243,12 @@ pub async fn restore(
         updated: count(ObjectAction::Update),
         skipped: count(ObjectAction::Skip),
         omitted: omitted.len() as u64,
-        volumes: 0,
-        volume_bytes: 0,
+        volumes: plan.iter().filter(|p| p.volume.is_some()).count() as u64,
+        volume_bytes: plan
+            .iter()
+            .filter_map(|p| p.volume.as_ref())
+            .map(|v| v.bytes)
+            .sum(),
         objects,
         objects_truncated: truncated,
         phases,
@@ -271,6 +316,7 @@ async fn execute(
     map: &mut ResourceMap,
     plan: &mut [Planned],
     command: &RestoreCommand,
+    mover: Option<&Mover<'_>>,
     progress: ProgressSink<'_>,
 ) -> Result<()> {
     let total = plan.len() as u64;
@@ -319,6 +365,9 @@ async fn execute(
             }
             ObjectAction::Skip | ObjectAction::Omit => {}
         }
+        if let (Some(volume), Some(m)) = (&p.volume, mover) {
+            fill(cluster, &r, p, volume, m, &command.restore_point, progress).await?;
+        }
         if let Some(gate) = p.gate {
             if gate != ReadinessGate::Bound {
                 progress(Progress {
@@ -340,6 +389,46 @@ async fn execute(
             });
         }
     }
+    Ok(())
+}
+
+/// Fills a claim this restore made with its data, once: a claim not made by this restore point
+/// (the user's own, left by the skip policy) is never written, and one already filled is not
+/// filled again.
+async fn fill(
+    cluster: &Cluster,
+    r: &Resource,
+    p: &Planned,
+    volume: &VolumeEntry,
+    m: &Mover<'_>,
+    id: &str,
+    progress: ProgressSink<'_>,
+) -> Result<()> {
+    let ns = p.reference.namespace.as_deref();
+    let Some(current) = cluster.get(r, ns, &p.reference.name).await? else {
+        return Ok(());
+    };
+    let annotation = |key: &str| {
+        current
+            .pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1")))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    if annotation(RESTORED_FROM_ANNOTATION).as_deref() != Some(id)
+        || annotation(FILLED_FROM_ANNOTATION).is_some()
+    {
+        return Ok(());
+    }
+    progress(Progress {
+        phase: "volumes".into(),
+        message: format!("{} from {}", p.reference, volume.snapshot),
+        bytes: Some(volume.bytes),
+        ..Default::default()
+    });
+    m.restore(id, &p.reference, volume.mode, &volume.snapshot)
+        .await?;
+    let patch = json!({"metadata": {"annotations": {FILLED_FROM_ANNOTATION: volume.snapshot}}});
+    cluster.merge_patch(r, &p.reference, &patch).await?;
     Ok(())
 }
 

@@ -159,6 +159,7 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
         cluster: &w.source,
         name: "source",
         operation: Some("op-1"),
+        mover: None,
     };
     let report = capture(
         source,
@@ -216,6 +217,7 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
             cluster: &w.source,
             name: "source",
             operation: Some("op-1"),
+            mover: None,
         },
         w.repo.clone(),
         &capture_command("rp-1", selection("shop")),
@@ -229,7 +231,7 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
     // Dry run: a plan, and nothing in the target.
     let mut dry = restore_command("rp-1", rules());
     dry.dry_run = true;
-    let plan = restore(&w.target, w.repo.clone(), &dry, &quiet)
+    let plan = restore(&w.target, w.repo.clone(), &dry, None, &quiet)
         .await
         .unwrap();
     assert!(plan.dry_run && plan.created > 5, "{plan:?}");
@@ -250,6 +252,7 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
         &w.target,
         w.repo.clone(),
         &restore_command("rp-1", rules()),
+        None,
         &quiet,
     )
     .await
@@ -289,6 +292,7 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
         &w.target,
         w.repo.clone(),
         &restore_command("rp-1", rules()),
+        None,
         &quiet,
     )
     .await
@@ -312,6 +316,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         cluster: &w.source,
         name: "source",
         operation: None,
+        mover: None,
     };
     capture(
         source,
@@ -328,7 +333,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
     ]).await;
     let mut fail = restore_command("rp-2", json!({}));
     fail.existing = ExistingPolicy::Fail;
-    let err = restore(&w.target, w.repo.clone(), &fail, &quiet)
+    let err = restore(&w.target, w.repo.clone(), &fail, None, &quiet)
         .await
         .unwrap_err();
     assert!(
@@ -344,6 +349,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         &w.target,
         w.repo.clone(),
         &restore_command("rp-2", json!({})),
+        None,
         &quiet,
     )
     .await
@@ -356,7 +362,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
 
     let mut update = restore_command("rp-2", json!({}));
     update.existing = ExistingPolicy::Update;
-    restore(&w.target, w.repo.clone(), &update, &quiet)
+    restore(&w.target, w.repo.clone(), &update, None, &quiet)
         .await
         .unwrap();
     let cm = get(&w.target, "v1", "ConfigMap", Some("shop"), "web-config")
@@ -377,6 +383,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
             cluster: &w.source,
             name: "source",
             operation: None,
+            mover: None,
         },
         w.repo.clone(),
         &capture_command("rp-x", bad),
@@ -398,6 +405,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
             cluster: &w.source,
             name: "source",
             operation: None,
+            mover: None,
         },
         w.repo.clone(),
         &capture_command("rp-x", bad),
@@ -419,6 +427,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
             cluster: &w.source,
             name: "source",
             operation: None,
+            mover: None,
         },
         w.repo.clone(),
         &capture_command("rp-x", bad),
@@ -435,6 +444,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
             cluster: &w.source,
             name: "source",
             operation: None,
+            mover: None,
         },
         w.repo.clone(),
         &capture_command("rp-x", selection("nowhere")),
@@ -446,7 +456,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         matches!(err, SpokeError::NotFound { .. }) && err.to_string().contains("namespace nowhere"),
         "{err}"
     );
-    let err = restore(&w.target, w.repo.clone(), &restore_command("rp-2", json!({"transforms": [{"patch": {"ops": [{"op": "replace", "path": "no-slash", "value": 1}]}}]})), &quiet)
+    let err = restore(&w.target, w.repo.clone(), &restore_command("rp-2", json!({"transforms": [{"patch": {"ops": [{"op": "replace", "path": "no-slash", "value": 1}]}}]})), None, &quiet)
         .await
         .unwrap_err();
     assert!(err.to_string().starts_with("transforms:"), "{err}");
@@ -454,6 +464,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         &w.target,
         w.repo.clone(),
         &restore_command("rp-none", json!({})),
+        None,
         &quiet,
     )
     .await
@@ -475,6 +486,7 @@ async fn a_label_selector_takes_matching_objects_and_what_they_need() {
             cluster: &w.source,
             name: "source",
             operation: None,
+            mover: None,
         },
         w.repo.clone(),
         &capture_command("rp-3", sel),

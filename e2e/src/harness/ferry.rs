@@ -53,10 +53,11 @@ fn fresh(dir: &Path) -> bool {
 }
 
 /// The directory of Ferry's binaries: `FERRY_BIN_DIR`, else this executable's target directory,
-/// where `cargo test --workspace` and `./dev` put them; built there first if missing or older
-/// than their sources (as after `cargo test -p ferry-e2e` alone).
+/// where `cargo test --workspace`, `cargo build --workspace --bins` and `./dev` put them. They
+/// are not built from here: a cargo run inside `cargo test` would wait for the build lock the
+/// outer one holds. Binaries older than their sources are used with a warning.
 pub fn bin_dir() -> Result<PathBuf, ProcessError> {
-    let built = BUILT.get_or_init(|| {
+    let found = BUILT.get_or_init(|| {
         if let Some(dir) = std::env::var_os("FERRY_BIN_DIR") {
             return Ok(PathBuf::from(dir));
         }
@@ -66,26 +67,22 @@ pub fn bin_dir() -> Result<PathBuf, ProcessError> {
         if dir.file_name().is_some_and(|n| n == "deps") {
             dir.pop();
         }
-        if fresh(&dir) {
-            return Ok(dir);
+        if let Some(missing) = BINARIES.iter().find(|b| !dir.join(b).is_file()) {
+            return Err(format!(
+                "{missing} is not in {}: run `cargo build --workspace --bins` first",
+                dir.display()
+            ));
         }
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "--workspace", "--bins"]);
-        if release {
-            build.arg("--release");
-        }
-        let status = build
-            .status()
-            .map_err(|e| format!("running cargo build: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build of Ferry's binaries failed: {status}"));
+        if !fresh(&dir) {
+            eprintln!(
+                "warning: Ferry's binaries in {} are older than their sources; `cargo build --workspace --bins` updates them",
+                dir.display()
+            );
         }
         Ok(dir)
     });
-    built.clone().map_err(|message| ProcessError::Io {
-        what: "building Ferry's binaries".into(),
+    found.clone().map_err(|message| ProcessError::Io {
+        what: "finding Ferry's binaries".into(),
         source: std::io::Error::other(message),
     })
 }
@@ -243,4 +240,13 @@ impl Fleet {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Makes the clusters' process kubelet run Ferry's spoke binary for the spoke's image, so the
+/// mover pods a spoke creates really run `ferry-spoke mover`.
+pub fn mover_program() -> Result<crate::apiserver::kubelet::ImageProgram, ProcessError> {
+    Ok(crate::apiserver::kubelet::ImageProgram {
+        image: "*/ferry-spoke:*".into(),
+        program: bin_dir()?.join("ferry-spoke"),
+    })
 }

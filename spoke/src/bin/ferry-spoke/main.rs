@@ -2,6 +2,7 @@
 //! works on a volume repository with nothing but its location and passphrase — no hub, no NATS —
 //! so data stays readable with Ferry's own binary even when the rest of Ferry is gone.
 
+mod mover;
 mod progress;
 mod repo;
 mod run;
@@ -27,6 +28,8 @@ enum Command {
     Repo(repo::RepoArgs),
     /// Run the agent: register with the hub over NATS and carry out its commands.
     Run(run::RunArgs),
+    /// Move one volume between a mount and the repository (what mover pods run).
+    Mover(mover::MoverArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Repo(args) => repo::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Mover(args) => mover::run(args).await,
         }
     });
     match result {

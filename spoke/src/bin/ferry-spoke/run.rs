@@ -8,6 +8,7 @@ use ferry_repository::backend::Backend;
 use ferry_repository::repo::{InitOptions, RepoError, Repository};
 use ferry_spoke::agent::{Agent, AgentConfig};
 use ferry_spoke::cluster::Cluster;
+use ferry_spoke::mover::{store_env_from_process, MoverConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +43,12 @@ pub struct RunArgs {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 5)]
     heartbeat: u64,
+    /// The image of mover pods (this binary's image: they run `ferry-spoke mover`).
+    #[arg(long, env = "FERRY_MOVER_IMAGE", default_value = concat!("ghcr.io/ferry-dr/ferry-spoke:", env!("CARGO_PKG_VERSION")))]
+    mover_image: String,
+    /// Seconds a snapshot or a mover pod may take.
+    #[arg(long, default_value_t = 3600)]
+    mover_timeout: u64,
 }
 
 async fn open_repository(args: &RunArgs) -> anyhow::Result<Repository> {
@@ -85,10 +92,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .connect(&args.nats)
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats))?;
+    let mover = MoverConfig {
+        image: args.mover_image.clone(),
+        repository: args.repo.clone(),
+        password: crate::repo::passphrase(&args.password_file)?,
+        store_env: store_env_from_process(),
+        timeout: Duration::from_secs(args.mover_timeout.max(1)),
+    };
     let config = AgentConfig {
         cluster_name: args.cluster.clone(),
         subjects,
         heartbeat: Duration::from_secs(args.heartbeat.max(1)),
+        mover: Some(mover),
     };
     tracing::info!(cluster = %args.cluster, nats = %args.nats, "spoke starting");
     let agent = Arc::new(Agent::new(config, nats, cluster, repo).await);
