@@ -4,7 +4,7 @@
 
 use ferry_e2e::demo::{deploy_sample, kubectl, SAMPLE_RULES};
 use ferry_e2e::harness::ferry::Fleet;
-use ferry_e2e::harness::{Environment, EnvironmentOptions};
+use ferry_e2e::harness::{Environment, EnvironmentOptions, StoreKind};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -79,8 +79,13 @@ struct Setup {
 }
 
 fn setup(spoke_timeout: Duration) -> Setup {
+    setup_with(spoke_timeout, StoreKind::File)
+}
+
+fn setup_with(spoke_timeout: Duration, store: StoreKind) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = EnvironmentOptions::new(dir.path());
+    opts.store = store;
     opts.image_programs
         .push(ferry_e2e::harness::ferry::mover_program().unwrap());
     let env = Environment::up(&opts).unwrap();
@@ -520,5 +525,65 @@ fn operations_survive_restarts_and_fail_clearly_when_a_spoke_is_gone() {
         started.elapsed() < Duration::from_secs(30),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+/// The same migration with the repository on a real S3 server (Garage): restore point and
+/// volume data go through S3, and movers get the store's credentials from their Secret.
+#[test]
+fn migrate_through_garage_s3() {
+    let s = setup_with(Duration::from_secs(30), StoreKind::Garage);
+    assert!(
+        s.fleet.repository.starts_with("s3://"),
+        "{}",
+        s.fleet.repository
+    );
+    let target = s.env.cluster("target").unwrap().kubeconfig.clone();
+    let out = s.fleet.ferry(&[
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "-n",
+        "shop",
+        "--transforms",
+        &s.rules,
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out), logs(&s.env.dir));
+    let op = json(&out);
+    assert_eq!(op["steps"][1]["output"]["restored"]["volumes"], 1, "{op}");
+    let pvc = get(&target, &["pvc", "data-db-0", "-n", "shop-dr"]).unwrap();
+    let pv = get(
+        &target,
+        &["pv", pvc["spec"]["volumeName"].as_str().unwrap()],
+    )
+    .unwrap();
+    let data = std::fs::read_to_string(
+        Path::new(pv["spec"]["hostPath"]["path"].as_str().unwrap()).join("orders.db"),
+    )
+    .unwrap();
+    assert_eq!(data, "order-1001 paid\norder-1002 shipped\n");
+    // The restore point, read from S3 with the repository command alone.
+    let mut cmd = std::process::Command::new(s.fleet.bin.join("ferry-spoke"));
+    cmd.args(["repo", "snapshots", "--json"])
+        .env("FERRY_REPOSITORY", &s.fleet.repository)
+        .env(
+            "FERRY_PASSWORD",
+            ferry_e2e::harness::ferry::REPOSITORY_PASSWORD,
+        );
+    for (k, v) in s.env.store.env() {
+        cmd.env(k, v);
+    }
+    let listed = cmd.output().unwrap();
+    assert!(listed.status.success(), "{}", text(&listed));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let rp = op["restorePoint"].as_str().unwrap();
+    assert!(listed.contains(&format!("restore-point/{rp}")), "{listed}");
+    assert!(
+        listed.contains(&format!("restore-point/{rp}/volumes/shop/data-db-0")),
+        "{listed}"
     );
 }

@@ -130,6 +130,7 @@ impl Fleet {
             spoke_timeout,
             spokes: Vec::new(),
         };
+        fleet.init_repository()?;
         fleet.start_hub()?;
         let names: Vec<String> = fleet.clusters.iter().map(|(n, _)| n.clone()).collect();
         for name in &names {
@@ -139,6 +140,30 @@ impl Fleet {
             fleet.wait_registered(name, Duration::from_secs(60))?;
         }
         Ok(fleet)
+    }
+
+    /// Creates the shared repository once, before any spoke starts: not every S3 server honours
+    /// create-only writes, so spokes racing to create it could each write a config.
+    fn init_repository(&self) -> Result<(), ProcessError> {
+        let mut cmd = Command::new(self.bin.join("ferry-spoke"));
+        cmd.args(["repo", "init"])
+            .env("FERRY_REPOSITORY", &self.repository)
+            .env("FERRY_PASSWORD", REPOSITORY_PASSWORD);
+        for (k, v) in &self.store_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().map_err(|source| ProcessError::Spawn {
+            program: "ferry-spoke repo init".into(),
+            source,
+        })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || stderr.contains("already") {
+            return Ok(());
+        }
+        Err(ProcessError::Io {
+            what: "creating the repository".into(),
+            source: std::io::Error::other(stderr.into_owned()),
+        })
     }
 
     pub fn start_hub(&mut self) -> Result<(), ProcessError> {
@@ -176,7 +201,7 @@ impl Fleet {
                 source: std::io::Error::other("no such cluster in the environment"),
             })?;
         let mut cmd = Command::new(self.bin.join("ferry-spoke"));
-        cmd.args(["run", "--init-repository", "--heartbeat", "1"])
+        cmd.args(["run", "--heartbeat", "1"])
             .env("KUBECONFIG", kubeconfig)
             .env("FERRY_CLUSTER", cluster)
             .env("FERRY_NATS_URL", &self.nats_url)
