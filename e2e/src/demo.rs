@@ -35,7 +35,11 @@ pub fn sample_application() -> Vec<Value> {
                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
         json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "shop", "labels": {"app": "db"}},
                "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
-                        "template": {"metadata": {"labels": {"app": "db"}},
+                        // Hooks as an application declares them: the pre hook marks the data as
+                        // checkpointed before the snapshot, the post hook clears the mark after.
+                        "template": {"metadata": {"labels": {"app": "db"}, "annotations": {
+                                         "pre.hook.backup.ferry.dev/command": "[\"/bin/sh\", \"-c\", \"echo checkpoint > /var/lib/db/checkpoint.marker\"]",
+                                         "post.hook.backup.ferry.dev/command": "[\"/bin/sh\", \"-c\", \"rm /var/lib/db/checkpoint.marker\"]"}},
                                      "spec": {"containers": [{"name": "db", "image": "registry.eu.example.com/shop/db:15",
                                                               "volumeMounts": [{"name": "data", "mountPath": "/var/lib/db"}]}]}},
                         "volumeClaimTemplates": [{"metadata": {"name": "data"},

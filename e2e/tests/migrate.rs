@@ -158,6 +158,22 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
     let before = std::fs::read(pv_of(&source_cfg, "shop").join("orders.db")).unwrap();
     let after = std::fs::read(pv_of(&target, "shop-dr").join("orders.db")).unwrap();
     assert_eq!(after, before);
+    // The pre hook's mark is in the snapshot (taken after it), and gone from the source (the
+    // post hook ran after the snapshot).
+    assert!(pv_of(&target, "shop-dr").join("checkpoint.marker").exists());
+    assert!(!pv_of(&source_cfg, "shop")
+        .join("checkpoint.marker")
+        .exists());
+    let hooks = &op["steps"][0]["output"]["captured"]["hooks"];
+    assert_eq!(hooks.as_array().map(Vec::len), Some(2), "{hooks}");
+    assert!(
+        hooks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["succeeded"] == true),
+        "{hooks}"
+    );
     let claim = get(&target, &["pvc", "data-db-0", "-n", "shop-dr"]).unwrap();
     assert!(
         claim["metadata"]["annotations"]["ferry.dev/filled-from"].is_string(),
@@ -426,6 +442,51 @@ fn bad_input_is_refused_before_anything_starts() {
     assert!(
         op["message"].as_str().unwrap().contains("namespace absent"),
         "{op}"
+    );
+
+    // A hook that fails with onError: fail fails the capture, naming the pod and the exit code;
+    // a hook file with a misspelt field is refused before anything starts.
+    let hooks = s.env.dir.join("hooks.yaml");
+    std::fs::write(&hooks, "- {name: flush, phase: pre, namespace: shop, labelSelector: app=web, command: [/bin/sh, -c, 'exit 3'], onError: fail}\n").unwrap();
+    let out = s.fleet.ferry(&[
+        "backup",
+        "create",
+        "--cluster",
+        "source",
+        "-n",
+        "shop",
+        "--hooks",
+        &hooks.display().to_string(),
+        "--no-volume-data",
+        "-o",
+        "json",
+    ]);
+    assert!(!out.status.success());
+    let op = json(&out);
+    assert_eq!(op["steps"][0]["failure"]["reason"], "hook", "{op}");
+    let message = op["message"].as_str().unwrap();
+    assert!(
+        message.contains("exit code 3") && message.contains("Pod shop/web-"),
+        "{message}"
+    );
+    std::fs::write(
+        &hooks,
+        "- {name: flush, phase: pre, namespace: shop, comand: [x]}\n",
+    )
+    .unwrap();
+    refuse(
+        &[
+            "backup",
+            "create",
+            "--cluster",
+            "source",
+            "-n",
+            "shop",
+            "--hooks",
+            &hooks.display().to_string(),
+            "--no-volume-data",
+        ],
+        "unknown field `comand`",
     );
 
     // A raw request that is not a request gets an error answer, not silence.

@@ -345,6 +345,8 @@ mod tests {
                 operation: Some("op1".into()),
             },
             kinds: Default::default(),
+            hooks: vec![],
+            volumes: vec![],
             phases: vec![],
             warnings: vec![],
         }))

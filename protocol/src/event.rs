@@ -68,6 +68,11 @@ pub struct CaptureReport {
     pub restore_point: RestorePointSummary,
     /// Objects by kind (`Deployment.apps`: 3), for the headline.
     pub kinds: std::collections::BTreeMap<String, u64>,
+    /// What the hooks did, and the volumes moved (as in the manifest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::HookResult>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::restore_point::VolumeEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<PhaseTiming>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

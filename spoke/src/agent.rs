@@ -155,6 +155,7 @@ impl Agent {
                     capability::CAPTURE.into(),
                     capability::RESTORE.into(),
                     capability::HELM.into(),
+                    capability::HOOKS.into(),
                 ];
                 if self.config.mover.is_some() {
                     c.push(capability::VOLUME_DATA.into());

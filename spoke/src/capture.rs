@@ -7,10 +7,12 @@
 
 use crate::cluster::{object_ref, Cluster, Resource, ResourceMap};
 use crate::error::{Result, SpokeError};
+use crate::hooks;
 use crate::mover::{self, Mover, MoverConfig};
 use crate::restore_point::{self, RestorePointWriter};
 use ferry_protocol::command::CaptureCommand;
 use ferry_protocol::event::{CaptureReport, PhaseTiming, Progress};
+use ferry_protocol::hooks::HookPhase;
 use ferry_protocol::restore_point::{Manifest, SourceCluster, VolumeEntry, RESTORE_POINT_FORMAT};
 use ferry_protocol::selection::Selection;
 use ferry_protocol::ObjectRef;
@@ -167,6 +169,8 @@ pub async fn capture(
         return Ok(CaptureReport {
             restore_point: manifest.summary(&name, snapshot.summary.stored_bytes),
             kinds,
+            hooks: manifest.hooks.clone(),
+            volumes: manifest.volumes.clone(),
             phases: Vec::new(),
             warnings: vec![format!(
                 "restore point {id} was already written; reported again"
@@ -174,12 +178,6 @@ pub async fn capture(
         });
     }
     validate(&command.selection, "selection")?;
-    if !command.hooks.is_empty() {
-        return Err(SpokeError::invalid(
-            "hooks",
-            "exec hooks are not supported by this spoke yet",
-        ));
-    }
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut phases = Vec::new();
     let started = Instant::now();
@@ -206,30 +204,90 @@ pub async fn capture(
         millis: started.elapsed().as_millis() as u64,
     });
 
-    let mut consistent_at = None;
-    let mut volumes = Vec::new();
-    if command.volume_data {
-        let config = source.mover.ok_or_else(|| {
-            SpokeError::invalid(
-                "volumeData",
-                "this spoke has no mover configured (ferry-spoke run --mover-image)",
-            )
-        })?;
-        let kinds = mover::Kinds::new(&map)?;
-        let m = Mover {
+    // The consistent point: pre hooks, every volume snapshot, post hooks; data moves after.
+    let captured: Vec<&Value> = collected.objects.iter().map(|(o, _)| o).collect();
+    let hook_list = hooks::collect(source.cluster, &map, &command.hooks, &captured).await?;
+    let claims: Vec<&Value> = captured
+        .iter()
+        .copied()
+        .filter(|o| o.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim"))
+        .filter(|o| o.pointer("/status/phase").and_then(Value::as_str) == Some("Bound"))
+        .filter(|_| command.volume_data)
+        .collect();
+    let kinds = match command.volume_data {
+        true => Some(mover::Kinds::new(&map)?),
+        false => None,
+    };
+    let movers = match (&kinds, source.mover) {
+        (Some(kinds), Some(config)) => Some(Mover {
             cluster: source.cluster,
             config,
-            kinds: &kinds,
-        };
+            kinds,
+        }),
+        (Some(_), None) => {
+            return Err(SpokeError::invalid(
+                "volumeData",
+                "this spoke has no mover configured (ferry-spoke run --mover-image)",
+            ))
+        }
+        _ => None,
+    };
+    let point_started = Instant::now();
+    let mut hook_results = Vec::new();
+    if !hook_list.is_empty() {
+        progress(Progress {
+            phase: "hooks".into(),
+            message: format!("{} hooks", hook_list.len()),
+            ..Default::default()
+        });
+    }
+    if let Some(e) = hooks::run_phase(
+        source.cluster,
+        &hook_list,
+        HookPhase::Pre,
+        &mut hook_results,
+    )
+    .await
+    {
+        hooks::run_phase(
+            source.cluster,
+            &hook_list,
+            HookPhase::Post,
+            &mut hook_results,
+        )
+        .await;
+        return Err(e);
+    }
+    let consistent_at =
+        Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let taken = match &movers {
+        Some(m) => take_snapshots(m, id, &claims, progress).await,
+        None => Ok(Vec::new()),
+    };
+    let post_failure = hooks::run_phase(
+        source.cluster,
+        &hook_list,
+        HookPhase::Post,
+        &mut hook_results,
+    )
+    .await;
+    let taken = taken?;
+    if let Some(e) = post_failure {
+        if let Some(m) = &movers {
+            for (c, s) in claims.iter().zip(&taken) {
+                m.drop_snapshot(c, s).await;
+            }
+        }
+        return Err(e);
+    }
+    phases.push(PhaseTiming {
+        phase: "snapshots".into(),
+        millis: point_started.elapsed().as_millis() as u64,
+    });
+    let mut volumes = Vec::new();
+    if let Some(m) = &movers {
         let volumes_started = Instant::now();
-        let claims: Vec<&Value> = collected
-            .objects
-            .iter()
-            .map(|(o, _)| o)
-            .filter(|o| o.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim"))
-            .filter(|o| o.pointer("/status/phase").and_then(Value::as_str) == Some("Bound"))
-            .collect();
-        volumes = move_volumes(&m, id, &claims, repo.clone(), progress, &mut consistent_at).await?;
+        volumes = export_volumes(m, id, &claims, &taken, repo.clone(), progress).await?;
         phases.push(PhaseTiming {
             phase: "volumes".into(),
             millis: volumes_started.elapsed().as_millis() as u64,
@@ -263,7 +321,7 @@ pub async fn capture(
         },
         selection: command.selection.clone(),
         operation: source.operation.map(str::to_string),
-        hooks: Vec::new(),
+        hooks: hook_results,
         objects: Vec::new(),
         volumes,
         skipped: Vec::new(),
@@ -282,23 +340,21 @@ pub async fn capture(
     Ok(CaptureReport {
         restore_point: manifest.summary(&name, snapshot.summary.stored_bytes),
         kinds,
+        hooks: manifest.hooks.clone(),
+        volumes: manifest.volumes.clone(),
         phases,
         warnings: Vec::new(),
     })
 }
 
-/// Snapshots every claim (all before any data moves: they are the consistent point), then
-/// moves each snapshot's data into the repository through a mover pod.
-async fn move_volumes(
+/// Takes a snapshot of every claim; if one fails, those taken are dropped.
+async fn take_snapshots(
     m: &Mover<'_>,
     id: &str,
     claims: &[&Value],
-    repo: Arc<Repository>,
     progress: ProgressSink<'_>,
-    consistent_at: &mut Option<String>,
-) -> Result<Vec<VolumeEntry>> {
+) -> Result<Vec<String>> {
     let total = Some(claims.len() as u64);
-    *consistent_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let mut taken = Vec::new();
     for (n, claim) in claims.iter().enumerate() {
         progress(Progress {
@@ -318,10 +374,24 @@ async fn move_volumes(
             }
         }
     }
+    Ok(taken)
+}
+
+/// Moves each snapshot's data into the repository through a mover pod, then drops the
+/// snapshot.
+async fn export_volumes(
+    m: &Mover<'_>,
+    id: &str,
+    claims: &[&Value],
+    taken: &[String],
+    repo: Arc<Repository>,
+    progress: ProgressSink<'_>,
+) -> Result<Vec<VolumeEntry>> {
+    let total = Some(claims.len() as u64);
     let mut entries = Vec::new();
     let mut bytes = 0;
     let mut failure = None;
-    for (n, (claim, snap)) in claims.iter().zip(&taken).enumerate() {
+    for (n, (claim, snap)) in claims.iter().zip(taken).enumerate() {
         let r = object_ref(claim);
         progress(Progress {
             phase: "volumes".into(),

@@ -33,6 +33,12 @@ pub enum SpokeError {
     },
     #[error("cancelled: {0}")]
     Cancelled(String),
+    /// A hook failed and its policy is to fail the capture.
+    #[error("{object}: {message}")]
+    Hook {
+        object: Box<ObjectRef>,
+        message: String,
+    },
     /// A mover pod failed; the message ends with its log.
     #[error("mover pod {object}: {message}")]
     Mover {
@@ -130,6 +136,9 @@ impl SpokeError {
                 true,
             ),
             SpokeError::Cancelled(_) => (FailureReason::Cancelled, None, None, false),
+            SpokeError::Hook { object, .. } => {
+                (FailureReason::Hook, Some((**object).clone()), None, false)
+            }
             SpokeError::Mover { object, .. } => (
                 FailureReason::Repository,
                 Some((**object).clone()),

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod capture;
 pub mod cluster;
 pub mod error;
+pub mod hooks;
 pub mod mover;
 pub mod restore;
 pub mod restore_point;

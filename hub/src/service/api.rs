@@ -224,10 +224,13 @@ impl Hub {
         let selection = |field: &str, s: &ferry_protocol::selection::Selection| {
             ferry_transform::selection::validate(s, field).map_err(|e| invalid(&e.field, e.message))
         };
-        let needs = |first: &'static str, volume_data: bool| {
+        let needs = |first: &'static str, volume_data: bool, hooks: bool| {
             let mut need = vec![first];
             if volume_data {
                 need.push(capability::VOLUME_DATA);
+            }
+            if hooks {
+                need.push(capability::HOOKS);
             }
             need
         };
@@ -237,7 +240,7 @@ impl Hub {
                 cluster(
                     "spec.backup.cluster",
                     &b.cluster,
-                    &needs(capability::CAPTURE, b.volume_data),
+                    &needs(capability::CAPTURE, b.volume_data, !b.hooks.is_empty()),
                 )?;
             }
             OperationSpec::Restore(r) => {
@@ -245,7 +248,7 @@ impl Hub {
                 cluster(
                     "spec.restore.cluster",
                     &r.cluster,
-                    &needs(capability::RESTORE, r.volume_data),
+                    &needs(capability::RESTORE, r.volume_data, false),
                 )?;
             }
             OperationSpec::Migrate(m) => {
@@ -254,12 +257,12 @@ impl Hub {
                 let from = cluster(
                     "spec.migrate.from",
                     &m.from,
-                    &needs(capability::CAPTURE, m.volume_data),
+                    &needs(capability::CAPTURE, m.volume_data, !m.hooks.is_empty()),
                 )?;
                 let to = cluster(
                     "spec.migrate.to",
                     &m.to,
-                    &needs(capability::RESTORE, m.volume_data),
+                    &needs(capability::RESTORE, m.volume_data, false),
                 )?;
                 if from.registration.repository.id != to.registration.repository.id {
                     return Err(invalid(

@@ -406,8 +406,8 @@ impl Hub {
             },
             selection,
             kinds: report.kinds.clone(),
-            hooks: Vec::new(),
-            volumes: Vec::new(),
+            hooks: report.hooks.clone(),
+            volumes: report.volumes.clone(),
         };
         self.store.put_restore_point(&details)?;
         Ok(())

@@ -39,9 +39,24 @@ pub struct SelectionArgs {
     /// A Helm release, as namespace/name.
     #[arg(long)]
     helm_release: Option<String>,
+    /// Exec hooks around the volume snapshots: a YAML or JSON list of
+    /// `{name, phase: pre|post, namespace, labelSelector, container, command, timeoutSeconds, onError: fail|continue}`.
+    #[arg(long)]
+    hooks: Option<PathBuf>,
 }
 
 impl SelectionArgs {
+    fn hooks(&self) -> anyhow::Result<Vec<ferry_protocol::hooks::HookSpec>> {
+        let Some(path) = &self.hooks else {
+            return Ok(Vec::new());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))
+    }
+
     fn selection(&self) -> anyhow::Result<Selection> {
         let helm_release = match &self.helm_release {
             None => None,
@@ -245,8 +260,8 @@ pub async fn backup(client: &Client, command: BackupCommand) -> anyhow::Result<E
         } => {
             let spec = OperationSpec::Backup(BackupSpec {
                 cluster,
+                hooks: selection.hooks()?,
                 selection: selection.selection()?,
-                hooks: Vec::new(),
                 volume_data: !start.no_volume_data,
             });
             run_operation(client, spec, &start).await
@@ -338,7 +353,7 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<ExitC
         from: args.from,
         to: args.to,
         selection: args.selection.selection()?,
-        hooks: Vec::new(),
+        hooks: args.selection.hooks()?,
         transforms: args.options.transforms()?,
         existing: args.options.existing.into(),
         dry_run: args.options.dry_run,
