@@ -83,6 +83,10 @@ fn setup(spoke_timeout: Duration) -> Setup {
 }
 
 fn setup_with(spoke_timeout: Duration, store: StoreKind) -> Setup {
+    setup_tuned(spoke_timeout, store, Duration::from_secs(30))
+}
+
+fn setup_tuned(spoke_timeout: Duration, store: StoreKind, ack_wait: Duration) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = EnvironmentOptions::new(dir.path());
     opts.store = store;
@@ -90,7 +94,7 @@ fn setup_with(spoke_timeout: Duration, store: StoreKind) -> Setup {
         .push(ferry_e2e::harness::ferry::mover_program().unwrap());
     let env = Environment::up(&opts).unwrap();
     deploy_sample(&env).unwrap();
-    let fleet = Fleet::start_with(&env, spoke_timeout)
+    let fleet = Fleet::start_tuned(&env, spoke_timeout, ack_wait)
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&env.dir)));
     let rules = env.dir.join("rules.yaml");
     std::fs::write(&rules, SAMPLE_RULES).unwrap();
@@ -646,5 +650,84 @@ fn migrate_through_garage_s3() {
     assert!(
         listed.contains(&format!("restore-point/{rp}/volumes/shop/data-db-0")),
         "{listed}"
+    );
+}
+
+/// A spoke killed in the middle of a step: the command comes back to it when it restarts, the
+/// step runs again, and nothing is written twice.
+#[test]
+fn a_spoke_killed_mid_step_completes_after_restart() {
+    let mut s = setup_tuned(
+        Duration::from_secs(60),
+        StoreKind::File,
+        Duration::from_secs(3),
+    );
+    let target = s.env.cluster("target").unwrap().kubeconfig.clone();
+    // A slow pre hook keeps the capture busy long enough to kill its spoke.
+    let hooks = s.env.dir.join("slow-hooks.yaml");
+    std::fs::write(&hooks, "- {name: slow, phase: pre, namespace: shop, labelSelector: app=db, command: [/bin/sh, -c, 'sleep 2'], timeoutSeconds: 20}\n").unwrap();
+    let out = s.fleet.ferry(&[
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "-n",
+        "shop",
+        "--transforms",
+        &s.rules,
+        "--hooks",
+        &hooks.display().to_string(),
+        "--no-wait",
+        "--id",
+        "killed",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let op = json(
+            &s.fleet
+                .ferry(&["operations", "get", "killed", "-o", "json"]),
+        );
+        if op["steps"][0]["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the capture never started: {op}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.fleet.stop_spoke("source");
+    std::thread::sleep(Duration::from_millis(300));
+    s.fleet.start_spoke("source").unwrap();
+    let op = json(
+        &s.fleet
+            .ferry(&["operations", "watch", "killed", "-o", "json"]),
+    );
+    assert_eq!(op["phase"], "succeeded", "{op}\n{}", logs(&s.env.dir));
+    // One restore point, one of each object, the volume's data whole.
+    let list = json(&s.fleet.ferry(&["backup", "list", "-o", "json"]));
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let deployments = get(&target, &["deploy", "-n", "shop-dr"]).unwrap();
+    assert_eq!(deployments["items"].as_array().unwrap().len(), 1);
+    let pvcs = get(&target, &["pvc", "-n", "shop-dr"]).unwrap();
+    assert_eq!(pvcs["items"].as_array().unwrap().len(), 1, "{pvcs}");
+    let pv = get(
+        &target,
+        &[
+            "pv",
+            pvcs["items"][0]["spec"]["volumeName"].as_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let data = std::fs::read_to_string(
+        Path::new(pv["spec"]["hostPath"]["path"].as_str().unwrap()).join("orders.db"),
+    )
+    .unwrap();
+    assert_eq!(data, "order-1001 paid\norder-1002 shipped\n");
+    let log = std::fs::read_to_string(s.env.dir.join("ferry-spoke-source.log")).unwrap();
+    assert!(
+        log.contains("command"),
+        "the restarted spoke took the command again: {log}"
     );
 }

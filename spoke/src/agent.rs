@@ -241,7 +241,16 @@ impl Agent {
                 }
             }
         };
+        // "Still working" acks well inside the consumer's ack wait.
+        let ack_wait = consumer.cached_info().config.ack_wait;
+        let keepalive = (ack_wait / 3).clamp(Duration::from_millis(500), Duration::from_secs(10));
+        // One command at a time, and short pull requests: a pull left open by a spoke that died
+        // would otherwise take the redelivered command (into nowhere) until it expires.
         let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(1)
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(2))
             .messages()
             .await
             .map_err(|e| nats_err("reading commands")(&e))?;
@@ -253,7 +262,7 @@ impl Agent {
                     continue;
                 }
             };
-            self.handle(message).await;
+            self.handle(message, keepalive).await;
         }
         Ok(())
     }
@@ -331,7 +340,7 @@ impl Agent {
         self.publish_stored(SpokeEvent::Operation, &envelope).await
     }
 
-    async fn handle(&self, message: jetstream::Message) {
+    async fn handle(&self, message: jetstream::Message, keepalive: Duration) {
         let command = match Envelope::<Command>::from_bytes(&message.payload) {
             Ok(c) => c,
             Err(e) => {
@@ -390,7 +399,7 @@ impl Agent {
         };
         let work = self.execute(&op, &command.body.body, &sink);
         tokio::pin!(work);
-        let mut keepalive = tokio::time::interval(Duration::from_secs(5));
+        let mut keepalive = tokio::time::interval(keepalive);
         let result = loop {
             tokio::select! {
                 r = &mut work => break r,

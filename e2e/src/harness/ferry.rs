@@ -98,6 +98,8 @@ pub struct Fleet {
     pub hub_http: String,
     /// How long the hub waits for a silent spoke.
     pub spoke_timeout: Duration,
+    /// How long a command may go unacknowledged before it is delivered again.
+    pub ack_wait: Duration,
     pub spokes: Vec<(String, Process)>,
 }
 
@@ -109,6 +111,16 @@ impl Fleet {
     }
 
     pub fn start_with(env: &Environment, spoke_timeout: Duration) -> Result<Fleet, ProcessError> {
+        Fleet::start_tuned(env, spoke_timeout, Duration::from_secs(30))
+    }
+
+    /// With the hub's deadlines chosen: how long a spoke may be silent, and how long a command
+    /// may go unacknowledged before it is delivered again.
+    pub fn start_tuned(
+        env: &Environment,
+        spoke_timeout: Duration,
+        ack_wait: Duration,
+    ) -> Result<Fleet, ProcessError> {
         let bin = bin_dir()?;
         let repository = match &env.store.s3 {
             Some(_) => format!("{}/ferry", env.store.url.trim_end_matches('/')),
@@ -128,6 +140,7 @@ impl Fleet {
             hub: None,
             hub_http: String::new(),
             spoke_timeout,
+            ack_wait,
             spokes: Vec::new(),
         };
         fleet.init_repository()?;
@@ -176,6 +189,7 @@ impl Fleet {
                 "FERRY_HUB_SPOKE_TIMEOUT",
                 self.spoke_timeout.as_secs().to_string(),
             )
+            .env("FERRY_HUB_ACK_WAIT", self.ack_wait.as_secs().to_string())
             .env("FERRY_LOG", "info");
         let mut hub = Process::spawn("ferry-hub", cmd, self.dir.join("ferry-hub.log"))?;
         hub.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30))?;

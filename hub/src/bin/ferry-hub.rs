@@ -27,6 +27,10 @@ struct Args {
     /// Address for /healthz and /metrics.
     #[arg(long, env = "FERRY_HUB_LISTEN", default_value = "127.0.0.1:9464")]
     listen: String,
+    /// Seconds a spoke may hold a command without saying it still works on it; after that the
+    /// command is delivered again (to the spoke, restarted).
+    #[arg(long, env = "FERRY_HUB_ACK_WAIT", default_value_t = 30)]
+    ack_wait: u64,
     /// Seconds a spoke may stay silent before its steps fail.
     #[arg(long, env = "FERRY_HUB_SPOKE_TIMEOUT", default_value_t = 30)]
     spoke_timeout: u64,
@@ -61,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let config = HubConfig {
         subjects,
         spoke_timeout: Duration::from_secs(args.spoke_timeout.max(1)),
-        ack_wait: Duration::from_secs(30),
+        ack_wait: Duration::from_secs(args.ack_wait.max(2)),
     };
     let hub = Hub::start(config, nats, store).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
