@@ -44,6 +44,21 @@ pub fn sample_application() -> Vec<Value> {
                                                               "volumeMounts": [{"name": "data", "mountPath": "/var/lib/db"}]}]}},
                         "volumeClaimTemplates": [{"metadata": {"name": "data"},
                                                   "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}),
+        // The Cache operator: its identity, what it may write, and its Deployment. Ferry's restore
+        // order sees from the RBAC that it serves example.com and starts it before the Cache.
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cache-operator", "namespace": "shop"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "cache-operator"},
+               "rules": [{"apiGroups": ["example.com"], "resources": ["caches", "caches/status"], "verbs": ["get", "list", "watch", "update", "patch"]},
+                         {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+                         {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch", "create", "update", "patch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "cache-operator"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cache-operator"},
+               "subjects": [{"kind": "ServiceAccount", "name": "cache-operator", "namespace": "shop"}]}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cache-operator", "namespace": "shop", "labels": {"app": "cache-operator"}},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "cache-operator"}},
+                        "template": {"metadata": {"labels": {"app": "cache-operator"}},
+                                     "spec": {"serviceAccountName": "cache-operator",
+                                              "containers": [{"name": "manager", "image": "registry.eu.example.com/shop/cache-operator:1.0"}]}}}}),
         json!({"apiVersion": "example.com/v1", "kind": "Cache", "metadata": {"name": "hot", "namespace": "shop"},
                "spec": {"size": 3, "image": "registry.eu.example.com/shop/cache:2"}}),
     ]
@@ -93,6 +108,7 @@ pub fn deploy_sample(env: &Environment) -> anyhow::Result<()> {
         )?
     );
 
+    // Ready: every Deployment and StatefulSet at its replicas, the operator's cache included.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = kubectl(
@@ -103,14 +119,19 @@ pub fn deploy_sample(env: &Environment) -> anyhow::Result<()> {
                 "-n",
                 "shop",
                 "-o",
-                "jsonpath={.items[*].status.readyReplicas}",
+                "jsonpath={range .items[*]}{.metadata.name}={.status.readyReplicas}/{.spec.replicas} {end}",
             ],
         )?;
-        if ready.split_whitespace().collect::<Vec<_>>() == ["2", "1"] {
+        let all_ready = ready.split_whitespace().all(|w| {
+            let (_, counts) = w.split_once('=').unwrap_or((w, ""));
+            let (a, b) = counts.split_once('/').unwrap_or(("", "?"));
+            a == b
+        });
+        if all_ready && ready.contains("hot-cache=") {
             break;
         }
         if Instant::now() > deadline {
-            bail!("the sample application did not become ready: ready replicas {ready:?}");
+            bail!("the sample application did not become ready: {ready:?}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }

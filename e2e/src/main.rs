@@ -100,6 +100,9 @@ fn main() -> anyhow::Result<()> {
                 Ok(p) => opts.image_programs.push(p),
                 Err(e) => eprintln!("note: mover pods will not run ({e})"),
             }
+            if let Ok(p) = ferry_e2e::harness::ferry::operator_program() {
+                opts.image_programs.push(p);
+            }
             let env = Environment::up(&opts).context("bringing up the environment")?;
             let env_file = env.write_env_file().context("writing env.sh")?;
             print!("{}", env.describe());
@@ -115,6 +118,10 @@ fn main() -> anyhow::Result<()> {
             let (mut opts, _temp) = options(store, None)?;
             opts.image_programs
                 .push(ferry_e2e::harness::ferry::mover_program().context("finding ferry-spoke")?);
+            opts.image_programs.push(
+                ferry_e2e::harness::ferry::operator_program()
+                    .context("finding the Cache operator")?,
+            );
             let env = Environment::up(&opts).context("bringing up the environment")?;
             let fleet = ferry_e2e::demo::run(&env)?;
             if keep {

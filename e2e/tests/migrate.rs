@@ -92,6 +92,8 @@ fn setup_tuned(spoke_timeout: Duration, store: StoreKind, ack_wait: Duration) ->
     opts.store = store;
     opts.image_programs
         .push(ferry_e2e::harness::ferry::mover_program().unwrap());
+    opts.image_programs
+        .push(ferry_e2e::harness::ferry::operator_program().unwrap());
     let env = Environment::up(&opts).unwrap();
     deploy_sample(&env).unwrap();
     let fleet = Fleet::start_tuned(&env, spoke_timeout, ack_wait)
@@ -140,13 +142,8 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
     );
     let restored = &op["steps"][1]["output"]["restored"];
     assert!(restored["created"].as_u64().unwrap() >= 8, "{restored}");
-    assert_eq!(
-        restored["volumes"],
-        1,
-        "{}\n{}",
-        op["spec"],
-        logs(&s.env.dir)
-    );
+    // The database's claim and the cache's (its StatefulSet is the operator's; its data is not).
+    assert_eq!(restored["volumes"], 2, "{restored}");
 
     // The database's volume: moved by mover pods, byte for byte.
     let pv_of = |kubeconfig: &Path, ns: &str| {
@@ -162,6 +159,60 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
     let before = std::fs::read(pv_of(&source_cfg, "shop").join("orders.db")).unwrap();
     let after = std::fs::read(pv_of(&target, "shop-dr").join("orders.db")).unwrap();
     assert_eq!(after, before);
+    // The operator: started and available before its Cache was created, and the Cache's
+    // children made once, by the target's operator, owned by the target's Cache.
+    let order: Vec<String> = restored["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {} {}",
+                o["object"]["kind"].as_str().unwrap(),
+                o["object"]["name"].as_str().unwrap(),
+                o["action"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let at = |s: &str| {
+        order
+            .iter()
+            .position(|o| o == s)
+            .unwrap_or_else(|| panic!("{s} not in {order:?}"))
+    };
+    assert!(
+        at("Deployment cache-operator create") < at("Cache hot create"),
+        "{order:?}"
+    );
+    for child in [
+        "StatefulSet hot-cache omit",
+        "Service hot-cache omit",
+        "ConfigMap hot-cache omit",
+    ] {
+        at(child);
+    }
+    let target_cache = get(&target, &["caches", "hot", "-n", "shop-dr"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let children = loop {
+        let sts = get(&target, &["sts", "-n", "shop-dr", "-l", "cache=hot"]).unwrap();
+        if !sts["items"].as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break sts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let items = children["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{children}");
+    assert_eq!(
+        items[0]["metadata"]["ownerReferences"][0]["uid"],
+        target_cache["metadata"]["uid"]
+    );
+    assert!(
+        items[0]["metadata"]["annotations"]
+            .get("ferry.dev/restored-from")
+            .is_none(),
+        "made by the operator, not restored"
+    );
+
     // The pre hook's mark is in the snapshot (taken after it), and gone from the source (the
     // post hook ran after the snapshot).
     assert!(pv_of(&target, "shop-dr").join("checkpoint.marker").exists());
@@ -234,14 +285,14 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
     let pods = get(&target, &["pods", "-n", "shop-dr"]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut pods = pods;
-    while pods["items"].as_array().unwrap().len() < 3 && Instant::now() < deadline {
+    while pods["items"].as_array().unwrap().len() < 5 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
         pods = get(&target, &["pods", "-n", "shop-dr"]).unwrap();
     }
     assert_eq!(
         pods["items"].as_array().unwrap().len(),
-        3,
-        "2 web + 1 db pods"
+        5,
+        "2 web, db-0, the operator and hot-cache-0"
     );
 
     // The same request again (same idempotency key) is the same operation; a second migration
@@ -619,7 +670,7 @@ fn migrate_through_garage_s3() {
     ]);
     assert!(out.status.success(), "{}\n{}", text(&out), logs(&s.env.dir));
     let op = json(&out);
-    assert_eq!(op["steps"][1]["output"]["restored"]["volumes"], 1, "{op}");
+    assert_eq!(op["steps"][1]["output"]["restored"]["volumes"], 2, "{op}");
     let pvc = get(&target, &["pvc", "data-db-0", "-n", "shop-dr"]).unwrap();
     let pv = get(
         &target,
@@ -708,16 +759,24 @@ fn a_spoke_killed_mid_step_completes_after_restart() {
     // One restore point, one of each object, the volume's data whole.
     let list = json(&s.fleet.ferry(&["backup", "list", "-o", "json"]));
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
-    let deployments = get(&target, &["deploy", "-n", "shop-dr"]).unwrap();
-    assert_eq!(deployments["items"].as_array().unwrap().len(), 1);
-    let pvcs = get(&target, &["pvc", "-n", "shop-dr"]).unwrap();
-    assert_eq!(pvcs["items"].as_array().unwrap().len(), 1, "{pvcs}");
+    let names = |kind: &str| -> Vec<String> {
+        let list = get(&target, &[kind, "-n", "shop-dr"]).unwrap();
+        let mut names: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("deploy"), ["cache-operator", "web"]);
+    assert_eq!(names("sts"), ["db", "hot-cache"]);
+    assert_eq!(names("pvc"), ["data-db-0", "data-hot-cache-0"]);
+    let pvc = get(&target, &["pvc", "data-db-0", "-n", "shop-dr"]).unwrap();
     let pv = get(
         &target,
-        &[
-            "pv",
-            pvcs["items"][0]["spec"]["volumeName"].as_str().unwrap(),
-        ],
+        &["pv", pvc["spec"]["volumeName"].as_str().unwrap()],
     )
     .unwrap();
     let data = std::fs::read_to_string(

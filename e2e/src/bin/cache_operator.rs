@@ -3,9 +3,12 @@
 //! do in the target cluster. It finds its cluster the way in-cluster programs do (kube-rs's
 //! `Config::infer`: `KUBECONFIG`, then the service-account environment).
 //!
-//! For each Cache `<name>` it keeps a ConfigMap `<name>-cache` with `size` from `spec.size`,
-//! sets `status.ready`, and appends the name to `$FERRY_SANDBOX/data/reconciled` when a volume
-//! is mounted at `/data`. A Cache named `crash` makes it exit with status 1 (for restart tests).
+//! For each Cache `<name>` it keeps, owned by the Cache (a controller reference, as real
+//! operators set them), a ConfigMap `<name>-cache` with `size` from `spec.size`, a headless
+//! Service and a StatefulSet `<name>-cache` running `spec.image` with a 1Gi claim per replica;
+//! then it sets `status.ready`, and appends the name to `$FERRY_SANDBOX/data/reconciled` when a
+//! volume is mounted at `/data`. A Cache named `crash` makes it exit with status 1 (for restart
+//! tests).
 
 use anyhow::Context;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -57,18 +60,52 @@ async fn main() -> anyhow::Result<()> {
                 .cloned()
                 .unwrap_or(json!(0))
                 .to_string();
-            let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
-                Api::namespaced(client.clone(), &ns);
-            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": format!("{name}-cache"), "labels": {"app.kubernetes.io/managed-by": "cache-operator"}},
-                            "data": {"size": size}});
-            cms.patch(
-                &format!("{name}-cache"),
-                &PatchParams::apply("cache-operator"),
-                &Patch::Apply(&cm),
-            )
-            .await
-            .with_context(|| format!("writing ConfigMap {ns}/{name}-cache"))?;
+            let owner = json!([{"apiVersion": "example.com/v1", "kind": "Cache", "name": name,
+                                "uid": cache.metadata.uid.clone().unwrap_or_default(),
+                                "controller": true, "blockOwnerDeletion": true}]);
+            let labels = json!({"app.kubernetes.io/managed-by": "cache-operator", "cache": name});
+            let child = format!("{name}-cache");
+            let image = cache
+                .data
+                .pointer("/spec/image")
+                .and_then(|v| v.as_str())
+                .unwrap_or("cache:latest")
+                .to_string();
+            let children = [
+                (
+                    ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+                    json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": child, "labels": labels, "ownerReferences": owner},
+                        "data": {"size": size}}),
+                ),
+                (
+                    ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()),
+                    json!({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": child, "labels": labels, "ownerReferences": owner},
+                        "spec": {"clusterIP": "None", "selector": {"cache": name}, "ports": [{"port": 6379}]}}),
+                ),
+                (
+                    ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
+                    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                        "metadata": {"name": child, "labels": labels, "ownerReferences": owner},
+                        "spec": {"replicas": 1, "serviceName": child, "selector": {"matchLabels": {"cache": name}},
+                                 "template": {"metadata": {"labels": labels},
+                                              "spec": {"containers": [{"name": "cache", "image": image,
+                                                                       "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                                 "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                                                           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}),
+                ),
+            ];
+            for (resource, object) in children {
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+                api.patch(
+                    &child,
+                    &PatchParams::apply("cache-operator").force(),
+                    &Patch::Apply(&object),
+                )
+                .await
+                .with_context(|| format!("writing {} {ns}/{child}", resource.kind))?;
+            }
             let namespaced: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
             namespaced
                 .patch_status(

@@ -289,3 +289,22 @@ pub fn mover_program() -> Result<crate::apiserver::kubelet::ImageProgram, Proces
         program: bin_dir()?.join("ferry-spoke"),
     })
 }
+
+/// Makes the clusters' process kubelet run the e2e Cache operator for its image, so the sample
+/// application's operator really reconciles in both clusters.
+pub fn operator_program() -> Result<crate::apiserver::kubelet::ImageProgram, ProcessError> {
+    let program = bin_dir()?.join("standin-cache-operator");
+    if !program.is_file() {
+        return Err(ProcessError::Io {
+            what: "finding the Cache operator".into(),
+            source: std::io::Error::other(format!(
+                "{} is missing: run `cargo build --workspace --bins`",
+                program.display()
+            )),
+        });
+    }
+    Ok(crate::apiserver::kubelet::ImageProgram {
+        image: "*/cache-operator:*".into(),
+        program,
+    })
+}
