@@ -8,5 +8,6 @@
 //! Tests and the demo build on these; see `docs/standin.md` and `docs/harness.md`.
 
 pub mod apiserver;
+pub mod bench;
 pub mod demo;
 pub mod harness;

@@ -39,6 +39,12 @@ enum Cmd {
         #[arg(long = "run-image", value_name = "IMAGE_GLOB=PROGRAM", value_parser = ImageProgram::parse)]
         run_image: Vec<ImageProgram>,
     },
+    /// Migrate a production-shaped application of 538 objects (no volume data) several times
+    /// and print the time of each phase (docs/benchmarks.md).
+    BenchApp {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Start the environment, deploy a sample application into "source" and show both clusters.
     Demo {
         #[arg(long, value_enum, default_value = "file")]
@@ -111,6 +117,13 @@ fn main() -> anyhow::Result<()> {
                 env_file.display()
             );
             wait_for_interrupt()?;
+            env.down();
+            Ok(())
+        }
+        Cmd::BenchApp { runs } => {
+            let (opts, _temp) = options(Store::File, None)?;
+            let env = Environment::up(&opts).context("bringing up the environment")?;
+            ferry_e2e::bench::run(&env, runs)?;
             env.down();
             Ok(())
         }
