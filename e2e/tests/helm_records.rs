@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::helm;
+
 use ferry_e2e::apiserver::{StandIn, StandInConfig};
 use ferry_transform::order::restore_order;
 use ferry_transform::sanitize::SanitizeOptions;
@@ -12,45 +14,6 @@ use ferry_transform::{compile, parse_spec, Transformer};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::discovery::{Discovery, Scope};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn helm_lib() -> PathBuf {
-    let path = std::env::var_os("FERRY_HELM_LIB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let base = std::env::var_os("FERRY_TOOLS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferry")
-                });
-            base.join("libhelm_sdkpy.so")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run ./dev install",
-        path.display()
-    );
-    path
-}
-
-fn helm(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helm/helm_client.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(helm_lib())
-        .arg(kubeconfig)
-        .arg(namespace)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?} in {namespace}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 async fn capture(client: &kube::Client, namespace: &str) -> Vec<Value> {
     let discovery = Discovery::new(client.clone()).run().await.unwrap();

@@ -2,6 +2,8 @@
 //! and the `ferry` CLI, over real NATS (JetStream) and a real object store — and what happens
 //! when the hub, a spoke or the input misbehaves.
 
+mod common;
+
 use ferry_e2e::demo::{deploy_sample, kubectl, SAMPLE_RULES};
 use ferry_e2e::harness::ferry::Fleet;
 use ferry_e2e::harness::{Environment, EnvironmentOptions, StoreKind};
@@ -788,5 +790,75 @@ fn a_spoke_killed_mid_step_completes_after_restart() {
     assert!(
         log.contains("command"),
         "the restarted spoke took the command again: {log}"
+    );
+}
+
+/// A Helm release selected by name moves with its records: real Helm reads it in the target
+/// (status, history), and upgrades it from there.
+#[test]
+fn a_helm_release_moves_and_helm_still_manages_it() {
+    let s = setup(Duration::from_secs(30));
+    let source = s.env.cluster("source").unwrap().kubeconfig.clone();
+    let target = s.env.cluster("target").unwrap().kubeconfig.clone();
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/helm-chart");
+    let installed = common::helm(
+        &source,
+        "shop",
+        &[
+            "install",
+            "storefront",
+            chart,
+            r#"{"storageClass": "standard"}"#,
+        ],
+    );
+    assert_eq!(installed["info"]["status"], "deployed");
+    let out = s.fleet.ferry(&[
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "--helm-release",
+        "shop/storefront",
+        "--transforms",
+        &s.rules,
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out), logs(&s.env.dir));
+    let op = json(&out);
+    let kinds = &op["steps"][0]["output"]["captured"]["kinds"];
+    assert_eq!(
+        kinds["Deployment.apps"], 1,
+        "only the release's objects: {kinds}"
+    );
+    assert_eq!(kinds["Secret"], 1, "its one release record: {kinds}");
+    let web =
+        get(&target, &["deploy", "storefront", "-n", "shop-dr"]).expect("the release's Deployment");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.us.example.com/shop/web:1.4"
+    );
+    assert!(
+        get(&target, &["deploy", "web", "-n", "shop-dr"]).is_none(),
+        "not in the release"
+    );
+    let status = common::helm(&target, "shop-dr", &["status", "storefront"]);
+    assert_eq!(status["info"]["status"], "deployed", "{status}");
+    assert_eq!(status["namespace"], "shop-dr", "{status}");
+    let upgraded = common::helm(
+        &target,
+        "shop-dr",
+        &["upgrade", "storefront", chart, r#"{"replicas": 3}"#],
+    );
+    assert_eq!(upgraded["version"], 2, "{upgraded}");
+    let history = common::helm(&target, "shop-dr", &["history", "storefront"]);
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+    let web = get(&target, &["deploy", "storefront", "-n", "shop-dr"]).unwrap();
+    assert_eq!(web["spec"]["replicas"], 3);
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.us.example.com/shop/web:1.4",
+        "the upgrade keeps the rewritten values"
     );
 }
