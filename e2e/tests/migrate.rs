@@ -53,6 +53,17 @@ fn get(kubeconfig: &Path, args: &[&str]) -> Option<Value> {
         .map(|s| serde_json::from_str(&s).unwrap())
 }
 
+/// Where a claim's data lives on this machine (the stand-in's local-path volumes).
+fn volume_dir(kubeconfig: &Path, namespace: &str, claim: &str) -> std::path::PathBuf {
+    let pvc = get(kubeconfig, &["pvc", claim, "-n", namespace]).expect("the claim");
+    let pv = get(
+        kubeconfig,
+        &["pv", pvc["spec"]["volumeName"].as_str().unwrap()],
+    )
+    .expect("its volume");
+    std::path::PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().unwrap())
+}
+
 fn http_get(base: &str, path: &str) -> (u16, String) {
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -148,15 +159,7 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
     assert_eq!(restored["volumes"], 2, "{restored}");
 
     // The database's volume: moved by mover pods, byte for byte.
-    let pv_of = |kubeconfig: &Path, ns: &str| {
-        let pvc = get(kubeconfig, &["pvc", "data-db-0", "-n", ns]).expect("the claim");
-        let pv = get(
-            kubeconfig,
-            &["pv", pvc["spec"]["volumeName"].as_str().unwrap()],
-        )
-        .expect("its volume");
-        std::path::PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().unwrap())
-    };
+    let pv_of = |kubeconfig: &Path, ns: &str| volume_dir(kubeconfig, ns, "data-db-0");
     let source_cfg = s.env.cluster("source").unwrap().kubeconfig.clone();
     let before = std::fs::read(pv_of(&source_cfg, "shop").join("orders.db")).unwrap();
     let after = std::fs::read(pv_of(&target, "shop-dr").join("orders.db")).unwrap();
@@ -673,16 +676,9 @@ fn migrate_through_garage_s3() {
     assert!(out.status.success(), "{}\n{}", text(&out), logs(&s.env.dir));
     let op = json(&out);
     assert_eq!(op["steps"][1]["output"]["restored"]["volumes"], 2, "{op}");
-    let pvc = get(&target, &["pvc", "data-db-0", "-n", "shop-dr"]).unwrap();
-    let pv = get(
-        &target,
-        &["pv", pvc["spec"]["volumeName"].as_str().unwrap()],
-    )
-    .unwrap();
-    let data = std::fs::read_to_string(
-        Path::new(pv["spec"]["hostPath"]["path"].as_str().unwrap()).join("orders.db"),
-    )
-    .unwrap();
+    let data =
+        std::fs::read_to_string(volume_dir(&target, "shop-dr", "data-db-0").join("orders.db"))
+            .unwrap();
     assert_eq!(data, "order-1001 paid\norder-1002 shipped\n");
     // The restore point, read from S3 with the repository command alone.
     let mut cmd = std::process::Command::new(s.fleet.bin.join("ferry-spoke"));
@@ -775,16 +771,9 @@ fn a_spoke_killed_mid_step_completes_after_restart() {
     assert_eq!(names("deploy"), ["cache-operator", "web"]);
     assert_eq!(names("sts"), ["db", "hot-cache"]);
     assert_eq!(names("pvc"), ["data-db-0", "data-hot-cache-0"]);
-    let pvc = get(&target, &["pvc", "data-db-0", "-n", "shop-dr"]).unwrap();
-    let pv = get(
-        &target,
-        &["pv", pvc["spec"]["volumeName"].as_str().unwrap()],
-    )
-    .unwrap();
-    let data = std::fs::read_to_string(
-        Path::new(pv["spec"]["hostPath"]["path"].as_str().unwrap()).join("orders.db"),
-    )
-    .unwrap();
+    let data =
+        std::fs::read_to_string(volume_dir(&target, "shop-dr", "data-db-0").join("orders.db"))
+            .unwrap();
     assert_eq!(data, "order-1001 paid\norder-1002 shipped\n");
     let log = std::fs::read_to_string(s.env.dir.join("ferry-spoke-source.log")).unwrap();
     assert!(
