@@ -618,6 +618,43 @@ fn operations_survive_restarts_and_fail_clearly_when_a_spoke_is_gone() {
     assert_eq!(op["phase"], "succeeded", "{op}\n{}", logs(&s.env.dir));
     assert!(get(&target, &["deploy", "web", "-n", "shop-dr"]).is_some());
 
+    // The hub loses its database: the repository is the source of truth. Spokes register again
+    // by themselves, and the catalog is rebuilt from the repository.
+    s.fleet.stop_hub();
+    std::fs::remove_dir_all(s.env.dir.join("hub-data")).unwrap();
+    s.fleet.start_hub().unwrap();
+    s.fleet
+        .wait_registered("source", Duration::from_secs(30))
+        .unwrap();
+    let list = json(&s.fleet.ferry(&["backup", "list", "-o", "json"]));
+    assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
+    let out = s.fleet.ferry(&[
+        "backup",
+        "rebuild-catalog",
+        "--cluster",
+        "source",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let list = json(&s.fleet.ferry(&["backup", "list", "-o", "json"]));
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["rp-resumed"], "{list}");
+    let described = json(
+        &s.fleet
+            .ferry(&["backup", "describe", "rp-resumed", "-o", "json"]),
+    );
+    assert_eq!(described["source"]["cluster"], "source", "{described}");
+    assert!(
+        described["kinds"]["Deployment.apps"].as_u64() >= Some(1),
+        "{described}"
+    );
+
     // A spoke that goes away mid-operation: the operation fails after the deadline, naming it.
     s.fleet.stop_spoke("source");
     let started = Instant::now();

@@ -52,6 +52,9 @@ pub fn new_operation(id: &str, spec: OperationSpec, now: &str) -> Operation {
             vec![step("delete-restore-point", "", 0)],
             Some(d.restore_point.clone()),
         ),
+        OperationSpec::RebuildCatalog(r) => {
+            (vec![step("list-restore-points", &r.cluster, 0)], None)
+        }
     };
     Operation {
         id: id.into(),
@@ -102,6 +105,9 @@ pub fn command_for(op: &Operation, n: usize) -> Command {
         (OperationSpec::DeleteRestorePoint(_), _) => {
             CommandBody::DeleteRestorePoint(RestorePointCommand { restore_point: rp })
         }
+        (OperationSpec::RebuildCatalog(_), _) => {
+            CommandBody::ListRestorePoints(ferry_protocol::command::ListRestorePointsCommand {})
+        }
     };
     Command {
         operation: op.id.clone(),
@@ -119,6 +125,8 @@ pub struct Effects {
     pub dispatch: Option<usize>,
     /// A capture finished: record its restore point in the catalog.
     pub captured: Option<ferry_protocol::event::CaptureReport>,
+    /// A repository was listed: these restore points go into the catalog.
+    pub listed: Option<ferry_protocol::event::ListReport>,
 }
 
 /// The first step to send for a new (or resumed) operation: the first step not finished.
@@ -173,9 +181,13 @@ pub fn apply_event(op: &mut Operation, event: &OperationEvent, now: &str) -> Eff
             step.finished = Some(now.into());
             step.output = Some(output.clone());
             step.progress = None;
-            if let StepOutput::Captured(report) = output {
-                op.restore_point = Some(report.restore_point.id.clone());
-                effects.captured = Some(report.clone());
+            match output {
+                StepOutput::Captured(report) => {
+                    op.restore_point = Some(report.restore_point.id.clone());
+                    effects.captured = Some(report.clone());
+                }
+                StepOutput::Listed(report) => effects.listed = Some(report.clone()),
+                _ => {}
             }
             if op.phase == OperationPhase::Running {
                 match next_step(op) {

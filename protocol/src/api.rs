@@ -20,6 +20,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("restorepoints", "list"),
     ("restorepoints", "describe"),
     ("restorepoints", "delete"),
+    ("restorepoints", "rebuild"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +56,13 @@ pub struct ListRestorePoints {
     /// Only those captured in this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+}
+
+/// `restorepoints.rebuild`: the spoke whose repository to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RebuildCatalog {
+    pub cluster: String,
 }
 
 /// `clusters.list` takes an empty object.

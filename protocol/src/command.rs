@@ -22,6 +22,8 @@ pub enum CommandBody {
     Restore(Box<RestoreCommand>),
     DeleteRestorePoint(RestorePointCommand),
     VerifyRestorePoint(VerifyCommand),
+    /// Report every restore point in the repository (to rebuild the hub's catalog).
+    ListRestorePoints(ListRestorePointsCommand),
 }
 
 impl CommandBody {
@@ -31,6 +33,7 @@ impl CommandBody {
             CommandBody::Restore(_) => "restore",
             CommandBody::DeleteRestorePoint(_) => "delete-restore-point",
             CommandBody::VerifyRestorePoint(_) => "verify-restore-point",
+            CommandBody::ListRestorePoints(_) => "list-restore-points",
         }
     }
 }
@@ -110,3 +113,7 @@ pub struct Cancel {
     pub operation: String,
     pub reason: String,
 }
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListRestorePointsCommand {}

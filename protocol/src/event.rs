@@ -52,6 +52,17 @@ pub enum StepOutput {
     Restored(RestoreReport),
     Deleted(DeleteReport),
     Verified(VerifyReport),
+    Listed(ListReport),
+}
+
+/// Every restore point a spoke's repository holds, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListReport {
+    pub restore_points: Vec<crate::api::RestorePointDetails>,
+    /// Restore points whose manifest could not be read, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
 }
 
 /// How long a phase of a step took.

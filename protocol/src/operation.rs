@@ -19,6 +19,9 @@ pub enum OperationSpec {
     Migrate(MigrateSpec),
     /// Forget a restore point's snapshots in the repository (their data goes at the next prune).
     DeleteRestorePoint(DeleteRestorePointSpec),
+    /// Refill the hub's restore-point catalog from a spoke's repository (after the hub lost its
+    /// database, or to see restore points another hub made).
+    RebuildCatalog(RebuildCatalogSpec),
 }
 
 impl OperationSpec {
@@ -28,6 +31,7 @@ impl OperationSpec {
             OperationSpec::Restore(_) => "restore",
             OperationSpec::Migrate(_) => "migrate",
             OperationSpec::DeleteRestorePoint(_) => "delete-restore-point",
+            OperationSpec::RebuildCatalog(_) => "rebuild-catalog",
         }
     }
 }
@@ -80,6 +84,12 @@ pub struct MigrateSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeleteRestorePointSpec {
     pub restore_point: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RebuildCatalogSpec {
+    pub cluster: String,
 }
 
 fn yes() -> bool {

@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub mover: Option<crate::mover::MoverConfig>,
 }
 
+/// Heartbeats between two registrations.
+const REREGISTER_EVERY: u32 = 10;
+
 /// A command being worked on: its message id, and the channel that stops it with a reason.
 type Running = (String, watch::Sender<Option<String>>);
 
@@ -222,7 +225,7 @@ impl Agent {
             }
         }
         tracing::info!(cluster = %self.config.cluster_name, "registered");
-        tokio::spawn(self.clone().heartbeats());
+        tokio::spawn(self.clone().heartbeats(registration));
         tokio::spawn(self.clone().cancellations());
         let consumer_name = spoke_consumer(&self.config.cluster_name).expect("checked at start");
         // The hub creates the consumer when it sees the registration.
@@ -267,9 +270,19 @@ impl Agent {
         Ok(())
     }
 
-    async fn heartbeats(self: Arc<Self>) {
+    /// Heartbeats, and every [`REREGISTER_EVERY`] of them the registration again: a hub that
+    /// lost its database learns the fleet back within a minute.
+    async fn heartbeats(self: Arc<Self>, registration: Registration) {
         let subject = self.subject(SpokeEvent::Heartbeat);
+        let mut beats: u32 = 0;
         loop {
+            beats = beats.wrapping_add(1);
+            if beats.is_multiple_of(REREGISTER_EVERY) {
+                let envelope = Envelope::new(message_id(), now(), registration.clone());
+                if let Err(e) = self.publish_stored(SpokeEvent::Register, &envelope).await {
+                    tracing::warn!(error = %e, "registration again");
+                }
+            }
             let active = self
                 .running
                 .lock()
@@ -478,6 +491,14 @@ impl Agent {
                 Ok(StepOutput::Deleted(DeleteReport {
                     restore_point: d.restore_point.clone(),
                     snapshots: names.len() as u64,
+                }))
+            }
+            CommandBody::ListRestorePoints(_) => {
+                let (restore_points, unreadable) =
+                    restore_point::catalog(self.repo.clone()).await?;
+                Ok(StepOutput::Listed(ferry_protocol::event::ListReport {
+                    restore_points,
+                    unreadable,
                 }))
             }
             CommandBody::VerifyRestorePoint(v) => {

@@ -218,3 +218,40 @@ pub async fn read(repo: Arc<Repository>, id: &str) -> Result<(Manifest, Vec<Valu
     }
     Ok((manifest, objects))
 }
+
+/// What the hub's catalog holds of every restore point in the repository, newest first; those
+/// whose manifest cannot be read are named with why.
+pub async fn catalog(
+    repo: Arc<Repository>,
+) -> Result<(Vec<ferry_protocol::api::RestorePointDetails>, Vec<String>)> {
+    repo.reload_index().await?;
+    let mut found = Vec::new();
+    let mut unreadable = Vec::new();
+    for (name, snapshot) in all(&repo).await?.into_iter().rev() {
+        let Some(id) = snapshot
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix(&format!("{RESTORE_POINT_TAG}=")))
+        else {
+            continue;
+        };
+        match read_manifest(repo.clone(), id, &snapshot).await {
+            Ok(m) => {
+                let mut kinds = BTreeMap::new();
+                for e in &m.objects {
+                    *kinds.entry(kind_label(&e.object)).or_default() += 1;
+                }
+                found.push(ferry_protocol::api::RestorePointDetails {
+                    summary: m.summary(&name, snapshot.summary.stored_bytes),
+                    source: m.source,
+                    selection: m.selection,
+                    kinds,
+                    hooks: m.hooks,
+                    volumes: m.volumes,
+                });
+            }
+            Err(e) => unreadable.push(format!("{id}: {e}")),
+        }
+    }
+    Ok((found, unreadable))
+}

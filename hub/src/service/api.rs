@@ -171,6 +171,17 @@ impl Hub {
                     )),
                 }
             }
+            ("restorepoints", "rebuild") => {
+                let cluster = decode::<ferry_protocol::api::RebuildCatalog>(payload)?
+                    .body
+                    .cluster;
+                let spec =
+                    OperationSpec::RebuildCatalog(ferry_protocol::operation::RebuildCatalogSpec {
+                        cluster,
+                    });
+                self.start_operation(StartOperation { spec, id: None })
+                    .await
+            }
             ("restorepoints", "delete") => {
                 let id = decode::<ById>(payload)?.body.id;
                 let spec = OperationSpec::DeleteRestorePoint(
@@ -273,6 +284,13 @@ impl Hub {
                         ),
                     ));
                 }
+            }
+            OperationSpec::RebuildCatalog(r) => {
+                cluster(
+                    "spec.rebuildCatalog.cluster",
+                    &r.cluster,
+                    &[capability::CAPTURE],
+                )?;
             }
             OperationSpec::DeleteRestorePoint(d) => {
                 if self.store.restore_point(&d.restore_point)?.is_none() {

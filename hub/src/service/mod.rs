@@ -368,6 +368,12 @@ impl Hub {
         if let Some(report) = &effects.captured {
             self.record_restore_point(&op, report)?;
         }
+        if let Some(listed) = &effects.listed {
+            for details in &listed.restore_points {
+                self.store.put_restore_point(details)?;
+            }
+            tracing::info!(operation = %op.id, restore_points = listed.restore_points.len(), "catalog rebuilt");
+        }
         if matches!(op.spec, OperationSpec::DeleteRestorePoint(_))
             && op.phase == ferry_protocol::operation::OperationPhase::Succeeded
         {

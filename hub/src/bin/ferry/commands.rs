@@ -157,6 +157,14 @@ pub enum BackupCommand {
     },
     /// One restore point: where it came from, what it holds.
     Describe { id: String },
+    /// Refill the hub's catalog from the repository of a cluster's spoke (after the hub lost its
+    /// database: the repository is the source of truth).
+    RebuildCatalog {
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Forget a restore point's snapshots in the repository.
     Delete {
         id: String,
@@ -324,6 +332,20 @@ pub async fn backup(client: &Client, command: BackupCommand) -> anyhow::Result<E
                 human_bytes(s.stored_bytes)
             );
             Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::RebuildCatalog { cluster, no_wait } => {
+            let op: Operation = client
+                .call(
+                    "restorepoints",
+                    "rebuild",
+                    ferry_protocol::api::RebuildCatalog { cluster },
+                )
+                .await?;
+            if no_wait {
+                return show_operation(client, &op);
+            }
+            let done = client.watch(&op.id, progress_line).await?;
+            finish(client, done)
         }
         BackupCommand::Delete { id, no_wait } => {
             let op: Operation = client.call("restorepoints", "delete", ById { id }).await?;
@@ -518,6 +540,12 @@ fn show_operation(client: &Client, op: &Operation) -> anyhow::Result<ExitCode> {
                             r.objects.len()
                         );
                     }
+                }
+            }
+            Some(StepOutput::Listed(l)) => {
+                println!("  listed:       {} restore points", l.restore_points.len());
+                for u in &l.unreadable {
+                    println!("  unreadable:   {u}");
                 }
             }
             Some(StepOutput::Deleted(d)) => println!(
