@@ -131,17 +131,41 @@ fn version_1_api_messages_stay_readable() {
 }
 
 #[test]
+fn version_1_catalog_messages_stay_readable() {
+    let c = decode::<Command>("command-list-restore-points.json").body;
+    assert_eq!(c.body.name(), "list-restore-points");
+    let e = decode::<OperationEvent>("event-listed.json").body;
+    let EventBody::Succeeded(StepOutput::Listed(listed)) = e.body else {
+        panic!("not a listing")
+    };
+    let rp = &listed.restore_points[0];
+    assert_eq!(rp.summary.id, "rp-op-7");
+    assert_eq!(rp.hooks[0].exit_code, Some(0));
+    assert_eq!(
+        rp.volumes[0].mode,
+        ferry_protocol::restore_point::VolumeMode::Filesystem
+    );
+    assert_eq!(rp.volumes[0].claim.name, "data-db-0");
+    assert_eq!(listed.unreadable.len(), 1);
+    let r = decode::<ferry_protocol::api::RebuildCatalog>("api-rebuild.json").body;
+    assert_eq!(r.cluster, "source");
+}
+
+#[test]
 fn every_golden_file_is_checked() {
     // A golden file nobody decodes protects nothing: each must be named by a test above.
     let checked = [
+        "v1/api-rebuild.json",
         "v1/api-reply-error.json",
         "v1/api-start-migrate.json",
         "v1/cancel.json",
         "v1/command-capture.json",
+        "v1/command-list-restore-points.json",
         "v1/command-restore.json",
         "v1/envelope.json",
         "v1/event-captured.json",
         "v1/event-failed.json",
+        "v1/event-listed.json",
         "v1/event-progress.json",
         "v1/heartbeat.json",
         "v1/registration.json",

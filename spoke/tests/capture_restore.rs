@@ -526,3 +526,101 @@ async fn a_label_selector_takes_matching_objects_and_what_they_need() {
     assert!(cm.reason.starts_with("needed by"), "{}", cm.reason);
     assert!(report.restore_point.objects as usize == manifest.objects.len());
 }
+
+/// A restore point whose objects do not match its manifest is refused, naming the object, before
+/// anything is written to the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_restore_point_is_named_and_nothing_is_written() {
+    use ferry_protocol::restore_point::{
+        Manifest, ObjectEntry, SourceCluster, MANIFEST_FILE, MANIFEST_TAG, OBJECTS_FILE,
+    };
+    use ferry_repository::backup::archive::ArchiveWriter;
+    use ferry_repository::backup::BackupOptions;
+    let w = world().await;
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tampered"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "tampered"}, "data": {"a": "1"}}),
+    ];
+    let mut lines = Vec::new();
+    let mut entries = Vec::new();
+    for o in &objects {
+        let mut line = serde_json::to_vec(o).unwrap();
+        line.push(b'\n');
+        entries.push(ObjectEntry {
+            object: ferry_protocol::ObjectRef::from_object(o).unwrap(),
+            reason: "selected".into(),
+            bytes: line.len() as u64,
+            blake3: blake3::hash(&line).to_hex().to_string(),
+        });
+        lines.extend_from_slice(&line);
+    }
+    // The ConfigMap's data was changed after the manifest was written.
+    let altered = String::from_utf8(lines)
+        .unwrap()
+        .replace("\"a\":\"1\"", "\"a\":\"2\"");
+    let manifest = Manifest {
+        format: 1,
+        id: "rp-bad".into(),
+        created: "2026-12-04T10:00:00Z".into(),
+        consistent_at: None,
+        source: SourceCluster {
+            cluster: "source".into(),
+            kubernetes_version: "v1.33.0".into(),
+            ferry_version: "0.1.0".into(),
+        },
+        selection: selection("tampered"),
+        operation: None,
+        hooks: vec![],
+        objects: entries,
+        volumes: vec![],
+        skipped: vec![],
+    };
+    let options = BackupOptions {
+        tags: vec![
+            ferry_spoke::restore_point::id_tag("rp-bad"),
+            MANIFEST_TAG.into(),
+        ],
+        ..Default::default()
+    };
+    let mut a = ArchiveWriter::begin(w.repo.clone(), "restore-point/rp-bad", options)
+        .await
+        .unwrap();
+    a.start_file(OBJECTS_FILE).await.unwrap();
+    a.write(altered.as_bytes()).await.unwrap();
+    a.start_file(MANIFEST_FILE).await.unwrap();
+    a.write(&serde_json::to_vec(&manifest).unwrap())
+        .await
+        .unwrap();
+    a.finish().await.unwrap();
+
+    let err = restore(
+        &w.target,
+        w.repo.clone(),
+        &restore_command("rp-bad", json!({})),
+        None,
+        &quiet,
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        SpokeError::Damaged {
+            object: Some(o), ..
+        } => assert_eq!(o.name, "settings", "{err}"),
+        other => panic!("not a damage error: {other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("differ from what the manifest recorded"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_failure().reason,
+        ferry_protocol::event::FailureReason::Repository
+    );
+    assert!(
+        get(&w.target, "v1", "Namespace", None, "tampered")
+            .await
+            .is_none(),
+        "nothing written"
+    );
+}
