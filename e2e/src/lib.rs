@@ -9,5 +9,6 @@
 
 pub mod apiserver;
 pub mod bench;
+pub mod bench_hub;
 pub mod demo;
 pub mod harness;

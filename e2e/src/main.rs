@@ -45,6 +45,16 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// One hub with many simulated spokes on one NATS: command round trips and hub memory.
+    BenchHub {
+        #[arg(long, default_value_t = 500)]
+        spokes: usize,
+        #[arg(long, default_value_t = 2000)]
+        operations: usize,
+        /// Operations started and not yet finished at any time.
+        #[arg(long, default_value_t = 8)]
+        in_flight: usize,
+    },
     /// Start the environment, deploy a sample application into "source" and show both clusters.
     Demo {
         #[arg(long, value_enum, default_value = "file")]
@@ -119,6 +129,16 @@ fn main() -> anyhow::Result<()> {
             wait_for_interrupt()?;
             env.down();
             Ok(())
+        }
+        Cmd::BenchHub {
+            spokes,
+            operations,
+            in_flight,
+        } => {
+            let dir = tempfile::Builder::new()
+                .prefix("ferry-bench-hub-")
+                .tempdir()?;
+            ferry_e2e::bench_hub::run(dir.path(), spokes, operations, in_flight.max(1))
         }
         Cmd::BenchApp { runs } => {
             let (opts, _temp) = options(Store::File, None)?;
