@@ -382,12 +382,40 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
         manifest["objects"].as_array().unwrap().len()
     );
 
-    // Health and metrics.
+    // A dry run of the same restore point into another namespace: the plan, and no change.
+    let other = s.env.dir.join("other.yaml");
+    std::fs::write(
+        &other,
+        "transforms:\n  - namespace: { from: shop, to: shop-drill }\n",
+    )
+    .unwrap();
+    let dry = s.fleet.ferry(&[
+        "restore",
+        op["restorePoint"].as_str().unwrap(),
+        "--cluster",
+        "target",
+        "--transforms",
+        &other.display().to_string(),
+        "--dry-run",
+    ]);
+    let printed = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(printed.contains("would create"), "{printed}");
+    assert!(
+        printed.contains("ACTION") && printed.contains("apps/v1 Deployment shop-drill/web"),
+        "{printed}"
+    );
+    assert!(
+        get(&target, &["ns", "shop-drill"]).is_none(),
+        "a dry run changes nothing"
+    );
+
+    // Health and metrics: two migrations and the dry run succeeded.
     assert_eq!(http_get(&s.fleet.hub_http, "/healthz").0, 200);
     let (status, metrics) = http_get(&s.fleet.hub_http, "/metrics");
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("ferry_hub_operations{phase=\"succeeded\"} 2"),
+        metrics.contains("ferry_hub_operations{phase=\"succeeded\"} 3"),
         "{metrics}"
     );
     assert!(
