@@ -916,3 +916,73 @@ fn a_helm_release_moves_and_helm_still_manages_it() {
         "the upgrade keeps the rewritten values"
     );
 }
+
+/// Cancelling: a running step is told to stop, the step not yet sent never runs, and the
+/// operation ends cancelled.
+#[test]
+fn a_running_operation_can_be_cancelled() {
+    let s = setup(Duration::from_secs(30));
+    let target = s.env.cluster("target").unwrap().kubeconfig.clone();
+    let hooks = s.env.dir.join("slow.yaml");
+    std::fs::write(&hooks, "- {name: slow, phase: pre, namespace: shop, labelSelector: app=db, command: [/bin/sh, -c, 'sleep 5'], timeoutSeconds: 20}\n").unwrap();
+    let out = s.fleet.ferry(&[
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "-n",
+        "shop",
+        "--transforms",
+        &s.rules,
+        "--hooks",
+        &hooks.display().to_string(),
+        "--no-wait",
+        "--id",
+        "stop-me",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while json(
+        &s.fleet
+            .ferry(&["operations", "get", "stop-me", "-o", "json"]),
+    )["steps"][0]["state"]
+        != "running"
+    {
+        assert!(Instant::now() < deadline, "the capture never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cancelled = json(
+        &s.fleet
+            .ferry(&["operations", "cancel", "stop-me", "-o", "json"]),
+    );
+    assert_eq!(cancelled["phase"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["steps"][1]["state"], "cancelled", "{cancelled}");
+    // Cancelling again is refused: it is over.
+    let again = s.fleet.ferry(&["operations", "cancel", "stop-me"]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already Cancelled"),
+        "{}",
+        text(&again)
+    );
+    // The spoke stops the capture: no restore point is written, nothing reaches the target, and
+    // the spoke takes the next command.
+    std::thread::sleep(Duration::from_secs(1));
+    let list = json(&s.fleet.ferry(&["backup", "list", "-o", "json"]));
+    assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
+    assert!(get(&target, &["ns", "shop-dr"]).is_none());
+    let next = json(&s.fleet.ferry(&[
+        "backup",
+        "create",
+        "--cluster",
+        "source",
+        "-n",
+        "shop",
+        "--no-volume-data",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(next["phase"], "succeeded", "{next}\n{}", logs(&s.env.dir));
+}
