@@ -967,9 +967,26 @@ fn a_running_operation_can_be_cancelled() {
         "{}",
         text(&again)
     );
-    // The spoke stops the capture: no restore point is written, nothing reaches the target, and
-    // the spoke takes the next command.
-    std::thread::sleep(Duration::from_secs(1));
+    // The spoke stops the capture at its next safe point — after the pre hooks, whose work the
+    // post hooks then undo (the database's checkpoint mark is gone again) — so no restore point
+    // is written, nothing reaches the target, and the spoke takes the next command.
+    let log = s.env.dir.join("ferry-spoke-source.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap().contains("cancelled") {
+        assert!(
+            Instant::now() < deadline,
+            "the spoke never stopped: {}",
+            logs(&s.env.dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let source = s.env.cluster("source").unwrap().kubeconfig.clone();
+    assert!(
+        !volume_dir(&source, "shop", "data-db-0")
+            .join("checkpoint.marker")
+            .exists(),
+        "post hooks ran"
+    );
     let list = json(&s.fleet.ferry(&["backup", "list", "-o", "json"]));
     assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
     assert!(get(&target, &["ns", "shop-dr"]).is_none());

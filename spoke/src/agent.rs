@@ -4,6 +4,7 @@
 //! restart redelivers any command whose result was not recorded, and the step (idempotent by
 //! design) runs again without duplicating anything.
 
+use crate::cancel::Cancellation;
 use crate::capture::{capture, Source};
 use crate::cluster::Cluster;
 use crate::error::SpokeError;
@@ -394,7 +395,7 @@ impl Agent {
             command.body.step,
         );
         tracing::info!(command = %id, operation = %op, kind = command.body.body.name(), "command");
-        let (stop_tx, mut stop_rx) = watch::channel(None);
+        let (stop_tx, stop_rx) = watch::channel(None);
         self.running
             .lock()
             .expect("running")
@@ -410,7 +411,10 @@ impl Agent {
         let sink = move |p: Progress| {
             let _ = progress_tx.send(p);
         };
-        let work = self.execute(&op, &command.body.body, &sink);
+        // A cancellation is observed by the step at its next safe point (see `cancel`), not by
+        // dropping it half-way.
+        let cancel = Cancellation::new(stop_rx);
+        let work = self.execute(&op, &command.body.body, &cancel, &sink);
         tokio::pin!(work);
         let mut keepalive = tokio::time::interval(keepalive);
         let result = loop {
@@ -421,10 +425,6 @@ impl Agent {
                 }
                 _ = keepalive.tick() => {
                     let _ = message.ack_with(AckKind::Progress).await;
-                }
-                _ = stop_rx.changed() => {
-                    let reason = stop_rx.borrow().clone().unwrap_or_default();
-                    break Err(SpokeError::Cancelled(reason));
                 }
             }
         };
@@ -456,6 +456,7 @@ impl Agent {
         &self,
         operation: &str,
         body: &CommandBody,
+        cancel: &Cancellation,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<StepOutput, SpokeError> {
         match body {
@@ -465,6 +466,7 @@ impl Agent {
                     name: &self.config.cluster_name,
                     operation: Some(operation),
                     mover: self.config.mover.as_ref(),
+                    cancel,
                 };
                 Ok(StepOutput::Captured(
                     capture(source, self.repo.clone(), c, progress).await?,
@@ -476,6 +478,7 @@ impl Agent {
                     self.repo.clone(),
                     r,
                     self.config.mover.as_ref(),
+                    cancel,
                     progress,
                 )
                 .await?,

@@ -5,6 +5,7 @@
 //! something missing fails before anything reaches the repository. A redelivered command finds
 //! the restore point it already wrote and reports it again instead of writing a second.
 
+use crate::cancel::Cancellation;
 use crate::cluster::{object_ref, Cluster, Resource, ResourceMap};
 use crate::error::{Result, SpokeError};
 use crate::hooks;
@@ -33,6 +34,8 @@ pub struct Source<'a> {
     pub operation: Option<&'a str>,
     /// How volume data moves; `None` when this spoke cannot move it.
     pub mover: Option<&'a MoverConfig>,
+    /// Checked between phases: a cancelled capture stops where its state is clean.
+    pub cancel: &'a Cancellation,
 }
 
 type Key = (String, String, String, String); // group, kind, namespace, name
@@ -287,13 +290,23 @@ pub async fn capture(
     let mut volumes = Vec::new();
     if let Some(m) = &movers {
         let volumes_started = Instant::now();
-        volumes = export_volumes(m, id, &claims, &taken, repo.clone(), progress).await?;
+        volumes = export_volumes(
+            m,
+            id,
+            &claims,
+            &taken,
+            repo.clone(),
+            source.cancel,
+            progress,
+        )
+        .await?;
         phases.push(PhaseTiming {
             phase: "volumes".into(),
             millis: volumes_started.elapsed().as_millis() as u64,
         });
     }
 
+    source.cancel.check()?;
     let write_started = Instant::now();
     let total = collected.objects.len() as u64;
     let mut writer = RestorePointWriter::begin(repo.clone(), id).await?;
@@ -385,6 +398,7 @@ async fn export_volumes(
     claims: &[&Value],
     taken: &[String],
     repo: Arc<Repository>,
+    cancel: &Cancellation,
     progress: ProgressSink<'_>,
 ) -> Result<Vec<VolumeEntry>> {
     let total = Some(claims.len() as u64);
@@ -400,6 +414,9 @@ async fn export_volumes(
             total,
             bytes: Some(bytes),
         });
+        if failure.is_none() {
+            failure = cancel.check().err();
+        }
         let moved = if failure.is_none() {
             Some(m.export(id, claim, snap, &repo).await)
         } else {

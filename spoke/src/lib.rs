@@ -14,6 +14,7 @@
 //! binary's `ferry-spoke repo` command drives it standalone.
 
 pub mod agent;
+pub mod cancel;
 pub mod capture;
 pub mod cluster;
 pub mod error;

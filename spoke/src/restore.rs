@@ -11,6 +11,7 @@
 //! Every restored object carries [`RESTORED_FROM_ANNOTATION`]: a redelivered command (or a
 //! restore resumed after a crash) skips what it already wrote instead of failing or duplicating.
 
+use crate::cancel::Cancellation;
 use crate::capture::ProgressSink;
 use crate::cluster::{object_ref, Cluster, Resource, ResourceMap};
 use crate::error::{Result, SpokeError};
@@ -51,6 +52,7 @@ pub async fn restore(
     repo: Arc<Repository>,
     command: &RestoreCommand,
     mover: Option<&MoverConfig>,
+    cancel: &Cancellation,
     progress: ProgressSink<'_>,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
@@ -210,6 +212,7 @@ pub async fn restore(
             &mut plan,
             command,
             movers.as_ref(),
+            cancel,
             progress,
         )
         .await?;
@@ -317,11 +320,14 @@ async fn execute(
     plan: &mut [Planned],
     command: &RestoreCommand,
     mover: Option<&Mover<'_>>,
+    cancel: &Cancellation,
     progress: ProgressSink<'_>,
 ) -> Result<()> {
     let total = plan.len() as u64;
     let timeout = Duration::from_secs(command.wait_timeout_seconds);
     for (n, p) in plan.iter_mut().enumerate() {
+        // Between objects: what was created stays, and a restore run again skips it.
+        cancel.check()?;
         if p.resource.is_none() {
             // Its CRD was created and established earlier in this loop.
             *map = ResourceMap::new(&cluster.discover().await?);

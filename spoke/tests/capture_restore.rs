@@ -9,6 +9,7 @@ use ferry_protocol::selection::Selection;
 use ferry_repository::backend::Backend;
 use ferry_repository::keys::KdfParams;
 use ferry_repository::repo::{InitOptions, Repository};
+use ferry_spoke::cancel::Cancellation;
 use ferry_spoke::capture::{capture, Source};
 use ferry_spoke::cluster::{Cluster, ResourceMap};
 use ferry_spoke::error::SpokeError;
@@ -160,6 +161,7 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
         name: "source",
         operation: Some("op-1"),
         mover: None,
+        cancel: &Cancellation::default(),
     };
     let report = capture(
         source,
@@ -220,6 +222,7 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
             name: "source",
             operation: Some("op-1"),
             mover: None,
+            cancel: &Cancellation::default(),
         },
         w.repo.clone(),
         &capture_command("rp-1", selection("shop")),
@@ -233,9 +236,16 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
     // Dry run: a plan, and nothing in the target.
     let mut dry = restore_command("rp-1", rules());
     dry.dry_run = true;
-    let plan = restore(&w.target, w.repo.clone(), &dry, None, &quiet)
-        .await
-        .unwrap();
+    let plan = restore(
+        &w.target,
+        w.repo.clone(),
+        &dry,
+        None,
+        &Cancellation::default(),
+        &quiet,
+    )
+    .await
+    .unwrap();
     assert!(plan.dry_run && plan.created > 5, "{plan:?}");
     assert!(get(&w.target, "v1", "Namespace", None, "shop-dr")
         .await
@@ -255,6 +265,7 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
         w.repo.clone(),
         &restore_command("rp-1", rules()),
         None,
+        &Cancellation::default(),
         &quiet,
     )
     .await
@@ -295,6 +306,7 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
         w.repo.clone(),
         &restore_command("rp-1", rules()),
         None,
+        &Cancellation::default(),
         &quiet,
     )
     .await
@@ -319,6 +331,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         name: "source",
         operation: None,
         mover: None,
+        cancel: &Cancellation::default(),
     };
     capture(
         source,
@@ -335,9 +348,16 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
     ]).await;
     let mut fail = restore_command("rp-2", json!({}));
     fail.existing = ExistingPolicy::Fail;
-    let err = restore(&w.target, w.repo.clone(), &fail, None, &quiet)
-        .await
-        .unwrap_err();
+    let err = restore(
+        &w.target,
+        w.repo.clone(),
+        &fail,
+        None,
+        &Cancellation::default(),
+        &quiet,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&err, SpokeError::AlreadyExists { object } if object.kind == "Namespace"),
         "{err}"
@@ -352,6 +372,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         w.repo.clone(),
         &restore_command("rp-2", json!({})),
         None,
+        &Cancellation::default(),
         &quiet,
     )
     .await
@@ -364,9 +385,16 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
 
     let mut update = restore_command("rp-2", json!({}));
     update.existing = ExistingPolicy::Update;
-    restore(&w.target, w.repo.clone(), &update, None, &quiet)
-        .await
-        .unwrap();
+    restore(
+        &w.target,
+        w.repo.clone(),
+        &update,
+        None,
+        &Cancellation::default(),
+        &quiet,
+    )
+    .await
+    .unwrap();
     let cm = get(&w.target, "v1", "ConfigMap", Some("shop"), "web-config")
         .await
         .unwrap();
@@ -386,6 +414,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
             name: "source",
             operation: None,
             mover: None,
+            cancel: &Cancellation::default(),
         },
         w.repo.clone(),
         &capture_command("rp-x", bad),
@@ -408,6 +437,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
             name: "source",
             operation: None,
             mover: None,
+            cancel: &Cancellation::default(),
         },
         w.repo.clone(),
         &capture_command("rp-x", bad),
@@ -430,6 +460,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
             name: "source",
             operation: None,
             mover: None,
+            cancel: &Cancellation::default(),
         },
         w.repo.clone(),
         &capture_command("rp-x", bad),
@@ -447,6 +478,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
             name: "source",
             operation: None,
             mover: None,
+            cancel: &Cancellation::default(),
         },
         w.repo.clone(),
         &capture_command("rp-x", selection("nowhere")),
@@ -458,7 +490,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         matches!(err, SpokeError::NotFound { .. }) && err.to_string().contains("namespace nowhere"),
         "{err}"
     );
-    let err = restore(&w.target, w.repo.clone(), &restore_command("rp-2", json!({"transforms": [{"patch": {"ops": [{"op": "replace", "path": "no-slash", "value": 1}]}}]})), None, &quiet)
+    let err = restore(&w.target, w.repo.clone(), &restore_command("rp-2", json!({"transforms": [{"patch": {"ops": [{"op": "replace", "path": "no-slash", "value": 1}]}}]})), None, &Cancellation::default(), &quiet)
         .await
         .unwrap_err();
     assert!(err.to_string().starts_with("transforms:"), "{err}");
@@ -467,6 +499,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         w.repo.clone(),
         &restore_command("rp-none", json!({})),
         None,
+        &Cancellation::default(),
         &quiet,
     )
     .await
@@ -489,6 +522,7 @@ async fn a_label_selector_takes_matching_objects_and_what_they_need() {
             name: "source",
             operation: None,
             mover: None,
+            cancel: &Cancellation::default(),
         },
         w.repo.clone(),
         &capture_command("rp-3", sel),
@@ -598,6 +632,7 @@ async fn a_damaged_restore_point_is_named_and_nothing_is_written() {
         w.repo.clone(),
         &restore_command("rp-bad", json!({})),
         None,
+        &Cancellation::default(),
         &quiet,
     )
     .await
