@@ -6,7 +6,7 @@ use crate::harness::ferry::Fleet;
 use crate::harness::Environment;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -136,24 +136,8 @@ pub fn deploy_sample(env: &Environment) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Put data on the database's volume, as the application would.
-    let pv = kubectl(
-        &source.kubeconfig,
-        &[
-            "get",
-            "pvc",
-            "data-db-0",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.volumeName}",
-        ],
-    )?;
-    let path = kubectl(
-        &source.kubeconfig,
-        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-    )?;
     std::fs::write(
-        Path::new(&path).join("orders.db"),
+        volume_path(&source.kubeconfig, "shop", "data-db-0")?.join("orders.db"),
         b"order-1001 paid\norder-1002 shipped\n",
     )
     .context("writing volume data")?;
@@ -161,27 +145,25 @@ pub fn deploy_sample(env: &Environment) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the database's volume keeps its files in "source".
-pub fn sample_volume_path(env: &Environment) -> anyhow::Result<String> {
-    let source = env
-        .cluster("source")
-        .context("the environment has no source cluster")?;
+/// Where a claim's data lives on this machine (the stand-in's local-path volumes).
+pub fn volume_path(kubeconfig: &Path, namespace: &str, claim: &str) -> anyhow::Result<PathBuf> {
     let pv = kubectl(
-        &source.kubeconfig,
+        kubeconfig,
         &[
             "get",
             "pvc",
-            "data-db-0",
+            claim,
             "-n",
-            "shop",
+            namespace,
             "-o",
             "jsonpath={.spec.volumeName}",
         ],
     )?;
-    kubectl(
-        &source.kubeconfig,
+    let path = kubectl(
+        kubeconfig,
         &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-    )
+    )?;
+    Ok(PathBuf::from(path))
 }
 
 /// The demo's transform rules: the namespace and the image registry change on the way.
@@ -292,8 +274,12 @@ pub fn run(env: &Environment) -> anyhow::Result<Fleet> {
         env.nats.url,
         fleet.bin.join("ferry").display()
     );
+    let restored = volume_path(&target.kubeconfig, "shop-dr", "data-db-0")?;
+    let data = std::fs::read_to_string(restored.join("orders.db"))
+        .context("reading the restored volume")?;
     println!(
-        "Volume data is not moved yet: that step (VolumeSnapshots and mover pods) comes next."
+        "data-db-0 in target ({}), moved by mover pods:\n{data}",
+        restored.display()
     );
     Ok(fleet)
 }

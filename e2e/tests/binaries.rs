@@ -152,6 +152,7 @@ fn readme_demo_runs() {
         "-- target cluster, namespace shop-dr --",
         "deployment.apps/web",
         "web's image in target: registry.us.example.com/shop/web:1.4",
+        "moved by mover pods:\norder-1001 paid\norder-1002 shipped",
     ] {
         assert!(
             stdout.contains(expected),

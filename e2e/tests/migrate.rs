@@ -4,7 +4,7 @@
 
 mod common;
 
-use ferry_e2e::demo::{deploy_sample, kubectl, SAMPLE_RULES};
+use ferry_e2e::demo::{deploy_sample, kubectl, volume_path, SAMPLE_RULES};
 use ferry_e2e::harness::ferry::Fleet;
 use ferry_e2e::harness::{Environment, EnvironmentOptions, StoreKind};
 use serde_json::Value;
@@ -53,15 +53,21 @@ fn get(kubeconfig: &Path, args: &[&str]) -> Option<Value> {
         .map(|s| serde_json::from_str(&s).unwrap())
 }
 
-/// Where a claim's data lives on this machine (the stand-in's local-path volumes).
-fn volume_dir(kubeconfig: &Path, namespace: &str, claim: &str) -> std::path::PathBuf {
-    let pvc = get(kubeconfig, &["pvc", claim, "-n", namespace]).expect("the claim");
-    let pv = get(
-        kubeconfig,
-        &["pv", pvc["spec"]["volumeName"].as_str().unwrap()],
-    )
-    .expect("its volume");
-    std::path::PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().unwrap())
+/// `ferry migrate --from source --to target -n shop --transforms <the demo's rules>`, and more.
+fn migrate(s: &Setup, more: &[&str]) -> Output {
+    let mut args = vec![
+        "migrate",
+        "--from",
+        "source",
+        "--to",
+        "target",
+        "-n",
+        "shop",
+        "--transforms",
+        &s.rules,
+    ];
+    args.extend_from_slice(more);
+    s.fleet.ferry(&args)
 }
 
 fn http_get(base: &str, path: &str) -> (u16, String) {
@@ -125,21 +131,7 @@ fn setup_tuned(spoke_timeout: Duration, store: StoreKind, ack_wait: Duration) ->
 fn migrate_moves_the_application_through_hub_and_spokes() {
     let s = setup(Duration::from_secs(30));
     let target = s.env.cluster("target").unwrap().kubeconfig.clone();
-    let out = s.fleet.ferry(&[
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        "shop",
-        "--transforms",
-        &s.rules,
-        "--id",
-        "first-move",
-        "-o",
-        "json",
-    ]);
+    let out = migrate(&s, &["--id", "first-move", "-o", "json"]);
     assert!(
         out.status.success(),
         "{}\n{}\n{}",
@@ -159,7 +151,7 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
     assert_eq!(restored["volumes"], 2, "{restored}");
 
     // The database's volume: moved by mover pods, byte for byte.
-    let pv_of = |kubeconfig: &Path, ns: &str| volume_dir(kubeconfig, ns, "data-db-0");
+    let pv_of = |kubeconfig: &Path, ns: &str| volume_path(kubeconfig, ns, "data-db-0").unwrap();
     let source_cfg = s.env.cluster("source").unwrap().kubeconfig.clone();
     let before = std::fs::read(pv_of(&source_cfg, "shop").join("orders.db")).unwrap();
     let after = std::fs::read(pv_of(&target, "shop-dr").join("orders.db")).unwrap();
@@ -302,35 +294,9 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
 
     // The same request again (same idempotency key) is the same operation; a second migration
     // finds everything already restored.
-    let again = json(&s.fleet.ferry(&[
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        "shop",
-        "--transforms",
-        &s.rules,
-        "--id",
-        "first-move",
-        "-o",
-        "json",
-    ]));
+    let again = json(&migrate(&s, &["--id", "first-move", "-o", "json"]));
     assert_eq!(again["id"], op["id"]);
-    let second = s.fleet.ferry(&[
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        "shop",
-        "--transforms",
-        &s.rules,
-        "-o",
-        "json",
-    ]);
+    let second = migrate(&s, &["-o", "json"]);
     let second = json(&second);
     assert_eq!(second["phase"], "succeeded", "{second}");
     assert_eq!(
@@ -600,23 +566,17 @@ fn operations_survive_restarts_and_fail_clearly_when_a_spoke_is_gone() {
     // The target's spoke is down when the migration starts: the capture runs, the restore
     // command waits in the stream, and the hub is restarted meanwhile.
     s.fleet.stop_spoke("target");
-    let out = s.fleet.ferry(&[
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        "shop",
-        "--transforms",
-        &s.rules,
-        "--no-volume-data",
-        "--no-wait",
-        "--id",
-        "resumed",
-        "-o",
-        "json",
-    ]);
+    let out = migrate(
+        &s,
+        &[
+            "--no-volume-data",
+            "--no-wait",
+            "--id",
+            "resumed",
+            "-o",
+            "json",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     // Wait until the capture is done, then restart the hub and bring the spoke back quickly
     // (before the deadline).
@@ -725,25 +685,16 @@ fn migrate_through_garage_s3() {
         s.fleet.repository
     );
     let target = s.env.cluster("target").unwrap().kubeconfig.clone();
-    let out = s.fleet.ferry(&[
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        "shop",
-        "--transforms",
-        &s.rules,
-        "-o",
-        "json",
-    ]);
+    let out = migrate(&s, &["-o", "json"]);
     assert!(out.status.success(), "{}\n{}", text(&out), logs(&s.env.dir));
     let op = json(&out);
     assert_eq!(op["steps"][1]["output"]["restored"]["volumes"], 2, "{op}");
-    let data =
-        std::fs::read_to_string(volume_dir(&target, "shop-dr", "data-db-0").join("orders.db"))
-            .unwrap();
+    let data = std::fs::read_to_string(
+        volume_path(&target, "shop-dr", "data-db-0")
+            .unwrap()
+            .join("orders.db"),
+    )
+    .unwrap();
     assert_eq!(data, "order-1001 paid\norder-1002 shipped\n");
     // The restore point, read from S3 with the repository command alone.
     let mut cmd = std::process::Command::new(s.fleet.bin.join("ferry-spoke"));
@@ -780,24 +731,18 @@ fn a_spoke_killed_mid_step_completes_after_restart() {
     // A slow pre hook keeps the capture busy long enough to kill its spoke.
     let hooks = s.env.dir.join("slow-hooks.yaml");
     std::fs::write(&hooks, "- {name: slow, phase: pre, namespace: shop, labelSelector: app=db, command: [/bin/sh, -c, 'sleep 2'], timeoutSeconds: 20}\n").unwrap();
-    let out = s.fleet.ferry(&[
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        "shop",
-        "--transforms",
-        &s.rules,
-        "--hooks",
-        &hooks.display().to_string(),
-        "--no-wait",
-        "--id",
-        "killed",
-        "-o",
-        "json",
-    ]);
+    let out = migrate(
+        &s,
+        &[
+            "--hooks",
+            &hooks.display().to_string(),
+            "--no-wait",
+            "--id",
+            "killed",
+            "-o",
+            "json",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -836,9 +781,12 @@ fn a_spoke_killed_mid_step_completes_after_restart() {
     assert_eq!(names("deploy"), ["cache-operator", "web"]);
     assert_eq!(names("sts"), ["db", "hot-cache"]);
     assert_eq!(names("pvc"), ["data-db-0", "data-hot-cache-0"]);
-    let data =
-        std::fs::read_to_string(volume_dir(&target, "shop-dr", "data-db-0").join("orders.db"))
-            .unwrap();
+    let data = std::fs::read_to_string(
+        volume_path(&target, "shop-dr", "data-db-0")
+            .unwrap()
+            .join("orders.db"),
+    )
+    .unwrap();
     assert_eq!(data, "order-1001 paid\norder-1002 shipped\n");
     let log = std::fs::read_to_string(s.env.dir.join("ferry-spoke-source.log")).unwrap();
     assert!(
@@ -925,24 +873,18 @@ fn a_running_operation_can_be_cancelled() {
     let target = s.env.cluster("target").unwrap().kubeconfig.clone();
     let hooks = s.env.dir.join("slow.yaml");
     std::fs::write(&hooks, "- {name: slow, phase: pre, namespace: shop, labelSelector: app=db, command: [/bin/sh, -c, 'sleep 5'], timeoutSeconds: 20}\n").unwrap();
-    let out = s.fleet.ferry(&[
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        "shop",
-        "--transforms",
-        &s.rules,
-        "--hooks",
-        &hooks.display().to_string(),
-        "--no-wait",
-        "--id",
-        "stop-me",
-        "-o",
-        "json",
-    ]);
+    let out = migrate(
+        &s,
+        &[
+            "--hooks",
+            &hooks.display().to_string(),
+            "--no-wait",
+            "--id",
+            "stop-me",
+            "-o",
+            "json",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let deadline = Instant::now() + Duration::from_secs(20);
     while json(
@@ -982,7 +924,8 @@ fn a_running_operation_can_be_cancelled() {
     }
     let source = s.env.cluster("source").unwrap().kubeconfig.clone();
     assert!(
-        !volume_dir(&source, "shop", "data-db-0")
+        !volume_path(&source, "shop", "data-db-0")
+            .unwrap()
             .join("checkpoint.marker")
             .exists(),
         "post hooks ran"

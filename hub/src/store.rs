@@ -21,6 +21,9 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     operations: sled::Tree,
+    /// Ids of operations not yet final, so the once-a-second deadline check and a restart read
+    /// only those, not the whole history.
+    running: sled::Tree,
     clusters: sled::Tree,
     catalog: sled::Tree,
     idempotency: sled::Tree,
@@ -70,6 +73,7 @@ impl Store {
         let db = sled::open(path)?;
         Ok(Store {
             operations: db.open_tree("operations")?,
+            running: db.open_tree("running-operations")?,
             clusters: db.open_tree("clusters")?,
             catalog: db.open_tree("restore-points")?,
             idempotency: db.open_tree("idempotency")?,
@@ -91,8 +95,26 @@ impl Store {
         all(&self.operations, "operations")
     }
 
+    /// Operations not yet final.
+    pub fn running_operations(&self) -> Result<Vec<Operation>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.running.iter().keys() {
+            let id = String::from_utf8_lossy(&id?).into_owned();
+            if let Some(op) = self.operation(&id)? {
+                out.push(op);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn put_operation(&self, op: &Operation) -> Result<(), StoreError> {
-        put(&self.operations, &op.id, op)
+        put(&self.operations, &op.id, op)?;
+        if op.phase.is_final() {
+            self.running.remove(&op.id)?;
+        } else {
+            self.running.insert(&op.id, &[])?;
+        }
+        Ok(())
     }
 
     pub fn cluster(&self, name: &str) -> Result<Option<ClusterStatus>, StoreError> {
@@ -148,5 +170,39 @@ impl Store {
     pub fn put_sequence(&self, command: &str, seq: u64) -> Result<(), StoreError> {
         self.sequences.insert(command, &seq.to_be_bytes())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_protocol::operation::{BackupSpec, OperationPhase, OperationSpec};
+
+    #[test]
+    fn only_unfinished_operations_are_listed_as_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let spec = || {
+            OperationSpec::Backup(BackupSpec {
+                cluster: "a".into(),
+                selection: Default::default(),
+                hooks: vec![],
+                volume_data: false,
+            })
+        };
+        let mut one = crate::machine::new_operation("one", spec(), "t");
+        let two = crate::machine::new_operation("two", spec(), "t");
+        store.put_operation(&one).unwrap();
+        store.put_operation(&two).unwrap();
+        one.phase = OperationPhase::Succeeded;
+        store.put_operation(&one).unwrap();
+        let running: Vec<String> = store
+            .running_operations()
+            .unwrap()
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(running, ["two"]);
+        assert_eq!(store.operations().unwrap().len(), 2);
     }
 }

@@ -47,12 +47,8 @@ pub struct CaptureCommand {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookSpec>,
     /// Capture volume data (VolumeSnapshots and mover pods); objects only when false.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::yes")]
     pub volume_data: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// What to do with an object that already exists in the target.
@@ -80,7 +76,7 @@ pub struct RestoreCommand {
     #[serde(default)]
     pub dry_run: bool,
     /// Fill PVCs with the restore point's volume data.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::yes")]
     pub volume_data: bool,
     /// How long to wait for each readiness gate (CRD established, operator available).
     #[serde(default = "default_wait")]

@@ -26,3 +26,8 @@ pub mod subjects;
 
 pub use envelope::{Envelope, EnvelopeError, PROTOCOL_VERSION};
 pub use object_ref::ObjectRef;
+
+/// serde's default for flags that are on unless a message says otherwise.
+pub(crate) fn yes() -> bool {
+    true
+}

@@ -43,7 +43,7 @@ pub struct BackupSpec {
     pub selection: Selection,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookSpec>,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::yes")]
     pub volume_data: bool,
 }
 
@@ -58,7 +58,7 @@ pub struct RestoreSpec {
     pub existing: ExistingPolicy,
     #[serde(default)]
     pub dry_run: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::yes")]
     pub volume_data: bool,
 }
 
@@ -76,7 +76,7 @@ pub struct MigrateSpec {
     pub existing: ExistingPolicy,
     #[serde(default)]
     pub dry_run: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::yes")]
     pub volume_data: bool,
 }
 
@@ -90,10 +90,6 @@ pub struct DeleteRestorePointSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RebuildCatalogSpec {
     pub cluster: String,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

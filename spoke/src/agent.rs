@@ -41,8 +41,18 @@ const REREGISTER_EVERY: u32 = 10;
 /// A command being worked on: its message id, and the channel that stops it with a reason.
 type Running = (String, watch::Sender<Option<String>>);
 
+/// The subjects of this spoke, named once (the cluster name is checked when the agent is made).
+struct SpokeSubjects {
+    register: String,
+    heartbeat: String,
+    operation: String,
+    control: String,
+    consumer: String,
+}
+
 pub struct Agent {
     config: AgentConfig,
+    subjects: SpokeSubjects,
     nats: async_nats::Client,
     js: jetstream::Context,
     cluster: Cluster,
@@ -102,13 +112,26 @@ fn redact(url: &str) -> String {
 }
 
 impl Agent {
+    /// Fails when the cluster name cannot be a subject token.
     pub async fn new(
         config: AgentConfig,
         nats: async_nats::Client,
         cluster: Cluster,
         repo: Arc<Repository>,
-    ) -> Agent {
-        Agent {
+    ) -> Result<Agent, AgentError> {
+        let name = &config.cluster_name;
+        let checked = |r: Result<String, ferry_protocol::subjects::InvalidToken>| {
+            r.map_err(|e| nats_err("the cluster name")(&e))
+        };
+        let subjects = SpokeSubjects {
+            register: checked(config.subjects.spoke_event(name, SpokeEvent::Register))?,
+            heartbeat: checked(config.subjects.spoke_event(name, SpokeEvent::Heartbeat))?,
+            operation: checked(config.subjects.spoke_event(name, SpokeEvent::Operation))?,
+            control: checked(config.subjects.spoke_control(name))?,
+            consumer: checked(spoke_consumer(name))?,
+        };
+        Ok(Agent {
+            subjects,
             js: jetstream::new(nats.clone()),
             config,
             nats,
@@ -116,7 +139,7 @@ impl Agent {
             repo,
             started: now(),
             running: Arc::new(Mutex::new(HashMap::new())),
-        }
+        })
     }
 
     async fn registration(&self) -> Result<Registration, AgentError> {
@@ -176,11 +199,12 @@ impl Agent {
         })
     }
 
-    fn subject(&self, event: SpokeEvent) -> String {
-        self.config
-            .subjects
-            .spoke_event(&self.config.cluster_name, event)
-            .expect("the cluster name was checked at start")
+    fn subject(&self, event: SpokeEvent) -> &str {
+        match event {
+            SpokeEvent::Register => &self.subjects.register,
+            SpokeEvent::Heartbeat => &self.subjects.heartbeat,
+            SpokeEvent::Operation => &self.subjects.operation,
+        }
     }
 
     /// Publishes into the event stream and waits until the server has stored it.
@@ -195,7 +219,7 @@ impl Agent {
         let publish = PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope.message_id.clone());
-        let subject = self.subject(event);
+        let subject = self.subject(event).to_string();
         let ack = self
             .js
             .send_publish(subject.clone(), publish)
@@ -228,7 +252,7 @@ impl Agent {
         tracing::info!(cluster = %self.config.cluster_name, "registered");
         tokio::spawn(self.clone().heartbeats(registration));
         tokio::spawn(self.clone().cancellations());
-        let consumer_name = spoke_consumer(&self.config.cluster_name).expect("checked at start");
+        let consumer_name = self.subjects.consumer.clone();
         // The hub creates the consumer when it sees the registration.
         let mut pause = Duration::from_millis(100);
         let consumer: jetstream::consumer::Consumer<pull::Config> = loop {
@@ -274,7 +298,7 @@ impl Agent {
     /// Heartbeats, and every [`REREGISTER_EVERY`] of them the registration again: a hub that
     /// lost its database learns the fleet back within a minute.
     async fn heartbeats(self: Arc<Self>, registration: Registration) {
-        let subject = self.subject(SpokeEvent::Heartbeat);
+        let subject = self.subject(SpokeEvent::Heartbeat).to_string();
         let mut beats: u32 = 0;
         loop {
             beats = beats.wrapping_add(1);
@@ -310,11 +334,7 @@ impl Agent {
     }
 
     async fn cancellations(self: Arc<Self>) {
-        let subject = self
-            .config
-            .subjects
-            .spoke_control(&self.config.cluster_name)
-            .expect("checked at start");
+        let subject = self.subjects.control.clone();
         let Ok(mut sub) = self.nats.subscribe(subject.clone()).await else {
             tracing::error!(%subject, "cannot subscribe: cancellations will not reach this spoke");
             return;

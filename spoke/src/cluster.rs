@@ -279,6 +279,17 @@ pub fn object_ref(obj: &Value) -> ObjectRef {
     })
 }
 
+/// An object's namespace (empty when cluster-scoped) and name.
+pub fn namespace_and_name(obj: &Value) -> (String, String) {
+    let s = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    (s("/metadata/namespace"), s("/metadata/name"))
+}
+
 /// Resource types by (group, kind), for finding the type of an object.
 #[derive(Default, Clone)]
 pub struct ResourceMap {

@@ -4,7 +4,7 @@
 //! the way Velero's annotations work), run through the Kubernetes exec API with a timeout, and
 //! their results go into the restore point's manifest.
 
-use crate::cluster::{Cluster, ResourceMap};
+use crate::cluster::{namespace_and_name, Cluster, ResourceMap};
 use crate::error::{Result, SpokeError};
 use ferry_protocol::hooks::*;
 use ferry_protocol::ObjectRef;
@@ -145,16 +145,7 @@ fn from_annotations(
     let Some(text) = annotation(command) else {
         return Ok(None);
     };
-    let namespace = pod
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let name = pod
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let (namespace, name) = namespace_and_name(pod);
     let field = |k: &str| format!("pod {namespace}/{name}: annotation {k}");
     // A JSON array, or a plain command line run by the shell.
     let command_line: Vec<String> = if text.trim_start().starts_with('[') {

@@ -5,7 +5,7 @@
 //! on the new, empty claim before anything else mounts it. Snapshots, temporary claims, pods
 //! and the credentials Secret are removed when the volume is done, whatever the outcome.
 
-use crate::cluster::{Cluster, Resource, ResourceMap};
+use crate::cluster::{namespace_and_name, Cluster, Resource, ResourceMap};
 use crate::error::{Result, SpokeError};
 use ferry_protocol::restore_point::{volume_source, VolumeMode};
 use ferry_protocol::ObjectRef;
@@ -181,16 +181,7 @@ impl Mover<'_> {
 
     /// Runs a mover pod to completion; its log's end is the error if it fails.
     async fn run_pod(&self, pod: Value) -> Result<()> {
-        let ns = pod
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let name = pod
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let (ns, name) = namespace_and_name(&pod);
         let r = reference("Pod", "", &ns, &name);
         // A pod left by an interrupted attempt is replaced: its outcome is unknown.
         self.delete(&self.kinds.pods, &ns, &name).await;
@@ -251,14 +242,7 @@ impl Mover<'_> {
     /// Takes a VolumeSnapshot of a claim and waits until it is ready; all of an application's
     /// snapshots are taken before any data moves, so they sit between the same hooks.
     pub async fn snapshot(&self, restore_point: &str, claim: &Value) -> Result<String> {
-        let ns = claim
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let name = claim
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let (ns, name) = namespace_and_name(claim);
         let snapshots = self.snapshot_type()?;
         let snap_name = object_name("ferry-snap", restore_point, &format!("{ns}/{name}"));
         let snap = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
@@ -267,7 +251,7 @@ impl Mover<'_> {
         create_or_keep(self.cluster, snapshots, &snap).await?;
         self.wait(
             snapshots,
-            ns,
+            &ns,
             &snap_name,
             "/status/readyToUse",
             &json!(true),
@@ -285,11 +269,8 @@ impl Mover<'_> {
     /// Deletes a snapshot taken by [`Mover::snapshot`] (after its data moved, or on failure).
     pub async fn drop_snapshot(&self, claim: &Value, snap_name: &str) {
         if let Ok(snapshots) = self.snapshot_type() {
-            let ns = claim
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            self.delete(snapshots, ns, snap_name).await;
+            let (ns, _) = namespace_and_name(claim);
+            self.delete(snapshots, &ns, snap_name).await;
         }
     }
 
@@ -303,16 +284,7 @@ impl Mover<'_> {
         snap_name: &str,
         repo: &ferry_repository::repo::Repository,
     ) -> Result<String> {
-        let ns = claim
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let name = claim
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let (ns, name) = namespace_and_name(claim);
         let mode = mode_of(claim);
         let source = volume_source(restore_point, &ns, &name);
         let tag = format!("{VOLUME_TAG}={ns}/{name}");

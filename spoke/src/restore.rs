@@ -329,9 +329,13 @@ async fn execute(
         // Between objects: what was created stays, and a restore run again skips it.
         cancel.check()?;
         if p.resource.is_none() {
-            // Its CRD was created and established earlier in this loop.
-            *map = ResourceMap::new(&cluster.discover().await?);
+            // Its CRD was created and established earlier in this loop: discovery is read
+            // again once per new type, not once per object.
             p.resource = map.for_object(&p.reference);
+            if p.resource.is_none() {
+                *map = ResourceMap::new(&cluster.discover().await?);
+                p.resource = map.for_object(&p.reference);
+            }
         }
         let Some(r) = p.resource.clone() else {
             return Err(SpokeError::invalid(

@@ -101,6 +101,29 @@ async fn get(
 
 fn quiet(_: Progress) {}
 
+/// A capture in the source cluster, objects only.
+async fn capture_in_source(
+    w: &World,
+    id: &str,
+    selection: Selection,
+    operation: Option<&str>,
+) -> Result<ferry_protocol::event::CaptureReport, SpokeError> {
+    let source = Source {
+        cluster: &w.source,
+        name: "source",
+        operation,
+        mover: None,
+        cancel: &Cancellation::default(),
+    };
+    capture(
+        source,
+        w.repo.clone(),
+        &capture_command(id, selection),
+        &quiet,
+    )
+    .await
+}
+
 fn selection(ns: &str) -> Selection {
     Selection {
         namespaces: vec![ns.into()],
@@ -156,21 +179,9 @@ fn rules() -> Value {
 async fn a_namespace_moves_with_its_dependencies_and_transforms() {
     let w = world().await;
     create_all(&w.source, &shop()).await;
-    let source = Source {
-        cluster: &w.source,
-        name: "source",
-        operation: Some("op-1"),
-        mover: None,
-        cancel: &Cancellation::default(),
-    };
-    let report = capture(
-        source,
-        w.repo.clone(),
-        &capture_command("rp-1", selection("shop")),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let report = capture_in_source(&w, "rp-1", selection("shop"), Some("op-1"))
+        .await
+        .unwrap();
     let kinds = &report.kinds;
     // web and the Cache operator (no operator runs here: its pod never reconciles).
     assert_eq!(kinds["Deployment.apps"], 2, "{kinds:?}");
@@ -216,20 +227,9 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
 
     // A redelivered capture reports the same restore point and writes nothing new.
     let snapshots = w.repo.snapshots().await.unwrap().len();
-    let again = capture(
-        Source {
-            cluster: &w.source,
-            name: "source",
-            operation: Some("op-1"),
-            mover: None,
-            cancel: &Cancellation::default(),
-        },
-        w.repo.clone(),
-        &capture_command("rp-1", selection("shop")),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let again = capture_in_source(&w, "rp-1", selection("shop"), Some("op-1"))
+        .await
+        .unwrap();
     assert_eq!(again.restore_point.snapshot, report.restore_point.snapshot);
     assert_eq!(w.repo.snapshots().await.unwrap().len(), snapshots);
 
@@ -326,21 +326,9 @@ async fn a_namespace_moves_with_its_dependencies_and_transforms() {
 async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
     let w = world().await;
     create_all(&w.source, &shop()).await;
-    let source = Source {
-        cluster: &w.source,
-        name: "source",
-        operation: None,
-        mover: None,
-        cancel: &Cancellation::default(),
-    };
-    capture(
-        source,
-        w.repo.clone(),
-        &capture_command("rp-2", selection("shop")),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    capture_in_source(&w, "rp-2", selection("shop"), None)
+        .await
+        .unwrap();
     // The target already has the namespace and a different web-config.
     create_all(&w.target, &[
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
@@ -408,20 +396,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         namespaces: vec!["Not_A_Namespace".into()],
         ..Default::default()
     };
-    let err = capture(
-        Source {
-            cluster: &w.source,
-            name: "source",
-            operation: None,
-            mover: None,
-            cancel: &Cancellation::default(),
-        },
-        w.repo.clone(),
-        &capture_command("rp-x", bad),
-        &quiet,
-    )
-    .await
-    .unwrap_err();
+    let err = capture_in_source(&w, "rp-x", bad, None).await.unwrap_err();
     assert!(
         err.to_string().starts_with("selection.namespaces[0]:"),
         "{err}"
@@ -431,20 +406,7 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         label_selector: Some("app in (web".into()),
         ..Default::default()
     };
-    let err = capture(
-        Source {
-            cluster: &w.source,
-            name: "source",
-            operation: None,
-            mover: None,
-            cancel: &Cancellation::default(),
-        },
-        w.repo.clone(),
-        &capture_command("rp-x", bad),
-        &quiet,
-    )
-    .await
-    .unwrap_err();
+    let err = capture_in_source(&w, "rp-x", bad, None).await.unwrap_err();
     assert!(
         err.to_string().starts_with("selection.labelSelector:"),
         "{err}"
@@ -454,38 +416,14 @@ async fn existing_objects_follow_the_policy_and_bad_input_is_named() {
         exclude_resources: vec!["deploymentz".into()],
         ..Default::default()
     };
-    let err = capture(
-        Source {
-            cluster: &w.source,
-            name: "source",
-            operation: None,
-            mover: None,
-            cancel: &Cancellation::default(),
-        },
-        w.repo.clone(),
-        &capture_command("rp-x", bad),
-        &quiet,
-    )
-    .await
-    .unwrap_err();
+    let err = capture_in_source(&w, "rp-x", bad, None).await.unwrap_err();
     assert!(
         err.to_string().contains("selection.excludeResources[0]"),
         "{err}"
     );
-    let err = capture(
-        Source {
-            cluster: &w.source,
-            name: "source",
-            operation: None,
-            mover: None,
-            cancel: &Cancellation::default(),
-        },
-        w.repo.clone(),
-        &capture_command("rp-x", selection("nowhere")),
-        &quiet,
-    )
-    .await
-    .unwrap_err();
+    let err = capture_in_source(&w, "rp-x", selection("nowhere"), None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, SpokeError::NotFound { .. }) && err.to_string().contains("namespace nowhere"),
         "{err}"
@@ -516,20 +454,7 @@ async fn a_label_selector_takes_matching_objects_and_what_they_need() {
         label_selector: Some("app=web".into()),
         ..Default::default()
     };
-    let report = capture(
-        Source {
-            cluster: &w.source,
-            name: "source",
-            operation: None,
-            mover: None,
-            cancel: &Cancellation::default(),
-        },
-        w.repo.clone(),
-        &capture_command("rp-3", sel),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let report = capture_in_source(&w, "rp-3", sel, None).await.unwrap();
     let (manifest, _) = ferry_spoke::restore_point::read(w.repo.clone(), "rp-3")
         .await
         .unwrap();

@@ -325,10 +325,14 @@ impl Hub {
         };
         let mut op = machine::new_operation(&id, request.spec, &now());
         if let OperationSpec::DeleteRestorePoint(d) = &op.spec {
-            let rp = self
-                .store
-                .restore_point(&d.restore_point)?
-                .expect("checked above");
+            // Checked above, but a concurrent delete may have removed it since.
+            let rp = self.store.restore_point(&d.restore_point)?.ok_or_else(|| {
+                error(
+                    ApiErrorCode::NotFound,
+                    format!("no restore point {}", d.restore_point),
+                    Some("spec.deleteRestorePoint.restorePoint"),
+                )
+            })?;
             op.steps[0].cluster = rp.summary.cluster.clone();
         }
         self.store.put_operation(&op)?;

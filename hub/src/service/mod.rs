@@ -211,7 +211,7 @@ impl Hub {
     /// are sent again (the same message id makes it harmless).
     async fn resume(&self) -> Result<(), HubError> {
         let _t = self.transitions.lock().await;
-        for mut op in self.store.operations()? {
+        for mut op in self.store.running_operations()? {
             if op.phase.is_final() {
                 continue;
             }
@@ -454,7 +454,7 @@ impl Hub {
 
     async fn check_deadlines(&self) -> Result<(), HubError> {
         let _t = self.transitions.lock().await;
-        for mut op in self.store.operations()? {
+        for mut op in self.store.running_operations()? {
             if op.phase.is_final() {
                 continue;
             }

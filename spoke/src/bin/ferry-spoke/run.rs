@@ -106,7 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         mover: Some(mover),
     };
     tracing::info!(cluster = %args.cluster, nats = %args.nats, "spoke starting");
-    let agent = Arc::new(Agent::new(config, nats, cluster, repo).await);
+    let agent = Arc::new(Agent::new(config, nats, cluster, repo).await?);
     tokio::select! {
         r = agent.run() => r?,
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
