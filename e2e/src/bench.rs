@@ -5,8 +5,8 @@
 //! through the real hub, spokes and CLI, several times; it prints each run's capture, transform
 //! and rehydrate times (docs/benchmarks.md). Same environment as the demo.
 
-use crate::demo::kubectl;
 use crate::harness::ferry::Fleet;
+use crate::harness::kubectl;
 use crate::harness::Environment;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};

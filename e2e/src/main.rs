@@ -111,13 +111,10 @@ fn main() -> anyhow::Result<()> {
             let (mut opts, _temp) = options(store, dir)?;
             opts.persist = persist;
             opts.image_programs = run_image;
-            // Mover pods of spokes started on this environment run the spoke binary.
-            match ferry_e2e::harness::ferry::mover_program() {
-                Ok(p) => opts.image_programs.push(p),
-                Err(e) => eprintln!("note: mover pods will not run ({e})"),
-            }
-            if let Ok(p) = ferry_e2e::harness::ferry::operator_program() {
-                opts.image_programs.push(p);
+            // Mover pods run the spoke binary; the reference application's images their programs.
+            match ferry_e2e::reference::image_programs() {
+                Ok(p) => opts.image_programs.extend(p),
+                Err(e) => eprintln!("note: mover and application pods will not run ({e})"),
             }
             let env = Environment::up(&opts).context("bringing up the environment")?;
             let env_file = env.write_env_file().context("writing env.sh")?;
@@ -149,12 +146,8 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Demo { store, keep } => {
             let (mut opts, _temp) = options(store, None)?;
-            opts.image_programs
-                .push(ferry_e2e::harness::ferry::mover_program().context("finding ferry-spoke")?);
-            opts.image_programs.push(
-                ferry_e2e::harness::ferry::operator_program()
-                    .context("finding the Cache operator")?,
-            );
+            opts.image_programs = ferry_e2e::reference::image_programs()
+                .context("finding the programs of the application's images")?;
             let env = Environment::up(&opts).context("bringing up the environment")?;
             let fleet = ferry_e2e::demo::run(&env)?;
             if keep {

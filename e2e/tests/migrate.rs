@@ -4,9 +4,9 @@
 
 mod common;
 
-use ferry_e2e::demo::{deploy_sample, kubectl, volume_path, SAMPLE_RULES};
 use ferry_e2e::harness::ferry::Fleet;
-use ferry_e2e::harness::{Environment, EnvironmentOptions, StoreKind};
+use ferry_e2e::harness::{kubectl, Environment, EnvironmentOptions, StoreKind};
+use ferry_e2e::reference::{self, volume_path, RULES};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -53,7 +53,7 @@ fn get(kubeconfig: &Path, args: &[&str]) -> Option<Value> {
         .map(|s| serde_json::from_str(&s).unwrap())
 }
 
-/// `ferry migrate --from source --to target -n shop --transforms <the demo's rules>`, and more.
+/// `ferry migrate --from source --to target -n shop --transforms <the reference rules>`, and more.
 fn migrate(s: &Setup, more: &[&str]) -> Output {
     let mut args = vec![
         "migrate",
@@ -109,16 +109,13 @@ fn setup_tuned(spoke_timeout: Duration, store: StoreKind, ack_wait: Duration) ->
     let dir = tempfile::tempdir().unwrap();
     let mut opts = EnvironmentOptions::new(dir.path());
     opts.store = store;
-    opts.image_programs
-        .push(ferry_e2e::harness::ferry::mover_program().unwrap());
-    opts.image_programs
-        .push(ferry_e2e::harness::ferry::operator_program().unwrap());
+    opts.image_programs = reference::image_programs().unwrap();
     let env = Environment::up(&opts).unwrap();
-    deploy_sample(&env).unwrap();
+    reference::deploy(&env).unwrap_or_else(|e| panic!("{e:#}"));
     let fleet = Fleet::start_tuned(&env, spoke_timeout, ack_wait)
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&env.dir)));
     let rules = env.dir.join("rules.yaml");
-    std::fs::write(&rules, SAMPLE_RULES).unwrap();
+    std::fs::write(&rules, RULES).unwrap();
     Setup {
         rules: rules.display().to_string(),
         env,
@@ -150,12 +147,31 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
     // The database's claim and the cache's (its StatefulSet is the operator's; its data is not).
     assert_eq!(restored["volumes"], 2, "{restored}");
 
-    // The database's volume: moved by mover pods, byte for byte.
+    // PostgreSQL starts on its restored volume in the target, as its own user, and returns the
+    // same rows, the one written after it started included; the cache's volume is byte-identical.
     let pv_of = |kubeconfig: &Path, ns: &str| volume_path(kubeconfig, ns, "data-db-0").unwrap();
     let source_cfg = s.env.cluster("source").unwrap().kubeconfig.clone();
-    let before = std::fs::read(pv_of(&source_cfg, "shop").join("orders.db")).unwrap();
-    let after = std::fs::read(pv_of(&target, "shop-dr").join("orders.db")).unwrap();
-    assert_eq!(after, before);
+    let source_rows =
+        reference::orders_digest(&source_cfg, "shop", Duration::from_secs(30)).unwrap();
+    let target_rows = reference::orders_digest(&target, "shop-dr", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&s.env.dir)));
+    assert_eq!(target_rows, source_rows);
+    assert!(source_rows.starts_with("1001 "), "{source_rows}");
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let pgdata = std::fs::metadata(pv_of(&target, "shop-dr").join("pgdata")).unwrap();
+        assert_eq!(pgdata.uid(), reference::POSTGRES_UID);
+        assert_eq!(pgdata.permissions().mode() & 0o777, 0o700);
+    }
+    assert_eq!(
+        std::fs::read(
+            volume_path(&target, "shop-dr", "data-hot-cache-0")
+                .unwrap()
+                .join(reference::CACHE_DUMP)
+        )
+        .unwrap(),
+        reference::cache_dump()
+    );
     // The operator: started and available before its Cache was created, and the Cache's
     // children made once, by the target's operator, owned by the target's Cache.
     let order: Vec<String> = restored["objects"]
@@ -212,10 +228,8 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
 
     // The pre hook's mark is in the snapshot (taken after it), and gone from the source (the
     // post hook ran after the snapshot).
-    assert!(pv_of(&target, "shop-dr").join("checkpoint.marker").exists());
-    assert!(!pv_of(&source_cfg, "shop")
-        .join("checkpoint.marker")
-        .exists());
+    assert!(pv_of(&target, "shop-dr").join("ferry-checkpoint").exists());
+    assert!(!pv_of(&source_cfg, "shop").join("ferry-checkpoint").exists());
     let hooks = &op["steps"][0]["output"]["captured"]["hooks"];
     assert_eq!(hooks.as_array().map(Vec::len), Some(2), "{hooks}");
     assert!(
@@ -263,13 +277,32 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
     let db = get(&target, &["sts", "db", "-n", "shop-dr"]).expect("db in shop-dr");
     assert_eq!(
         db["spec"]["template"]["spec"]["containers"][0]["image"],
-        "registry.us.example.com/shop/db:15"
+        "registry.us.example.com/shop/postgres:15"
     );
+    assert_eq!(
+        db["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+        "standard-us"
+    );
+    assert_eq!(claim["spec"]["storageClassName"], "standard-us", "{claim}");
+    assert!(
+        get(&target, &["storageclass", "fast-eu"]).is_none(),
+        "the source's class is not made where nothing uses it"
+    );
+    assert!(get(&target, &["ingress", "web", "-n", "shop-dr"]).is_some());
+    // Helm reads the release where it now is.
+    let status = common::helm(&target, "shop-dr", &["status", "web"]);
+    assert_eq!(status["info"]["status"], "deployed", "{status}");
+    assert_eq!(status["namespace"], "shop-dr", "{status}");
     let cache =
         get(&target, &["caches", "hot", "-n", "shop-dr"]).expect("the Cache custom resource");
     assert_eq!(
         cache["spec"]["image"],
         "registry.us.example.com/shop/cache:2"
+    );
+    assert_eq!(cache["spec"]["storageClassName"], "standard-us");
+    assert_eq!(
+        items[0]["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"], "standard-us",
+        "the operator in the target makes its claims of the rewritten class"
     );
     assert!(get(&target, &["secret", "db-credentials", "-n", "shop-dr"]).is_some());
     assert!(get(&target, &["svc", "web", "-n", "shop-dr"]).is_some());
@@ -689,13 +722,13 @@ fn migrate_through_garage_s3() {
     assert!(out.status.success(), "{}\n{}", text(&out), logs(&s.env.dir));
     let op = json(&out);
     assert_eq!(op["steps"][1]["output"]["restored"]["volumes"], 2, "{op}");
-    let data = std::fs::read_to_string(
-        volume_path(&target, "shop-dr", "data-db-0")
+    let data = std::fs::read(
+        volume_path(&target, "shop-dr", "data-hot-cache-0")
             .unwrap()
-            .join("orders.db"),
+            .join(reference::CACHE_DUMP),
     )
     .unwrap();
-    assert_eq!(data, "order-1001 paid\norder-1002 shipped\n");
+    assert_eq!(data, reference::cache_dump());
     // The restore point, read from S3 with the repository command alone.
     let mut cmd = std::process::Command::new(s.fleet.bin.join("ferry-spoke"));
     cmd.args(["repo", "snapshots", "--json"])
@@ -781,13 +814,13 @@ fn a_spoke_killed_mid_step_completes_after_restart() {
     assert_eq!(names("deploy"), ["cache-operator", "web"]);
     assert_eq!(names("sts"), ["db", "hot-cache"]);
     assert_eq!(names("pvc"), ["data-db-0", "data-hot-cache-0"]);
-    let data = std::fs::read_to_string(
-        volume_path(&target, "shop-dr", "data-db-0")
+    let data = std::fs::read(
+        volume_path(&target, "shop-dr", "data-hot-cache-0")
             .unwrap()
-            .join("orders.db"),
+            .join(reference::CACHE_DUMP),
     )
     .unwrap();
-    assert_eq!(data, "order-1001 paid\norder-1002 shipped\n");
+    assert_eq!(data, reference::cache_dump());
     let log = std::fs::read_to_string(s.env.dir.join("ferry-spoke-source.log")).unwrap();
     assert!(
         log.contains("command"),
@@ -800,20 +833,7 @@ fn a_spoke_killed_mid_step_completes_after_restart() {
 #[test]
 fn a_helm_release_moves_and_helm_still_manages_it() {
     let s = setup(Duration::from_secs(30));
-    let source = s.env.cluster("source").unwrap().kubeconfig.clone();
     let target = s.env.cluster("target").unwrap().kubeconfig.clone();
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/helm-chart");
-    let installed = common::helm(
-        &source,
-        "shop",
-        &[
-            "install",
-            "storefront",
-            chart,
-            r#"{"storageClass": "standard"}"#,
-        ],
-    );
-    assert_eq!(installed["info"]["status"], "deployed");
     let out = s.fleet.ferry(&[
         "migrate",
         "--from",
@@ -821,9 +841,10 @@ fn a_helm_release_moves_and_helm_still_manages_it() {
         "--to",
         "target",
         "--helm-release",
-        "shop/storefront",
+        "shop/web",
         "--transforms",
         &s.rules,
+        "--no-volume-data",
         "-o",
         "json",
     ]);
@@ -834,29 +855,31 @@ fn a_helm_release_moves_and_helm_still_manages_it() {
         kinds["Deployment.apps"], 1,
         "only the release's objects: {kinds}"
     );
-    assert_eq!(kinds["Secret"], 1, "its one release record: {kinds}");
-    let web =
-        get(&target, &["deploy", "storefront", "-n", "shop-dr"]).expect("the release's Deployment");
+    // Its record, its own Secret, and the database password its pods read.
+    assert_eq!(kinds["Secret"], 3, "{kinds}");
+    assert_eq!(kinds["Ingress.networking.k8s.io"], 1, "{kinds}");
+    let web = get(&target, &["deploy", "web", "-n", "shop-dr"]).expect("the release's Deployment");
     assert_eq!(
         web["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.us.example.com/shop/web:1.4"
     );
     assert!(
-        get(&target, &["deploy", "web", "-n", "shop-dr"]).is_none(),
+        get(&target, &["sts", "db", "-n", "shop-dr"]).is_none(),
         "not in the release"
     );
-    let status = common::helm(&target, "shop-dr", &["status", "storefront"]);
+    let status = common::helm(&target, "shop-dr", &["status", "web"]);
     assert_eq!(status["info"]["status"], "deployed", "{status}");
     assert_eq!(status["namespace"], "shop-dr", "{status}");
+    let chart = reference::web_chart().display().to_string();
     let upgraded = common::helm(
         &target,
         "shop-dr",
-        &["upgrade", "storefront", chart, r#"{"replicas": 3}"#],
+        &["upgrade", "web", &chart, r#"{"replicas": 3}"#],
     );
     assert_eq!(upgraded["version"], 2, "{upgraded}");
-    let history = common::helm(&target, "shop-dr", &["history", "storefront"]);
+    let history = common::helm(&target, "shop-dr", &["history", "web"]);
     assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
-    let web = get(&target, &["deploy", "storefront", "-n", "shop-dr"]).unwrap();
+    let web = get(&target, &["deploy", "web", "-n", "shop-dr"]).unwrap();
     assert_eq!(web["spec"]["replicas"], 3);
     assert_eq!(
         web["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -926,7 +949,7 @@ fn a_running_operation_can_be_cancelled() {
     assert!(
         !volume_path(&source, "shop", "data-db-0")
             .unwrap()
-            .join("checkpoint.marker")
+            .join("ferry-checkpoint")
             .exists(),
         "post hooks ran"
     );

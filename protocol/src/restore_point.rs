@@ -101,6 +101,9 @@ pub struct VolumeEntry {
     pub tree: String,
     pub files: u64,
     pub bytes: u64,
+    /// What this volume added to the repository (after dedup and compression).
+    #[serde(default)]
+    pub stored_bytes: u64,
 }
 
 /// A restore point as listed: the manifest's headline without the object list.
@@ -124,7 +127,8 @@ pub struct RestorePointSummary {
 }
 
 impl Manifest {
-    pub fn summary(&self, snapshot: &str, stored_bytes: u64) -> RestorePointSummary {
+    /// The headline; `objects_stored` is what the objects' archive added to the repository.
+    pub fn summary(&self, snapshot: &str, objects_stored: u64) -> RestorePointSummary {
         RestorePointSummary {
             id: self.id.clone(),
             created: self.created.clone(),
@@ -134,7 +138,7 @@ impl Manifest {
             objects: self.objects.len() as u64,
             volumes: self.volumes.len() as u64,
             volume_bytes: self.volumes.iter().map(|v| v.bytes).sum(),
-            stored_bytes,
+            stored_bytes: objects_stored + self.volumes.iter().map(|v| v.stored_bytes).sum::<u64>(),
             operation: self.operation.clone(),
         }
     }

@@ -439,6 +439,7 @@ async fn export_volumes(
                     tree: s.tree.to_string(),
                     files: s.summary.files,
                     bytes: s.summary.bytes,
+                    stored_bytes: s.summary.stored_bytes,
                 });
             }
             Some(Err(e)) => failure = Some(e),

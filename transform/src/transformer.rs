@@ -123,7 +123,46 @@ impl Transformer {
                 Fate::Dropped(d) => out.dropped.push(d),
             }
         }
+        self.drop_replaced_storage_classes(&mut out);
         Ok(out)
+    }
+
+    /// A StorageClass that a `storageClass` rule maps away is left behind when nothing kept
+    /// still names it: the target has its own class, and making the source's there would only
+    /// offer a class whose provisioner may not exist.
+    fn drop_replaced_storage_classes(&self, out: &mut Outcome) {
+        for rule in &self.rules.rules {
+            let Action::StorageClass { from, to } = &rule.action else {
+                continue;
+            };
+            let is_class = |o: &Value| {
+                crate::rules::group_of(o) == "storage.k8s.io"
+                    && crate::rules::kind_of(o) == "StorageClass"
+                    && o.pointer("/metadata/name").and_then(Value::as_str) == Some(from)
+            };
+            if !out.objects.iter().any(|t| is_class(&t.object)) {
+                continue;
+            }
+            let still_named = out.objects.iter().any(|t| {
+                crate::references::references(&t.object)
+                    .iter()
+                    .any(|r| r.kind == "StorageClass" && r.name == *from)
+            });
+            if still_named {
+                continue;
+            }
+            let (gone, kept): (Vec<TransformedObject>, Vec<TransformedObject>) =
+                std::mem::take(&mut out.objects)
+                    .into_iter()
+                    .partition(|t| is_class(&t.object));
+            out.objects = kept;
+            out.dropped.extend(gone.into_iter().map(|t| Dropped {
+                index: t.index,
+                source: t.source,
+                by: rule.origin.to_string(),
+                reason: format!("replaced by storage class {to}; nothing restored names {from}"),
+            }));
+        }
     }
 
     /// One object through sanitising and every rule.
@@ -404,6 +443,40 @@ mod tests {
                    "spec": {"storageClassName": "gp2", "volumeName": "pv-1"}}),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "debug", "namespace": "shop"}}),
         ]
+    }
+
+    #[test]
+    fn a_storage_class_mapped_away_is_left_behind_unless_still_named() {
+        let t = transformer("transforms:\n  - storageClass: { from: gp2, to: premium-rwo }\n");
+        let gp2 = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "gp2"}});
+        let mut objects = app();
+        objects.push(gp2.clone());
+        let out = t.transform(&objects).unwrap();
+        assert!(out
+            .objects
+            .iter()
+            .all(|o| o.object["kind"] != "StorageClass"));
+        let dropped = out.dropped.iter().find(|d| d.source.name == "gp2").unwrap();
+        assert!(dropped.reason.contains("premium-rwo"), "{}", dropped.reason);
+        // A later rule that points a claim back at it keeps it.
+        let back = transformer(
+            "transforms:\n  - storageClass: { from: gp2, to: premium-rwo }\n  - patch:\n      match: { kind: PersistentVolumeClaim }\n      ops: [{ op: replace, path: /spec/storageClassName, value: gp2 }]\n",
+        );
+        let out = back.transform(&objects).unwrap();
+        assert!(
+            out.objects
+                .iter()
+                .any(|o| o.object["kind"] == "StorageClass"),
+            "still named: kept"
+        );
+        let keep = transformer("transforms:\n  - storageClass: { from: premium-rwo, to: gp2 }\n");
+        let out = keep.transform(&objects).unwrap();
+        assert!(
+            out.objects
+                .iter()
+                .any(|o| o.object["kind"] == "StorageClass"),
+            "not the rule's class: kept"
+        );
     }
 
     #[test]

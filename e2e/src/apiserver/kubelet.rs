@@ -330,7 +330,24 @@ impl Kubelet {
             .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let args = strings(container, "/args");
+        let identity = RunAs::of(pod, container);
         let mut cmd = Command::new(program);
+        if let Some(uid) = identity.user.filter(|u| *u != current_uid()) {
+            if current_uid() != 0 {
+                return Err(format!(
+                    "securityContext.runAsUser {uid}: the stand-in must run as root to start a process as another user"
+                ));
+            }
+            // Without a mount namespace the process reaches its sandbox and volumes by their
+            // host paths, so every directory above them must let it pass (search only).
+            for path in [sandbox.as_path(), self.shared.config.data_root.as_path()] {
+                allow_traversal(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            cmd.uid(uid);
+        }
+        if let Some(gid) = identity.group.filter(|g| *g != current_gid()) {
+            cmd.gid(gid);
+        }
         cmd.args(&args)
             .current_dir(&sandbox)
             .env_clear()
@@ -483,7 +500,12 @@ impl Kubelet {
 
         // Without a mount namespace, each volume is a link at `$FERRY_SANDBOX/<mountPath>`.
         let cname = str_at(container, "/name");
+        let identity = RunAs::of(pod, container);
         for (source, mount_path) in container_mounts(&self.shared.core, pod, cname, sandbox)? {
+            if let Some(group) = identity.fs_group {
+                apply_fs_group(&source, group, identity.fs_group_always)
+                    .map_err(|e| format!("fsGroup {group} on {}: {e}", source.display()))?;
+            }
             let target = mount_target(sandbox, &mount_path)?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -495,6 +517,105 @@ impl Kubelet {
         }
         Ok(())
     }
+}
+
+/// Who a container's process runs as: `securityContext` of the container over the pod's.
+#[derive(Debug, Default, PartialEq)]
+struct RunAs {
+    user: Option<u32>,
+    /// `runAsGroup`, or else `fsGroup`: std's `Command` cannot add supplementary groups, so the
+    /// fsGroup becomes the primary group when no other is asked for.
+    group: Option<u32>,
+    fs_group: Option<u32>,
+    /// `fsGroupChangePolicy: Always` (the default) rather than `OnRootMismatch`.
+    fs_group_always: bool,
+}
+
+impl RunAs {
+    fn of(pod: &Value, container: &Value) -> RunAs {
+        let id = |field: &str| {
+            container
+                .pointer(&format!("/securityContext/{field}"))
+                .or_else(|| pod.pointer(&format!("/spec/securityContext/{field}")))
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        let fs_group = pod
+            .pointer("/spec/securityContext/fsGroup")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok());
+        RunAs {
+            user: id("runAsUser"),
+            group: id("runAsGroup").or(fs_group),
+            fs_group,
+            fs_group_always: str_at(pod, "/spec/securityContext/fsGroupChangePolicy")
+                != "OnRootMismatch",
+        }
+    }
+}
+
+/// The stand-in's own user and group, which its processes keep unless a pod asks otherwise.
+pub(crate) fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
+
+pub(crate) fn current_gid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.gid())
+}
+
+/// Adds search permission for others on `path` and each directory above it that lacks it.
+fn allow_traversal(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in path.ancestors().filter(|d| d.is_dir()) {
+        let mut perms = std::fs::metadata(dir)?.permissions();
+        if perms.mode() & 0o001 == 0 {
+            perms.set_mode(perms.mode() | 0o001);
+            std::fs::set_permissions(dir, perms)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the kubelet does for `fsGroup`: the volume's files belong to the group, which may read
+/// and write them; directories are set-group-id so new files join the group. With
+/// `OnRootMismatch` nothing below the root changes once the root is right, which is what keeps
+/// PostgreSQL's 0700 data directory as PostgreSQL requires.
+fn apply_fs_group(root: &Path, group: u32, always: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const DIR_BITS: u32 = 0o2070;
+    let meta = std::fs::metadata(root)?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let root_right = meta.gid() == group && meta.mode() & DIR_BITS == DIR_BITS;
+    if root_right && !always {
+        return Ok(());
+    }
+    fn walk(path: &Path, group: u32) -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(path, None, Some(group))?;
+        let mode = meta.mode() & 0o7777;
+        let wanted = if meta.is_dir() {
+            mode | DIR_BITS
+        } else {
+            mode | 0o060
+        };
+        if wanted != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                walk(&entry?.path(), group)?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, group)
 }
 
 /// Where a pod volume's data is on the host: a claim's volume directory, ConfigMap and Secret

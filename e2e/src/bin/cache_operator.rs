@@ -5,7 +5,8 @@
 //!
 //! For each Cache `<name>` it keeps, owned by the Cache (a controller reference, as real
 //! operators set them), a ConfigMap `<name>-cache` with `size` from `spec.size`, a headless
-//! Service and a StatefulSet `<name>-cache` running `spec.image` with a 1Gi claim per replica;
+//! Service and a StatefulSet `<name>-cache` running `spec.image` with a 1Gi claim per replica
+//! (of `spec.storageClassName`, if given);
 //! then it sets `status.ready`, and appends the name to `$FERRY_SANDBOX/data/reconciled` when a
 //! volume is mounted at `/data`. A Cache named `crash` makes it exit with status 1 (for restart
 //! tests).
@@ -65,6 +66,11 @@ async fn main() -> anyhow::Result<()> {
                                 "controller": true, "blockOwnerDeletion": true}]);
             let labels = json!({"app.kubernetes.io/managed-by": "cache-operator", "cache": name});
             let child = format!("{name}-cache");
+            // The claims use `spec.storageClassName` when the Cache names one, else the default.
+            let mut claim_spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+            if let Some(class) = cache.data.pointer("/spec/storageClassName") {
+                claim_spec["storageClassName"] = class.clone();
+            }
             let image = cache
                 .data
                 .pointer("/spec/image")
@@ -93,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
                                               "spec": {"containers": [{"name": "cache", "image": image,
                                                                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
                                  "volumeClaimTemplates": [{"metadata": {"name": "data"},
-                                                           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}),
+                                                           "spec": claim_spec}]}}),
                 ),
             ];
             for (resource, object) in children {

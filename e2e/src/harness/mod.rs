@@ -11,7 +11,7 @@ pub mod process;
 
 use crate::apiserver::kubelet::ImageProgram;
 use crate::apiserver::{BackgroundStandIn, StandInConfig, StartError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use object_store::{S3Access, StoreKind};
 
@@ -169,4 +169,23 @@ impl Drop for Environment {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// Runs kubectl against a cluster's kubeconfig (with a cache of its own); its standard output.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("KUBECACHEDIR", kubeconfig.with_file_name("kubectl-cache"))
+        .output()
+        .context("running kubectl (is it installed?)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }

@@ -3,8 +3,7 @@
 
 use serde_json::Value;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 /// Polls `f` until it yields a value, for state that controllers reach eventually.
@@ -36,41 +35,7 @@ pub async fn client(kubeconfig: &Path) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
-/// The real Helm library (installed by `./dev install`).
-pub fn helm_lib() -> PathBuf {
-    let path = std::env::var_os("FERRY_HELM_LIB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let base = std::env::var_os("FERRY_TOOLS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferry")
-                });
-            base.join("libhelm_sdkpy.so")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run ./dev install",
-        path.display()
-    );
-    path
-}
-
 /// Runs a Helm action through the real library; its JSON result.
 pub fn helm(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helm/helm_client.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(helm_lib())
-        .arg(kubeconfig)
-        .arg(namespace)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?} in {namespace}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    ferry_e2e::helm::run(kubeconfig, namespace, args).unwrap_or_else(|e| panic!("{e:#}"))
 }

@@ -40,7 +40,11 @@ fn volume_path(ctl: &Ctl, pv_name: &str, block: bool) -> PathBuf {
     }
 }
 
+/// A snapshot's copy keeps what a block-level snapshot keeps: owners, modes and times (a
+/// PostgreSQL data directory restored from it must still belong to PostgreSQL's user).
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use crate::apiserver::kubelet::{current_gid, current_uid};
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(from)?;
     if meta.is_dir() {
         std::fs::create_dir_all(to)?;
@@ -53,6 +57,18 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
     } else {
         std::fs::copy(from, to)?;
+    }
+    if meta.uid() != current_uid() || meta.gid() != current_gid() {
+        // Only root may give files away; anyone else keeps its own copies.
+        if current_uid() == 0 {
+            std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+        }
+    }
+    if !meta.file_type().is_symlink() {
+        let times = std::fs::FileTimes::new()
+            .set_accessed(meta.accessed()?)
+            .set_modified(meta.modified()?);
+        std::fs::File::open(to)?.set_times(times)?;
     }
     Ok(())
 }
