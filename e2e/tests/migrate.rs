@@ -829,9 +829,9 @@ fn a_spoke_killed_mid_step_completes_after_restart() {
 }
 
 /// A Helm release selected by name moves with its records: real Helm reads it in the target
-/// (status, history), and upgrades it from there.
+/// (status, history), and upgrades it from there. An Operator's resource moves with its operator.
 #[test]
-fn a_helm_release_moves_and_helm_still_manages_it() {
+fn a_helm_release_or_an_operator_resource_moves_alone() {
     let s = setup(Duration::from_secs(30));
     let target = s.env.cluster("target").unwrap().kubeconfig.clone();
     let out = s.fleet.ferry(&[
@@ -885,6 +885,77 @@ fn a_helm_release_moves_and_helm_still_manages_it() {
         web["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.us.example.com/shop/web:1.4",
         "the upgrade keeps the rewritten values"
+    );
+
+    // An Operator's custom resource alone: the Cache, what it owns (and the claim its pod
+    // uses, with its data), its CRD, and its operator with the operator's identity and RBAC.
+    let migrate_operator = |what: &str| {
+        s.fleet.ferry(&[
+            "migrate",
+            "--from",
+            "source",
+            "--to",
+            "target",
+            "--operator-resource",
+            what,
+            "--transforms",
+            &s.rules,
+            "-o",
+            "json",
+        ])
+    };
+    let out = migrate_operator("Cache.v1.example.com/shop/hot");
+    assert!(out.status.success(), "{}\n{}", text(&out), logs(&s.env.dir));
+    let op = json(&out);
+    let kinds = &op["steps"][0]["output"]["captured"]["kinds"];
+    for (kind, n) in [
+        ("Cache.example.com", 1),
+        ("CustomResourceDefinition.apiextensions.k8s.io", 1),
+        ("Deployment.apps", 1),
+        ("StatefulSet.apps", 1),
+        // The operator's, and `default`, which the cache's pod runs as.
+        ("ServiceAccount", 2),
+        ("ClusterRole.rbac.authorization.k8s.io", 1),
+        ("ClusterRoleBinding.rbac.authorization.k8s.io", 1),
+        ("PersistentVolumeClaim", 1),
+    ] {
+        assert_eq!(kinds[kind], n, "{kind}: {kinds}");
+    }
+    let objects = &op["steps"][1]["output"]["restored"]["objects"];
+    let named = |kind: &str, name: &str| {
+        objects
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["object"]["kind"] == kind && o["object"]["name"] == name)
+    };
+    assert!(named("Deployment", "cache-operator"), "{objects}");
+    assert!(!named("StatefulSet", "db"), "not the Cache's: {objects}");
+    assert!(get(&target, &["deploy", "cache-operator", "-n", "shop-dr"]).is_some());
+    let children = get(&target, &["sts", "-n", "shop-dr", "-l", "cache=hot"]).unwrap();
+    assert!(
+        children["items"].as_array().unwrap().len() <= 1,
+        "{children}"
+    );
+    assert_eq!(
+        std::fs::read(
+            volume_path(&target, "shop-dr", "data-hot-cache-0")
+                .unwrap()
+                .join(reference::CACHE_DUMP)
+        )
+        .unwrap(),
+        reference::cache_dump()
+    );
+    // Named wrongly, or naming nothing: refused, saying which.
+    let out = migrate_operator("Cache/shop");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--operator-resource"), "{}", text(&out));
+    let out = migrate_operator("Cache.v1.example.com/shop/cold");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("Cache shop/cold (selection.operatorResource)"),
+        "{}",
+        text(&out)
     );
 }
 

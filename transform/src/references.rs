@@ -190,7 +190,7 @@ fn pod_references(obj: &Value) -> Vec<(&'static str, String)> {
 
 /// The service accounts a (Cluster)RoleBinding grants to, as (namespace, name); a subject
 /// without a namespace is in the binding's.
-pub(crate) fn service_account_subjects(binding: &Value) -> Vec<(String, String)> {
+pub fn service_account_subjects(binding: &Value) -> Vec<(String, String)> {
     let binding_ns = binding
         .ptr("/metadata/namespace")
         .and_then(Value::as_str)

@@ -62,11 +62,31 @@ pub fn validate(selection: &Selection, field: &str) -> Result<(), SelectionError
             );
         }
     }
-    if selection.operator_resource.is_some() {
-        return err(
-            format!("{field}.operatorResource"),
-            "selecting by Operator resource is not supported yet; select its namespace".into(),
-        );
+    if let Some(o) = &selection.operator_resource {
+        let f = |name: &str| format!("{field}.operatorResource.{name}");
+        let version = o.api_version.rsplit('/').next().unwrap_or("");
+        if version.is_empty() || o.api_version.split('/').count() > 2 || o.api_version.contains(' ')
+        {
+            return err(
+                f("apiVersion"),
+                format!(
+                    "{:?} is not an apiVersion (write group/version, as `example.com/v1`)",
+                    o.api_version
+                ),
+            );
+        }
+        if o.kind.is_empty() || !o.kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return err(f("kind"), format!("{:?} is not a kind", o.kind));
+        }
+        if !is_dns_label(&o.namespace) {
+            return err(
+                f("namespace"),
+                format!("{:?} is not a namespace name", o.namespace),
+            );
+        }
+        if o.name.is_empty() || o.name.len() > 253 || o.name.contains(['/', ' ']) {
+            return err(f("name"), format!("{:?} is not an object name", o.name));
+        }
     }
     for (list, which) in [
         (&selection.include_resources, "includeResources"),
@@ -87,7 +107,7 @@ pub fn validate(selection: &Selection, field: &str) -> Result<(), SelectionError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_protocol::selection::HelmReleaseSelector;
+    use ferry_protocol::selection::{HelmReleaseSelector, OperatorResourceSelector};
 
     fn field_of(s: &Selection) -> String {
         validate(s, "selection").unwrap_err().field
@@ -113,5 +133,25 @@ mod tests {
         s.helm_release = None;
         s.exclude_resources = vec!["apps/deployments".into()];
         assert_eq!(field_of(&s), "selection.excludeResources[0]");
+        s.exclude_resources.clear();
+        let cache =
+            |api_version: &str, kind: &str, namespace: &str, name: &str| OperatorResourceSelector {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+            };
+        s.operator_resource = Some(cache("example.com/v1", "Cache", "shop", "hot"));
+        assert!(validate(&s, "selection").is_ok());
+        for (bad, field) in [
+            (cache("example.com/", "Cache", "shop", "hot"), "apiVersion"),
+            (cache("a/b/c", "Cache", "shop", "hot"), "apiVersion"),
+            (cache("example.com/v1", "Ca che", "shop", "hot"), "kind"),
+            (cache("example.com/v1", "Cache", "Shop", "hot"), "namespace"),
+            (cache("example.com/v1", "Cache", "shop", ""), "name"),
+        ] {
+            s.operator_resource = Some(bad);
+            assert_eq!(field_of(&s), format!("selection.operatorResource.{field}"));
+        }
     }
 }

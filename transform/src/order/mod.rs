@@ -198,6 +198,24 @@ fn key_of(obj: &Value) -> Key {
     )
 }
 
+/// The workloads among `objects` (Deployments, StatefulSets, DaemonSets) that run as operators
+/// of API group `group` in `namespace`: their service account is bound to a role that may write
+/// that group, cluster-wide or in that namespace. Indices into `objects`.
+pub fn operators_of(objects: &[Value], group: &str, namespace: &str) -> Vec<usize> {
+    let groups = BTreeSet::from([group.to_string()]);
+    let mut found: Vec<usize> = operators::operators(objects, &groups)
+        .into_iter()
+        .filter(|(_, served)| {
+            served
+                .iter()
+                .any(|(g, scope)| g == group && scope.as_deref().is_none_or(|s| s == namespace))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    found.sort_unstable();
+    found
+}
+
 /// Computes the restore order of `objects`.
 pub fn restore_order(objects: &[Value]) -> RestoreOrder {
     let keys: Vec<Key> = objects.iter().map(key_of).collect();

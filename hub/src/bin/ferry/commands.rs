@@ -17,7 +17,7 @@ use ferry_protocol::operation::{
 };
 use ferry_protocol::restore_point::RestorePointSummary;
 use ferry_protocol::rules::TransformSpec;
-use ferry_protocol::selection::{HelmReleaseSelector, Selection};
+use ferry_protocol::selection::{HelmReleaseSelector, OperatorResourceSelector, Selection};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +39,10 @@ pub struct SelectionArgs {
     /// A Helm release, as namespace/name.
     #[arg(long)]
     helm_release: Option<String>,
+    /// An Operator's custom resource, as Kind.version.group/namespace/name
+    /// (`Cache.v1.example.com/shop/hot`): it, what it owns, its CRD and its operator.
+    #[arg(long)]
+    operator_resource: Option<String>,
     /// Exec hooks around the volume snapshots: a YAML or JSON list of
     /// `{name, phase: pre|post, namespace, labelSelector, container, command, timeoutSeconds, onError: fail|continue}`.
     #[arg(long)]
@@ -70,15 +74,45 @@ impl SelectionArgs {
                 })
             }
         };
+        let operator_resource = self
+            .operator_resource
+            .as_deref()
+            .map(operator_resource)
+            .transpose()?;
         Ok(Selection {
             namespaces: self.namespaces.clone(),
             label_selector: self.selector.clone(),
             include_resources: self.include.clone(),
             exclude_resources: self.exclude.clone(),
             helm_release,
-            operator_resource: None,
+            operator_resource,
         })
     }
+}
+
+/// `Kind.version.group/namespace/name` (`Cache.v1.example.com/shop/hot`; `Kind.v1/...` for the
+/// core group).
+fn operator_resource(s: &str) -> anyhow::Result<OperatorResourceSelector> {
+    let wrong = || {
+        anyhow::anyhow!("--operator-resource: write Kind.version.group/namespace/name (Cache.v1.example.com/shop/hot), not {s:?}")
+    };
+    let mut parts = s.splitn(3, '/');
+    let (Some(kind_version_group), Some(namespace), Some(name)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(wrong());
+    };
+    let (kind, version_group) = kind_version_group.split_once('.').ok_or_else(wrong)?;
+    let api_version = match version_group.split_once('.') {
+        Some((version, group)) => format!("{group}/{version}"),
+        None => version_group.to_string(),
+    };
+    Ok(OperatorResourceSelector {
+        api_version,
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]

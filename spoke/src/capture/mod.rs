@@ -1,0 +1,353 @@
+//! Capture: resolve a selection against the cluster, add what the selected objects depend on,
+//! and write them as a restore point.
+//!
+//! The plan is made first (every list and read), then written, so a selection that names
+//! something missing fails before anything reaches the repository. A redelivered command finds
+//! the restore point it already wrote and reports it again instead of writing a second.
+//!
+//! [`select`] resolves the selection (namespaces, labels, types, a Helm release) and follows
+//! dependencies; [`operator`] resolves an Operator's custom resource.
+
+mod operator;
+mod select;
+
+use select::{collect, TypeFilter};
+
+use crate::cancel::Cancellation;
+use crate::cluster::{object_ref, Cluster, ResourceMap};
+use crate::error::{Result, SpokeError};
+use crate::hooks;
+use crate::mover::{self, Mover, MoverConfig};
+use crate::restore_point::{self, RestorePointWriter};
+use ferry_protocol::command::CaptureCommand;
+use ferry_protocol::event::{CaptureReport, PhaseTiming, Progress};
+use ferry_protocol::hooks::HookPhase;
+use ferry_protocol::restore_point::{Manifest, SourceCluster, VolumeEntry, RESTORE_POINT_FORMAT};
+use ferry_protocol::selection::Selection;
+use ferry_repository::repo::Repository;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where progress goes (the agent turns it into events).
+pub type ProgressSink<'a> = &'a (dyn Fn(Progress) + Send + Sync);
+
+/// Who is capturing: the cluster's name as registered, and versions for the manifest.
+pub struct Source<'a> {
+    pub cluster: &'a Cluster,
+    pub name: &'a str,
+    pub operation: Option<&'a str>,
+    /// How volume data moves; `None` when this spoke cannot move it.
+    pub mover: Option<&'a MoverConfig>,
+    /// Checked between phases: a cancelled capture stops where its state is clean.
+    pub cancel: &'a Cancellation,
+}
+
+/// Checks a selection before anything is read; errors name the field.
+pub fn validate(selection: &Selection, field: &str) -> Result<()> {
+    ferry_transform::selection::validate(selection, field)
+        .map_err(|e| SpokeError::invalid(e.field, e.message))
+}
+
+pub async fn capture(
+    source: Source<'_>,
+    repo: Arc<Repository>,
+    command: &CaptureCommand,
+    progress: ProgressSink<'_>,
+) -> Result<CaptureReport> {
+    let id = &command.restore_point;
+    // The shared repository changes under this spoke: what others stored is reused, not stored
+    // again.
+    repo.reload_index().await?;
+    if let Some((name, snapshot)) = restore_point::find(&repo, id).await? {
+        // Written before: a redelivered command, or a restarted spoke. Report it again.
+        let manifest = restore_point::read_manifest(repo.clone(), id, &snapshot).await?;
+        let mut kinds = BTreeMap::new();
+        for e in &manifest.objects {
+            *kinds
+                .entry(restore_point::kind_label(&e.object))
+                .or_default() += 1;
+        }
+        return Ok(CaptureReport {
+            restore_point: manifest.summary(&name, snapshot.summary.stored_bytes),
+            kinds,
+            hooks: manifest.hooks.clone(),
+            volumes: manifest.volumes.clone(),
+            phases: Vec::new(),
+            warnings: vec![format!(
+                "restore point {id} was already written; reported again"
+            )],
+        });
+    }
+    validate(&command.selection, "selection")?;
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut phases = Vec::new();
+    let started = Instant::now();
+    progress(Progress {
+        phase: "discover".into(),
+        message: "resource types".into(),
+        ..Default::default()
+    });
+    let kubernetes_version = source.cluster.version().await?;
+    let resources = source.cluster.discover().await?;
+    let filter = TypeFilter::new(&command.selection, &resources, "selection")?;
+    let map = ResourceMap::new(&resources);
+    let collected = collect(
+        source.cluster,
+        &resources,
+        &map,
+        &filter,
+        &command.selection,
+        progress,
+    )
+    .await?;
+    phases.push(PhaseTiming {
+        phase: "discover".into(),
+        millis: started.elapsed().as_millis() as u64,
+    });
+
+    // The consistent point: pre hooks, every volume snapshot, post hooks; data moves after.
+    let captured: Vec<&Value> = collected.objects.iter().map(|(o, _)| o).collect();
+    let hook_list = hooks::collect(source.cluster, &map, &command.hooks, &captured).await?;
+    let claims: Vec<&Value> = captured
+        .iter()
+        .copied()
+        .filter(|o| o.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim"))
+        .filter(|o| o.pointer("/status/phase").and_then(Value::as_str) == Some("Bound"))
+        .filter(|_| command.volume_data)
+        .collect();
+    let kinds = match command.volume_data {
+        true => Some(mover::Kinds::new(&map)?),
+        false => None,
+    };
+    let movers = match (&kinds, source.mover) {
+        (Some(kinds), Some(config)) => Some(Mover {
+            cluster: source.cluster,
+            config,
+            kinds,
+        }),
+        (Some(_), None) => {
+            return Err(SpokeError::invalid(
+                "volumeData",
+                "this spoke has no mover configured (ferry-spoke run --mover-image)",
+            ))
+        }
+        _ => None,
+    };
+    let point_started = Instant::now();
+    let mut hook_results = Vec::new();
+    if !hook_list.is_empty() {
+        progress(Progress {
+            phase: "hooks".into(),
+            message: format!("{} hooks", hook_list.len()),
+            ..Default::default()
+        });
+    }
+    if let Some(e) = hooks::run_phase(
+        source.cluster,
+        &hook_list,
+        HookPhase::Pre,
+        &mut hook_results,
+    )
+    .await
+    {
+        hooks::run_phase(
+            source.cluster,
+            &hook_list,
+            HookPhase::Post,
+            &mut hook_results,
+        )
+        .await;
+        return Err(e);
+    }
+    let consistent_at =
+        Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let taken = match &movers {
+        Some(m) => take_snapshots(m, id, &claims, progress).await,
+        None => Ok(Vec::new()),
+    };
+    let post_failure = hooks::run_phase(
+        source.cluster,
+        &hook_list,
+        HookPhase::Post,
+        &mut hook_results,
+    )
+    .await;
+    let taken = taken?;
+    if let Some(e) = post_failure {
+        if let Some(m) = &movers {
+            for (c, s) in claims.iter().zip(&taken) {
+                m.drop_snapshot(c, s).await;
+            }
+        }
+        return Err(e);
+    }
+    phases.push(PhaseTiming {
+        phase: "snapshots".into(),
+        millis: point_started.elapsed().as_millis() as u64,
+    });
+    let mut volumes = Vec::new();
+    if let Some(m) = &movers {
+        let volumes_started = Instant::now();
+        volumes = export_volumes(
+            m,
+            id,
+            &claims,
+            &taken,
+            repo.clone(),
+            source.cancel,
+            progress,
+        )
+        .await?;
+        phases.push(PhaseTiming {
+            phase: "volumes".into(),
+            millis: volumes_started.elapsed().as_millis() as u64,
+        });
+    }
+
+    source.cancel.check()?;
+    let write_started = Instant::now();
+    let total = collected.objects.len() as u64;
+    let mut writer = RestorePointWriter::begin(repo.clone(), id).await?;
+    for (n, (obj, reason)) in collected.objects.into_iter().enumerate() {
+        writer.add(&obj, reason).await?;
+        if n % 500 == 499 {
+            progress(Progress {
+                phase: "objects".into(),
+                done: n as u64 + 1,
+                total: Some(total),
+                ..Default::default()
+            });
+        }
+    }
+    let kinds = writer.kinds().clone();
+    let manifest = Manifest {
+        format: RESTORE_POINT_FORMAT,
+        id: id.clone(),
+        created,
+        consistent_at,
+        source: SourceCluster {
+            cluster: source.name.to_string(),
+            kubernetes_version,
+            ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        selection: command.selection.clone(),
+        operation: source.operation.map(str::to_string),
+        hooks: hook_results,
+        objects: Vec::new(),
+        volumes,
+        skipped: Vec::new(),
+    };
+    let (name, manifest, snapshot) = writer.finish(manifest).await?;
+    phases.push(PhaseTiming {
+        phase: "write".into(),
+        millis: write_started.elapsed().as_millis() as u64,
+    });
+    progress(Progress {
+        phase: "objects".into(),
+        done: total,
+        total: Some(total),
+        ..Default::default()
+    });
+    Ok(CaptureReport {
+        restore_point: manifest.summary(&name, snapshot.summary.stored_bytes),
+        kinds,
+        hooks: manifest.hooks.clone(),
+        volumes: manifest.volumes.clone(),
+        phases,
+        warnings: Vec::new(),
+    })
+}
+
+/// Takes a snapshot of every claim; if one fails, those taken are dropped.
+async fn take_snapshots(
+    m: &Mover<'_>,
+    id: &str,
+    claims: &[&Value],
+    progress: ProgressSink<'_>,
+) -> Result<Vec<String>> {
+    let total = Some(claims.len() as u64);
+    let mut taken = Vec::new();
+    for (n, claim) in claims.iter().enumerate() {
+        progress(Progress {
+            phase: "snapshots".into(),
+            message: object_ref(claim).to_string(),
+            done: n as u64,
+            total,
+            ..Default::default()
+        });
+        match m.snapshot(id, claim).await {
+            Ok(s) => taken.push(s),
+            Err(e) => {
+                for (c, s) in claims.iter().zip(&taken) {
+                    m.drop_snapshot(c, s).await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// Moves each snapshot's data into the repository through a mover pod, then drops the
+/// snapshot.
+async fn export_volumes(
+    m: &Mover<'_>,
+    id: &str,
+    claims: &[&Value],
+    taken: &[String],
+    repo: Arc<Repository>,
+    cancel: &Cancellation,
+    progress: ProgressSink<'_>,
+) -> Result<Vec<VolumeEntry>> {
+    let total = Some(claims.len() as u64);
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    let mut failure = None;
+    for (n, (claim, snap)) in claims.iter().zip(taken).enumerate() {
+        let r = object_ref(claim);
+        progress(Progress {
+            phase: "volumes".into(),
+            message: r.to_string(),
+            done: n as u64,
+            total,
+            bytes: Some(bytes),
+        });
+        if failure.is_none() {
+            failure = cancel.check().err();
+        }
+        let moved = if failure.is_none() {
+            Some(m.export(id, claim, snap, &repo).await)
+        } else {
+            None
+        };
+        m.drop_snapshot(claim, snap).await;
+        match moved {
+            Some(Ok(name)) => {
+                let (_, s) = repo.find_snapshot(&name, None).await?;
+                bytes += s.summary.bytes;
+                entries.push(VolumeEntry {
+                    claim: r,
+                    storage_class: claim
+                        .pointer("/spec/storageClassName")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    mode: mover::mode_of(claim),
+                    volume_snapshot: Some(snap.clone()),
+                    snapshot: name,
+                    tree: s.tree.to_string(),
+                    files: s.summary.files,
+                    bytes: s.summary.bytes,
+                    stored_bytes: s.summary.stored_bytes,
+                });
+            }
+            Some(Err(e)) => failure = Some(e),
+            None => {}
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(entries),
+    }
+}
