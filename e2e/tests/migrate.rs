@@ -1040,3 +1040,87 @@ fn a_running_operation_can_be_cancelled() {
     ]));
     assert_eq!(next["phase"], "succeeded", "{next}\n{}", logs(&s.env.dir));
 }
+
+/// A target that starts answering 500 in the middle of a restore: the step fails with a reason
+/// naming the cluster and the object, after retries, and nothing half-made is lost — a second
+/// restore of the same restore point, once the cluster is back, finishes the job without
+/// duplicating what the first one made.
+#[test]
+fn a_failing_target_fails_the_step_and_a_second_restore_finishes_it() {
+    let s = setup(Duration::from_secs(30));
+    let target_cluster = s.env.cluster("target").unwrap();
+    let target = target_cluster.kubeconfig.clone();
+    target_cluster.standin().fail_after_writes(4);
+    let out = migrate(&s, &["--no-volume-data", "-o", "json"]);
+    target_cluster.standin().heal();
+    assert!(!out.status.success(), "{}", text(&out));
+    let op = json(&out);
+    assert_eq!(op["phase"], "failed", "{op}");
+    let failure = &op["steps"][1]["failure"];
+    assert_eq!(failure["reason"], "clusterUnavailable", "{op}");
+    assert_eq!(failure["retryable"], true, "{op}");
+    assert!(failure["object"]["name"].is_string(), "names the object: {failure}");
+    assert!(
+        failure["message"].as_str().unwrap().contains("500")
+            || failure["message"]
+                .as_str()
+                .unwrap()
+                .contains("injected fault"),
+        "{failure}"
+    );
+    let made_before: Vec<String> = kubectl(
+        &target,
+        &["get", "all,cm,secrets", "-n", "shop-dr", "-o", "name"],
+    )
+    .unwrap_or_default()
+    .lines()
+    .map(str::to_string)
+    .collect();
+
+    let rp = op["restorePoint"].as_str().unwrap();
+    let again = s.fleet.ferry(&[
+        "restore",
+        rp,
+        "--cluster",
+        "target",
+        "--transforms",
+        &s.rules,
+        "--no-volume-data",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        again.status.success(),
+        "{}\n{}",
+        text(&again),
+        logs(&s.env.dir)
+    );
+    let again = json(&again);
+    let objects = again["steps"][0]["output"]["restored"]["objects"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let already = objects
+        .iter()
+        .filter(|o| {
+            o["action"] == "skip" && o["reason"].as_str().unwrap().contains("already restored")
+        })
+        .count();
+    assert!(
+        already >= 1,
+        "what the first restore made is recognised: {objects:?}"
+    );
+    assert!(
+        get(&target, &["deploy", "web", "-n", "shop-dr"]).is_some()
+            && get(&target, &["caches", "hot", "-n", "shop-dr"]).is_some(),
+        "the rest is made"
+    );
+    for name in made_before {
+        assert!(
+            kubectl(&target, &["get", &name, "-n", "shop-dr"]).is_ok(),
+            "{name}"
+        );
+    }
+    let deploys = get(&target, &["deploy", "-n", "shop-dr"]).unwrap();
+    assert_eq!(deploys["items"].as_array().unwrap().len(), 2, "{deploys}");
+}

@@ -23,6 +23,27 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 pub struct Shared {
     pub core: ApiCore,
     pub config: StandInConfig,
+    /// Fault injection for tests: how many more client writes succeed before every request
+    /// answers 500 (`u64::MAX`: no fault).
+    pub writes_before_failing: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Whether this request meets an injected fault (and counts it, if it is a write).
+    fn failing(&self, method: &hyper::Method) -> bool {
+        use std::sync::atomic::Ordering;
+        let left = self.writes_before_failing.load(Ordering::SeqCst);
+        if left == u64::MAX {
+            return false;
+        }
+        if left == 0 {
+            return true;
+        }
+        if matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
+            self.writes_before_failing.fetch_sub(1, Ordering::SeqCst);
+        }
+        false
+    }
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -97,6 +118,11 @@ pub struct Target {
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if shared.failing(&method) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "injected fault: the API server is failing", "reason": "InternalError", "code": 500});
+        return json_response(500, &status);
+    }
     let result = route(shared, req).await;
     let resp = result.unwrap_or_else(|e| error_response(&e));
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");

@@ -178,7 +178,11 @@ impl StandIn {
                 break;
             }
         }
-        let shared = Arc::new(http::Shared { core, config });
+        let shared = Arc::new(http::Shared {
+            core,
+            config,
+            writes_before_failing: std::sync::atomic::AtomicU64::new(u64::MAX),
+        });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(serve(listener, tls_config, shared.clone())));
         tasks.push(tokio::spawn(controllers::run(shared.clone())));
@@ -199,6 +203,18 @@ impl StandIn {
 
     pub fn config(&self) -> &StandInConfig {
         &self.shared.config
+    }
+
+    /// Fault injection: after `writes` more client writes, every request answers 500 until
+    /// [`StandIn::heal`]. `fail_after_writes(0)` fails at once.
+    pub fn fail_after_writes(&self, writes: u64) {
+        self.shared
+            .writes_before_failing
+            .store(writes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.fail_after_writes(u64::MAX);
     }
 
     /// Direct access to the API's semantics, for harness code that seeds objects.
