@@ -1059,7 +1059,10 @@ fn a_failing_target_fails_the_step_and_a_second_restore_finishes_it() {
     let failure = &op["steps"][1]["failure"];
     assert_eq!(failure["reason"], "clusterUnavailable", "{op}");
     assert_eq!(failure["retryable"], true, "{op}");
-    assert!(failure["object"]["name"].is_string(), "names the object: {failure}");
+    assert!(
+        failure["object"]["name"].is_string(),
+        "names the object: {failure}"
+    );
     assert!(
         failure["message"].as_str().unwrap().contains("500")
             || failure["message"]

@@ -314,36 +314,55 @@ impl Hub {
             }
         }
         self.check(&request.spec)?;
-        let _t = self.transitions.lock().await;
-        let id = match &request.id {
-            Some(key) => key.clone(),
-            None => format!(
-                "{}-{}",
-                chrono::Utc::now().format("%Y%m%d-%H%M%S"),
-                random_suffix()
-            ),
+        // The transition lock covers what other tasks may change at the same time (the
+        // idempotency key, the operation once its command is out); the flushes happen outside
+        // it, so concurrent starts share them.
+        let id = {
+            let _t = self.transitions.lock().await;
+            if let Some(key) = &request.id {
+                if let Some(existing) = self.store.started_by(key)? {
+                    return json(self.operation(&existing)?);
+                }
+            }
+            let id = match &request.id {
+                Some(key) => key.clone(),
+                None => format!(
+                    "{}-{}",
+                    chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+                    random_suffix()
+                ),
+            };
+            let mut op = machine::new_operation(&id, request.spec, &now());
+            if let OperationSpec::DeleteRestorePoint(d) = &op.spec {
+                // Checked above, but a concurrent delete may have removed it since.
+                let rp = self.store.restore_point(&d.restore_point)?.ok_or_else(|| {
+                    error(
+                        ApiErrorCode::NotFound,
+                        format!("no restore point {}", d.restore_point),
+                        Some("spec.deleteRestorePoint.restorePoint"),
+                    )
+                })?;
+                op.steps[0].cluster = rp.summary.cluster.clone();
+            }
+            self.store.put_operation(&op)?;
+            if let Some(key) = &request.id {
+                self.store.put_started_by(key, &id)?;
+            }
+            id
         };
-        let mut op = machine::new_operation(&id, request.spec, &now());
-        if let OperationSpec::DeleteRestorePoint(d) = &op.spec {
-            // Checked above, but a concurrent delete may have removed it since.
-            let rp = self.store.restore_point(&d.restore_point)?.ok_or_else(|| {
-                error(
-                    ApiErrorCode::NotFound,
-                    format!("no restore point {}", d.restore_point),
-                    Some("spec.deleteRestorePoint.restorePoint"),
-                )
-            })?;
-            op.steps[0].cluster = rp.summary.cluster.clone();
-        }
-        self.store.put_operation(&op)?;
-        if let Some(key) = &request.id {
-            self.store.put_started_by(key, &id)?;
-        }
         self.store.flush().await?;
-        tracing::info!(operation = %id, kind = op.spec.kind(), "operation started");
-        if let Some(n) = machine::next_step(&op) {
-            self.dispatch(&mut op, n).await?;
-        }
+        tracing::info!(operation = %id, "operation started");
+        let op = {
+            let _t = self.transitions.lock().await;
+            // Read again: it may have been cancelled meanwhile.
+            let mut op = self.operation(&id)?;
+            if let Some(n) = machine::next_step(&op) {
+                self.send_command(&mut op, n).await?;
+            }
+            op
+        };
+        self.store.flush().await?;
+        self.announce(&op).await;
         json(op)
     }
 }

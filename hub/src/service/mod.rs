@@ -23,7 +23,7 @@ use ferry_protocol::subjects::{
     spoke_consumer, Subjects, COMMAND_STREAM, EVENT_STREAM, HUB_CONSUMER,
 };
 use ferry_protocol::Envelope;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +44,9 @@ pub enum HubError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The most events applied under one flush of the store.
+const EVENT_BATCH: usize = 64;
 
 fn nats(what: impl Into<String>, e: impl std::fmt::Display) -> HubError {
     HubError::Nats {
@@ -227,8 +230,18 @@ impl Hub {
         Ok(())
     }
 
-    /// Publishes step `n`'s command and records it as sent.
+    /// Publishes step `n`'s command and records it as sent, durably, and tells watchers.
     pub(crate) async fn dispatch(&self, op: &mut Operation, n: usize) -> Result<(), HubError> {
+        self.send_command(op, n).await?;
+        self.store.flush().await?;
+        self.announce(op).await;
+        Ok(())
+    }
+
+    /// [`Service::dispatch`] without the flush: the event loop flushes once for a batch, and
+    /// a command sent but not yet recorded is sent again, under the same message id, which
+    /// JetStream drops as a duplicate.
+    pub(crate) async fn send_command(&self, op: &mut Operation, n: usize) -> Result<(), HubError> {
         let cluster = op.steps[n].cluster.clone();
         self.ensure_consumer(&cluster).await?;
         let command: Command = command_for(op, n);
@@ -259,11 +272,9 @@ impl Hub {
             machine::dispatched(op, n, &now());
         }
         self.store.put_operation(op)?;
-        self.store.flush().await?;
         self.metrics
             .commands
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.announce(op).await;
         tracing::info!(operation = %op.id, command = %id, %cluster, "command sent");
         Ok(())
     }
@@ -288,31 +299,60 @@ impl Hub {
             .messages()
             .await
             .map_err(|e| nats("reading events", e))?;
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event stream");
-                    continue;
-                }
-            };
-            match self.event(&message.subject, &message.payload).await {
-                Ok(()) => {
-                    let _ = message.ack().await;
-                }
-                // Not acknowledged: redelivered after the ack wait, when the store may work again.
-                Err(e) => {
-                    tracing::error!(error = %e, subject = %message.subject, "event not processed")
+        // Group commit: the events already delivered are applied together, the store is
+        // flushed once, and only then are they acknowledged and announced.
+        while let Some(first) = messages.next().await {
+            let mut batch = vec![first];
+            while batch.len() < EVENT_BATCH {
+                match messages.next().now_or_never() {
+                    Some(Some(m)) => batch.push(m),
+                    _ => break,
                 }
             }
-            self.metrics
-                .events
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut applied = Vec::with_capacity(batch.len());
+            let mut changed: Vec<Operation> = Vec::new();
+            for message in batch {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event stream");
+                        continue;
+                    }
+                };
+                self.metrics
+                    .events
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match self.event(&message.subject, &message.payload).await {
+                    Ok(op) => {
+                        changed.extend(op);
+                        applied.push(message);
+                    }
+                    // Not acknowledged: redelivered after the ack wait, when the store may
+                    // work again.
+                    Err(e) => {
+                        tracing::error!(error = %e, subject = %message.subject, "event not processed")
+                    }
+                }
+            }
+            if applied.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.store.flush().await {
+                tracing::error!(error = %e, "flushing the hub's store; events left unacknowledged");
+                continue;
+            }
+            for message in applied {
+                let _ = message.ack().await;
+            }
+            for op in &changed {
+                self.announce(op).await;
+            }
         }
         Ok(())
     }
 
-    async fn event(&self, subject: &str, payload: &[u8]) -> Result<(), HubError> {
+    /// Applies one event to the store (unflushed); the operation it changed, if any.
+    async fn event(&self, subject: &str, payload: &[u8]) -> Result<Option<Operation>, HubError> {
         if subject.ends_with(".evt.register") {
             match Envelope::<Registration>::from_bytes(payload) {
                 Ok(e) => self.register(e.body).await?,
@@ -320,13 +360,13 @@ impl Hub {
             }
         } else if subject.ends_with(".evt.op") {
             match Envelope::<OperationEvent>::from_bytes(payload) {
-                Ok(e) => self.operation_event(subject, e.body).await?,
+                Ok(e) => return self.operation_event(subject, e.body).await,
                 Err(e) => {
                     tracing::warn!(%subject, error = %e, "unreadable operation event dropped")
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn register(&self, registration: Registration) -> Result<(), HubError> {
@@ -338,20 +378,23 @@ impl Hub {
             connected: true,
         };
         self.store.put_cluster(&status)?;
-        self.store.flush().await?;
         self.seen(&cluster);
         tracing::info!(%cluster, "spoke registered");
         Ok(())
     }
 
-    async fn operation_event(&self, subject: &str, event: OperationEvent) -> Result<(), HubError> {
+    async fn operation_event(
+        &self,
+        subject: &str,
+        event: OperationEvent,
+    ) -> Result<Option<Operation>, HubError> {
         // The subject says who sent it (NATS permissions make that trustworthy).
         let sender = subject.split('.').rev().nth(2).unwrap_or("").to_string();
         self.seen(&sender);
         let _t = self.transitions.lock().await;
         let Some(mut op) = self.store.operation(&event.operation)? else {
             tracing::warn!(operation = %event.operation, "event for an unknown operation dropped");
-            return Ok(());
+            return Ok(None);
         };
         if op
             .steps
@@ -359,11 +402,11 @@ impl Hub {
             .is_some_and(|s| s.cluster != sender)
         {
             tracing::warn!(operation = %op.id, %sender, "event from a spoke that does not own the step dropped");
-            return Ok(());
+            return Ok(None);
         }
         let effects = machine::apply_event(&mut op, &event, &now());
         if !effects.changed {
-            return Ok(());
+            return Ok(None);
         }
         if let Some(report) = &effects.captured {
             self.record_restore_point(&op, report)?;
@@ -382,12 +425,10 @@ impl Hub {
             }
         }
         self.store.put_operation(&op)?;
-        self.store.flush().await?;
-        self.announce(&op).await;
         if let Some(n) = effects.dispatch {
-            self.dispatch(&mut op, n).await?;
+            self.send_command(&mut op, n).await?;
         }
-        Ok(())
+        Ok(Some(op))
     }
 
     fn record_restore_point(&self, op: &Operation, report: &CaptureReport) -> Result<(), HubError> {
