@@ -12,6 +12,7 @@
 pub mod apiserver;
 pub mod bench;
 pub mod bench_hub;
+pub mod bench_migrate;
 pub mod demo;
 pub mod harness;
 pub mod helm;

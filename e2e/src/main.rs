@@ -45,6 +45,12 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The reference application with GIB GiB of volume data migrated by Ferry and by a
+    /// kubectl + restic script, in one run (docs/benchmarks.md).
+    BenchMigrate {
+        #[arg(long, default_value_t = 2)]
+        gib: usize,
+    },
     /// One hub with many simulated spokes on one NATS: command round trips and hub memory.
     BenchHub {
         #[arg(long, default_value_t = 500)]
@@ -136,6 +142,15 @@ fn main() -> anyhow::Result<()> {
                 .prefix("ferry-bench-hub-")
                 .tempdir()?;
             ferry_e2e::bench_hub::run(dir.path(), spokes, operations, in_flight.max(1))
+        }
+        Cmd::BenchMigrate { gib } => {
+            let (mut opts, _temp) = options(Store::File, None)?;
+            opts.image_programs = ferry_e2e::reference::image_programs()
+                .context("finding the programs of the application's images")?;
+            let env = Environment::up(&opts).context("bringing up the environment")?;
+            ferry_e2e::bench_migrate::run(&env, gib.max(1))?;
+            env.down();
+            Ok(())
         }
         Cmd::BenchApp { runs } => {
             let (opts, _temp) = options(Store::File, None)?;
