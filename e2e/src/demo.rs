@@ -93,6 +93,19 @@ pub fn run(env: &Environment) -> anyhow::Result<Fleet> {
             ]
         )?
     );
+    let image = kubectl(
+        &target.kubeconfig,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            TARGET_NAMESPACE,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    )?;
+    println!("web's image in target: {image}");
     let restored = reference::orders_digest(
         &target.kubeconfig,
         TARGET_NAMESPACE,
