@@ -107,21 +107,7 @@ pub fn run(env: &Environment, runs: usize) -> anyhow::Result<()> {
         let rules = env.dir.join(format!("rules-{run}.yaml"));
         std::fs::write(&rules, format!("transforms:\n  - namespace: {{ from: prod, to: prod-{run} }}\n  - imageRegistry: {{ from: registry.eu.example.com, to: registry.us.example.com }}\n"))?;
         let started = Instant::now();
-        let rules_arg = rules.display().to_string();
-        let out = fleet.ferry(&[
-            "migrate",
-            "--from",
-            "source",
-            "--to",
-            "target",
-            "-n",
-            "prod",
-            "--transforms",
-            &rules_arg,
-            "--no-volume-data",
-            "-o",
-            "json",
-        ]);
+        let out = fleet.migrate("prod", &rules, &["--no-volume-data", "-o", "json"]);
         let cli_ms = started.elapsed().as_millis();
         if !out.status.success() {
             bail!(

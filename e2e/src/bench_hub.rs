@@ -155,6 +155,9 @@ pub fn run(
     operations: usize,
     in_flight_max: usize,
 ) -> anyhow::Result<()> {
+    if operations == 0 || spokes == 0 {
+        anyhow::bail!("--operations and --spokes must be at least 1");
+    }
     let nats = Nats::start(dir).context("starting NATS")?;
     let port = free_port()?;
     let mut cmd = std::process::Command::new(bin_dir()?.join("ferry-hub"));

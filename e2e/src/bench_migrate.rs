@@ -56,19 +56,8 @@ pub fn run(env: &Environment, gib: usize) -> anyhow::Result<()> {
     let fleet = Fleet::start(env).context("starting Ferry")?;
     let rules = env.dir.join("rules.yaml");
     std::fs::write(&rules, RULES)?;
-    let rules = rules.display().to_string();
     let started = Instant::now();
-    let out = fleet.ferry(&[
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        NAMESPACE,
-        "--transforms",
-        &rules,
-    ]);
+    let out = fleet.migrate(NAMESPACE, &rules, &[]);
     let ferry = started.elapsed();
     if !out.status.success() {
         bail!(

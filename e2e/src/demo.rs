@@ -56,20 +56,8 @@ pub fn run(env: &Environment) -> anyhow::Result<Fleet> {
     std::fs::write(&rules, RULES).context("writing the transform rules")?;
     println!("\n-- ferry migrate --from source --to target -n shop --transforms rules.yaml --");
     print!("{RULES}");
-    let rules_arg = rules.display().to_string();
-    let args = [
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        NAMESPACE,
-        "--transforms",
-        &rules_arg,
-    ];
     let started = Instant::now();
-    let out = fleet.ferry(&args);
+    let out = fleet.migrate(NAMESPACE, &rules, &[]);
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     print!("{}", String::from_utf8_lossy(&out.stdout));
     if !out.status.success() {

@@ -55,19 +55,7 @@ fn get(kubeconfig: &Path, args: &[&str]) -> Option<Value> {
 
 /// `ferry migrate --from source --to target -n shop --transforms <the reference rules>`, and more.
 fn migrate(s: &Setup, more: &[&str]) -> Output {
-    let mut args = vec![
-        "migrate",
-        "--from",
-        "source",
-        "--to",
-        "target",
-        "-n",
-        "shop",
-        "--transforms",
-        &s.rules,
-    ];
-    args.extend_from_slice(more);
-    s.fleet.ferry(&args)
+    s.fleet.migrate("shop", Path::new(&s.rules), more)
 }
 
 fn http_get(base: &str, path: &str) -> (u16, String) {

@@ -321,7 +321,8 @@ impl Kubelet {
         let sandbox = super::exec::sandbox_dir(&self.shared, ns, pod_name);
         std::fs::create_dir_all(&sandbox)
             .map_err(|e| format!("creating {}: {e}", sandbox.display()))?;
-        self.prepare_sandbox(pod, container, &sandbox)?;
+        let identity = RunAs::of(pod, container);
+        self.prepare_sandbox(pod, container, &identity, &sandbox)?;
         let log_path = sandbox.join(format!("{cname}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -330,7 +331,6 @@ impl Kubelet {
             .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let args = strings(container, "/args");
-        let identity = RunAs::of(pod, container);
         let mut cmd = Command::new(program);
         if let Some(uid) = identity.user.filter(|u| *u != current_uid()) {
             if current_uid() != 0 {
@@ -464,6 +464,7 @@ impl Kubelet {
         &self,
         pod: &Value,
         container: &Value,
+        identity: &RunAs,
         sandbox: &Path,
     ) -> Result<(), String> {
         let ns = str_at(pod, "/metadata/namespace");
@@ -500,7 +501,6 @@ impl Kubelet {
 
         // Without a mount namespace, each volume is a link at `$FERRY_SANDBOX/<mountPath>`.
         let cname = str_at(container, "/name");
-        let identity = RunAs::of(pod, container);
         for (source, mount_path) in container_mounts(&self.shared.core, pod, cname, sandbox)? {
             if let Some(group) = identity.fs_group {
                 apply_fs_group(&source, group, identity.fs_group_always)
@@ -554,15 +554,22 @@ impl RunAs {
     }
 }
 
-/// The stand-in's own user and group, which its processes keep unless a pod asks otherwise.
+/// The stand-in's own user and group, which its processes keep unless a pod asks otherwise
+/// (read once: snapshot copies ask for every file).
 pub(crate) fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+    process_ids().0
 }
 
 pub(crate) fn current_gid() -> u32 {
+    process_ids().1
+}
+
+fn process_ids() -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.gid())
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| {
+        std::fs::metadata("/proc/self").map_or((u32::MAX, u32::MAX), |m| (m.uid(), m.gid()))
+    })
 }
 
 /// Adds search permission for others on `path` and each directory above it that lacks it.

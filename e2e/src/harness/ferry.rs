@@ -251,6 +251,24 @@ impl Fleet {
             .expect("the ferry CLI runs")
     }
 
+    /// `ferry migrate --from source --to target -n <namespace> --transforms <rules>`, and more.
+    pub fn migrate(&self, namespace: &str, rules: &Path, more: &[&str]) -> Output {
+        let rules = rules.display().to_string();
+        let mut args = vec![
+            "migrate",
+            "--from",
+            "source",
+            "--to",
+            "target",
+            "-n",
+            namespace,
+            "--transforms",
+            &rules,
+        ];
+        args.extend_from_slice(more);
+        self.ferry(&args)
+    }
+
     /// Waits until the hub lists `cluster` as connected.
     pub fn wait_registered(&self, cluster: &str, timeout: Duration) -> Result<(), ProcessError> {
         let deadline = Instant::now() + timeout;

@@ -319,6 +319,7 @@ impl Hub {
         // it, so concurrent starts share them.
         let id = {
             let _t = self.transitions.lock().await;
+            // Again under the lock: two requests with one key may both have passed the check above.
             if let Some(key) = &request.id {
                 if let Some(existing) = self.store.started_by(key)? {
                     return json(self.operation(&existing)?);

@@ -142,50 +142,15 @@ pub(super) async fn operator_resource(
                     .any(|sa| accounts.contains(sa))
         })
         .collect();
-    let roles: HashSet<(String, String, String)> = bindings
-        .iter()
-        .map(|&i| {
-            let b = &candidates[i];
-            let kind = str_at(b, "/roleRef/kind");
-            let role_ns = if kind == "Role" {
-                str_at(b, "/metadata/namespace")
-            } else {
-                ""
-            };
-            (
-                kind.to_string(),
-                role_ns.to_string(),
-                str_at(b, "/roleRef/name").to_string(),
-            )
-        })
-        .collect();
-    let mut take: Vec<(usize, String)> = operators
-        .iter()
-        .map(|&i| (i, format!("operator of {group}, which serves {me}")))
-        .collect();
-    take.extend(
-        bindings
-            .iter()
-            .map(|&i| (i, format!("grants the operator of {me}"))),
-    );
-    take.extend(
-        candidates
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| {
-                roles.contains(&(
-                    str_at(o, "/kind").to_string(),
-                    str_at(o, "/metadata/namespace").to_string(),
-                    str_at(o, "/metadata/name").to_string(),
-                ))
-            })
-            .map(|(i, _)| (i, format!("role of the operator of {me}"))),
-    );
-    take.sort_by_key(|(i, _)| *i);
-    let mut candidates: Vec<Option<Value>> = candidates.into_iter().map(Some).collect();
-    for (i, reason) in take {
-        if let Some(o) = candidates[i].take() {
-            out.add(o, reason);
+    // The roles the bindings name, and the operator's service account, come with the
+    // dependencies that follow.
+    let operators: HashSet<usize> = operators.into_iter().collect();
+    let bindings: HashSet<usize> = bindings.into_iter().collect();
+    for (i, o) in candidates.into_iter().enumerate() {
+        if operators.contains(&i) {
+            out.add(o, format!("operator of {group}, which serves {me}"));
+        } else if bindings.contains(&i) {
+            out.add(o, format!("grants the operator of {me}"));
         }
     }
     Ok(())

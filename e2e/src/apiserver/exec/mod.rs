@@ -204,8 +204,7 @@ fn isolated(
     sandbox: &std::path::Path,
     mounts: &[(PathBuf, String)],
 ) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
-    let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let as_root = crate::apiserver::kubelet::current_uid() == 0;
     let mut wrapped: Vec<String> = vec!["unshare".into()];
     if !as_root {
         wrapped.extend(["--user".into(), "--map-root-user".into()]);
