@@ -17,17 +17,29 @@ pub struct DocumentError {
 /// `apiVersion`, `kind` and `metadata.name`. Documents are parsed in parallel: a restore point
 /// of 100,000 objects is one text, and YAML parsing is most of the time spent on it.
 pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Value>, DocumentError> {
+    parse_documents_into(text, source_name, |obj| obj)
+}
+
+/// `parse_documents`, handing each object to `keep` as soon as it is parsed (on the parsing
+/// thread) and holding only what `keep` returns: a caller that transforms each object and
+/// keeps its YAML, or its place in a restore order, never holds the whole set of objects.
+pub fn parse_documents_into<R: Send>(
+    text: &str,
+    source_name: &str,
+    keep: impl Fn(Value) -> R + Sync,
+) -> Result<Vec<R>, DocumentError> {
     use rayon::prelude::*;
     let chunks = split_documents(text);
-    let parsed: Vec<Result<Vec<Value>, DocumentError>> = chunks
+    let parsed: Vec<Result<Vec<R>, DocumentError>> = chunks
         .par_iter()
         .enumerate()
-        .map(|(i, chunk)| {
-            parse_document(chunk).map_err(|message| DocumentError {
+        .map(|(i, chunk)| match parse_document(chunk) {
+            Ok(objects) => Ok(objects.into_iter().map(&keep).collect()),
+            Err(message) => Err(DocumentError {
                 source_name: source_name.to_string(),
                 document: i + 1,
                 message,
-            })
+            }),
         })
         .collect();
     let mut out = Vec::with_capacity(chunks.len());
@@ -76,48 +88,70 @@ fn parse_document(text: &str) -> Result<Vec<Value>, String> {
         )
     })?;
     let mut out = Vec::new();
+    // Restore points and `kubectl get -o json` hold JSON documents: read directly, they parse
+    // several times faster than through the YAML parser, which reads them the same way.
+    if let Some(json) = json_document(text) {
+        add_objects(json, &mut out)?;
+        return Ok(out);
+    }
     // A chunk is one document, but the parser decides: anything it sees as more is read too.
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| e.to_string())?;
-        match value {
-            Value::Null => continue,
-            Value::Object(_) => {}
-            other => return Err(format!("expected an object, found {}", kind_name(&other))),
-        }
-        let items = if value
-            .get("kind")
-            .and_then(Value::as_str)
-            .is_some_and(|k| k == "List" || k.ends_with("List"))
-            && value.get("items").is_some_and(Value::is_array)
-        {
-            match value {
-                Value::Object(mut m) => match m.remove("items") {
-                    Some(Value::Array(items)) => items,
-                    _ => Vec::new(),
-                },
-                _ => Vec::new(),
-            }
-        } else {
-            vec![value]
-        };
-        for (j, item) in items.into_iter().enumerate() {
-            for (field, pointer) in [
-                ("apiVersion", "/apiVersion"),
-                ("kind", "/kind"),
-                ("metadata.name", "/metadata/name"),
-            ] {
-                if item
-                    .ptr(pointer)
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    return Err(format!("item {j}: {field} is required"));
-                }
-            }
-            out.push(item);
-        }
+        add_objects(value, &mut out)?;
     }
     Ok(out)
+}
+
+/// The document as JSON, when it is a JSON object after its `---` marker; anything else
+/// (YAML, JSON with comments, a parse error) is left to the YAML parser.
+fn json_document(text: &str) -> Option<Value> {
+    let body = text.strip_prefix("---").unwrap_or(text).trim_start();
+    if !body.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(body).ok()
+}
+
+/// One parsed document's objects (`kind: List` flattened), each checked for a name.
+fn add_objects(value: Value, out: &mut Vec<Value>) -> Result<(), String> {
+    match value {
+        Value::Null => return Ok(()),
+        Value::Object(_) => {}
+        other => return Err(format!("expected an object, found {}", kind_name(&other))),
+    }
+    let items = if value
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k == "List" || k.ends_with("List"))
+        && value.get("items").is_some_and(Value::is_array)
+    {
+        match value {
+            Value::Object(mut m) => match m.remove("items") {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    } else {
+        vec![value]
+    };
+    for (j, item) in items.into_iter().enumerate() {
+        for (field, pointer) in [
+            ("apiVersion", "/apiVersion"),
+            ("kind", "/kind"),
+            ("metadata.name", "/metadata/name"),
+        ] {
+            if item
+                .ptr(pointer)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(format!("item {j}: {field} is required"));
+            }
+        }
+        out.push(item);
+    }
+    Ok(())
 }
 
 fn kind_name(v: &Value) -> &'static str {
@@ -143,6 +177,39 @@ pub fn to_yaml_documents(objects: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_documents_read_as_the_yaml_parser_reads_them() {
+        let json = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","labels":{"on":"yes"}},"data":{"n":"1_000","x":"y"},"binaryData":null,"spec":{"n":1.5,"m":-3,"b":true}}"#;
+        let yaml_read: Value = serde_yaml_ng::from_str(json).unwrap();
+        for text in [
+            json.to_string(),
+            format!("---\n{json}\n"),
+            format!("--- {json}\n"),
+            format!("---\n{json}\n---\n{json}"),
+        ] {
+            let objs = parse_documents(&text, "in").unwrap();
+            assert!(
+                !objs.is_empty() && objs.iter().all(|o| *o == yaml_read),
+                "{text}"
+            );
+        }
+        // Not JSON, but YAML: flow style without quotes, a comment, a List.
+        let text = "--- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}} # flow\n---\n{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [{\"apiVersion\": \"v1\", \"kind\": \"Secret\", \"metadata\": {\"name\": \"b\"}}]}\n";
+        let objs = parse_documents(text, "in").unwrap();
+        assert_eq!(objs.len(), 2);
+        assert_eq!(objs[1]["kind"], "Secret");
+        // A JSON document is checked like any other.
+        let err = parse_documents(
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#,
+            "in",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("metadata.name is required"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn multi_documents_and_lists() {

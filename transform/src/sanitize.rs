@@ -18,7 +18,6 @@
 use crate::rules::Pointer;
 use crate::rules::{group_of, kind_of};
 use serde_json::{json, Value};
-use std::collections::HashSet;
 
 pub const OWNER_REFERENCES_ANNOTATION: &str = "ferry.dev/owner-references";
 
@@ -29,73 +28,79 @@ pub struct SanitizeOptions {
     pub keep_owned: bool,
 }
 
-/// The uids in a set of objects, to tell which owners travel with their dependents.
-pub fn uids(objects: &[Value]) -> HashSet<String> {
-    objects
-        .iter()
-        .filter_map(|o| o.ptr("/metadata/uid").and_then(Value::as_str))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Why an object is not carried over, if it is not.
-pub fn drop_reason(
-    obj: &Value,
-    set_uids: &HashSet<String>,
-    opts: &SanitizeOptions,
-) -> Option<String> {
+/// Why an object is never carried over, whatever else is in the set, if it is not.
+pub fn drop_reason(obj: &Value) -> Option<String> {
     let name = obj
         .ptr("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
     match (group_of(obj), kind_of(obj)) {
         ("", "ConfigMap") if name == "kube-root-ca.crt" => {
-            return Some("made by every cluster's namespace controller".into())
+            Some("made by every cluster's namespace controller".into())
         }
         ("", "Secret")
             if obj.get("type").and_then(Value::as_str)
                 == Some("kubernetes.io/service-account-token") =>
         {
-            return Some("service-account token: the target cluster issues its own".into())
+            Some("service-account token: the target cluster issues its own".into())
         }
         ("", "Endpoints") | ("discovery.k8s.io", "EndpointSlice") => {
-            return Some("derived from Services and Pods by the target cluster".into())
+            Some("derived from Services and Pods by the target cluster".into())
         }
-        ("", "Event") | ("events.k8s.io", "Event") => {
-            return Some("events are history, not state".into())
-        }
-        ("coordination.k8s.io", "Lease") => {
-            return Some("leases belong to running processes".into())
-        }
-        _ => {}
+        ("", "Event") | ("events.k8s.io", "Event") => Some("events are history, not state".into()),
+        ("coordination.k8s.io", "Lease") => Some("leases belong to running processes".into()),
+        _ => None,
     }
-    if !opts.keep_owned {
-        let controller = obj
+}
+
+/// An object's controlling owner: when the owner is restored too, the target's controller
+/// recreates the object, so it is left out (unless `keep_owned`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllingOwner {
+    pub uid: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl ControllingOwner {
+    pub fn of(obj: &Value) -> Option<ControllingOwner> {
+        let owner = obj
             .ptr("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .and_then(|refs| {
-                refs.iter()
-                    .find(|r| r.get("controller") == Some(&json!(true)))
-            });
-        if let Some(owner) = controller {
-            let uid = owner.get("uid").and_then(Value::as_str).unwrap_or("");
-            if set_uids.contains(uid) {
-                return Some(format!(
-                    "owned by {} {}, whose controller recreates it",
-                    owner.get("kind").and_then(Value::as_str).unwrap_or(""),
-                    owner.get("name").and_then(Value::as_str).unwrap_or("")
-                ));
-            }
-        }
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|r| r.get("controller") == Some(&json!(true)))?;
+        let text = |k: &str| {
+            owner
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        Some(ControllingOwner {
+            uid: text("uid"),
+            kind: text("kind"),
+            name: text("name"),
+        })
     }
-    None
+
+    /// Why an object with this owner is left out when the owner is restored.
+    pub fn drop_reason(&self) -> String {
+        format!(
+            "owned by {} {}, whose controller recreates it",
+            self.kind, self.name
+        )
+    }
 }
 
 fn remove(obj: &mut Value, pointer: &str, changes: &mut Vec<String>) {
     let (parent, last) = pointer.rsplit_once('/').unwrap_or(("", pointer));
-    let key = last.replace("~1", "/").replace("~0", "~");
-    if let Some(Value::Object(m)) = obj.pointer_mut(parent) {
-        if m.remove(&key).is_some() {
+    if let Some(Value::Object(m)) = obj.ptr_mut(parent) {
+        let removed = if last.contains('~') {
+            m.remove(&last.replace("~1", "/").replace("~0", "~"))
+        } else {
+            m.remove(last)
+        };
+        if removed.is_some() {
             changes.push(format!("{pointer}: removed"));
         }
     }
@@ -104,17 +109,17 @@ fn remove(obj: &mut Value, pointer: &str, changes: &mut Vec<String>) {
 /// Clears what the source cluster wrote; returns what it cleared.
 pub fn sanitize(obj: &mut Value, opts: &SanitizeOptions) -> Vec<String> {
     let mut changes = Vec::new();
-    for field in [
-        "uid",
-        "resourceVersion",
-        "generation",
-        "creationTimestamp",
-        "managedFields",
-        "selfLink",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
+    for pointer in [
+        "/metadata/uid",
+        "/metadata/resourceVersion",
+        "/metadata/generation",
+        "/metadata/creationTimestamp",
+        "/metadata/managedFields",
+        "/metadata/selfLink",
+        "/metadata/deletionTimestamp",
+        "/metadata/deletionGracePeriodSeconds",
     ] {
-        remove(obj, &format!("/metadata/{field}"), &mut changes);
+        remove(obj, pointer, &mut changes);
     }
     if let Some(refs) = obj.ptr("/metadata/ownerReferences").cloned() {
         let portable: Vec<Value> = refs
@@ -217,33 +222,21 @@ mod tests {
 
     #[test]
     fn drops_what_clusters_make_themselves() {
-        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "uid": "d1"}});
-        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-1",
-            "ownerReferences": [{"kind": "Deployment", "name": "web", "uid": "d1", "controller": true}]}});
-        let orphan_rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "x",
-            "ownerReferences": [{"kind": "Deployment", "name": "gone", "uid": "zz", "controller": true}]}});
-        let set = uids(&[d.clone(), rs.clone(), orphan_rs.clone()]);
-        let opts = SanitizeOptions::default();
-        assert!(drop_reason(&d, &set, &opts).is_none());
-        assert!(drop_reason(&rs, &set, &opts)
-            .unwrap()
-            .contains("Deployment web"));
-        assert!(
-            drop_reason(&orphan_rs, &set, &opts).is_none(),
-            "an owner outside the set does not recreate it"
-        );
-        assert!(drop_reason(
-            &rs,
-            &set,
-            &SanitizeOptions {
-                keep_owned: true,
-                ..Default::default()
-            }
-        )
-        .is_none());
         let root = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"}});
-        assert!(drop_reason(&root, &set, &opts).is_some());
+        assert!(drop_reason(&root).is_some());
         let token = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token", "metadata": {"name": "t"}});
-        assert!(drop_reason(&token, &set, &opts).is_some());
+        assert!(drop_reason(&token).is_some());
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web"}});
+        assert!(drop_reason(&cm).is_none());
+        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-1",
+            "ownerReferences": [{"kind": "Pod", "name": "p", "uid": "p1"},
+                                {"kind": "Deployment", "name": "web", "uid": "d1", "controller": true}]}});
+        let owner = ControllingOwner::of(&rs).unwrap();
+        assert_eq!(
+            (owner.uid.as_str(), owner.kind.as_str()),
+            ("d1", "Deployment")
+        );
+        assert!(owner.drop_reason().contains("Deployment web"));
+        assert!(ControllingOwner::of(&cm).is_none());
     }
 }

@@ -11,15 +11,18 @@
 //! tie-breaker, so the same input always gives the same order; a cycle is broken at its
 //! smallest object and reported.
 
+mod node;
 mod operators;
 
-use crate::references::references;
 use crate::rules::Pointer;
-use crate::rules::{group_of, kind_of, pod_spec_pointer};
+use crate::rules::{kind_of, pod_spec_pointer};
 use ferry_protocol::ObjectRef;
+use node::Detail;
+pub use node::Node;
 use operators::{conversion_backends, operators};
 use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -109,27 +112,34 @@ pub struct RestoreOrder {
 impl RestoreOrder {
     /// `explain` output: one line per object, with its reasons.
     pub fn explain(&self) -> String {
-        let mut out = String::new();
+        let mut out = Vec::new();
+        self.write_explain(&mut out)
+            .expect("writing to a Vec does not fail");
+        String::from_utf8(out).expect("explain writes text")
+    }
+
+    /// `explain`, written line by line: the explanation of 100,000 steps is not held whole.
+    pub fn write_explain(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         for (n, (_, step)) in self.steps.iter().enumerate() {
-            let gate = step
-                .gate
-                .map(|g| format!(" [wait: {g:?}]"))
-                .unwrap_or_default();
-            out.push_str(&format!("{:>4}. {}{gate}\n", n + 1, step.object));
+            write!(out, "{:>4}. {}", n + 1, step.object)?;
+            if let Some(g) = step.gate {
+                write!(out, " [wait: {g:?}]")?;
+            }
+            writeln!(out)?;
             for r in &step.reasons {
-                out.push_str(&format!("        {r}\n"));
+                writeln!(out, "        {r}")?;
             }
         }
         for c in &self.broken_cycles {
-            out.push_str(&format!("cycle broken: {c}\n"));
+            writeln!(out, "cycle broken: {c}")?;
         }
-        out
+        Ok(())
     }
 }
 
-fn phase_of(obj: &Value, is_operator: bool, custom_kinds: &BTreeSet<(String, String)>) -> Phase {
-    let (group, kind) = (group_of(obj), kind_of(obj));
-    if custom_kinds.contains(&(group.to_string(), kind.to_string())) {
+fn phase_of(node: &Node, is_operator: bool, custom_kinds: &BTreeSet<(&str, &str)>) -> Phase {
+    let (group, kind) = (node.group(), node.kind());
+    if custom_kinds.contains(&(group, kind)) {
         return Phase::CustomResources;
     }
     if is_operator {
@@ -161,8 +171,8 @@ fn phase_of(obj: &Value, is_operator: bool, custom_kinds: &BTreeSet<(String, Str
     }
 }
 
-fn gate_of(obj: &Value, phase: Phase) -> Option<ReadinessGate> {
-    match (group_of(obj), kind_of(obj)) {
+fn gate_of(node: &Node, phase: Phase) -> Option<ReadinessGate> {
+    match (node.group(), node.kind()) {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => Some(ReadinessGate::Established),
         ("", "Namespace") => Some(ReadinessGate::Active),
         ("", "PersistentVolumeClaim") => Some(ReadinessGate::Bound),
@@ -172,8 +182,6 @@ fn gate_of(obj: &Value, phase: Phase) -> Option<ReadinessGate> {
         _ => None,
     }
 }
-
-type Key = (String, String, String, String); // group, kind, namespace, name
 
 /// Objects by (group, kind, namespace, name), borrowing the keys: lookups allocate nothing.
 type Index<'a> = HashMap<(&'a str, &'a str, &'a str, &'a str), usize>;
@@ -188,14 +196,10 @@ fn lookup<'a>(
     index.get(&(group, kind, ns, name))
 }
 
-fn key_of(obj: &Value) -> Key {
-    let s = |p: &str| obj.ptr(p).and_then(Value::as_str).unwrap_or("").to_string();
-    (
-        group_of(obj).to_string(),
-        kind_of(obj).to_string(),
-        s("/metadata/namespace"),
-        s("/metadata/name"),
-    )
+/// The nodes of `objects`, read in parallel.
+pub fn nodes(objects: &[Value]) -> Vec<Node> {
+    use rayon::prelude::*;
+    objects.par_iter().map(Node::of).collect()
 }
 
 /// The workloads among `objects` (Deployments, StatefulSets, DaemonSets) that run as operators
@@ -203,7 +207,7 @@ fn key_of(obj: &Value) -> Key {
 /// that group, cluster-wide or in that namespace. Indices into `objects`.
 pub fn operators_of(objects: &[Value], group: &str, namespace: &str) -> Vec<usize> {
     let groups = BTreeSet::from([group.to_string()]);
-    let mut found: Vec<usize> = operators::operators(objects, &groups)
+    let mut found: Vec<usize> = operators::operators(&nodes(objects), &groups)
         .into_iter()
         .filter(|(_, served)| {
             served
@@ -218,32 +222,27 @@ pub fn operators_of(objects: &[Value], group: &str, namespace: &str) -> Vec<usiz
 
 /// Computes the restore order of `objects`.
 pub fn restore_order(objects: &[Value]) -> RestoreOrder {
-    let keys: Vec<Key> = objects.iter().map(key_of).collect();
-    let index: Index = keys
-        .iter()
-        .enumerate()
-        .map(|(i, (g, k, ns, n))| ((g.as_str(), k.as_str(), ns.as_str(), n.as_str()), i))
-        .collect();
-    let mut custom_kinds = BTreeSet::new();
-    let mut crd_of_kind: HashMap<(String, String), usize> = HashMap::new();
-    for (i, o) in objects.iter().enumerate() {
-        if (group_of(o), kind_of(o)) == ("apiextensions.k8s.io", "CustomResourceDefinition") {
-            let g = o
-                .ptr("/spec/group")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let k = o
-                .ptr("/spec/names/kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            custom_kinds.insert((g.clone(), k.clone()));
-            crd_of_kind.insert((g, k), i);
+    order_nodes(&nodes(objects))
+}
+
+/// The restore order of the objects these nodes were read from; step indices are positions in
+/// `nodes`.
+pub fn order_nodes<'a>(nodes: &'a [Node]) -> RestoreOrder {
+    let key = |i: usize| {
+        let n = &nodes[i];
+        (n.group(), n.kind(), n.namespace(), n.name())
+    };
+    let index: Index = (0..nodes.len()).map(|i| (key(i), i)).collect();
+    let mut custom_kinds: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut crd_of_kind: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Detail::CustomResourceDefinition { group, kind, .. } = &n.detail {
+            custom_kinds.insert((group, kind));
+            crd_of_kind.insert((group, kind), i);
         }
     }
-    let crd_groups: BTreeSet<String> = custom_kinds.iter().map(|(g, _)| g.clone()).collect();
-    let operators = operators(objects, &crd_groups);
+    let crd_groups: BTreeSet<String> = custom_kinds.iter().map(|(g, _)| g.to_string()).collect();
+    let operators = operators(nodes, &crd_groups);
     // Operators by (group, scope), so each custom resource finds its own in constant time.
     let mut operators_of: HashMap<(&str, Option<&str>), Vec<usize>> = HashMap::new();
     for (op, groups) in &operators {
@@ -257,73 +256,76 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
     for ops in operators_of.values_mut() {
         ops.sort_unstable();
     }
-    let backends = conversion_backends(objects, &index);
+    let backends = conversion_backends(nodes, &index);
     let webhook_workloads: BTreeSet<usize> = backends
         .values()
         .flatten()
         .copied()
-        .filter(|&j| group_of(&objects[j]) == "apps")
+        .filter(|&j| nodes[j].group() == "apps")
         .collect();
-    let phases: Vec<Phase> = objects
+    let phases: Vec<Phase> = nodes
         .iter()
         .enumerate()
-        .map(|(i, o)| {
+        .map(|(i, n)| {
             let serves_crds = operators.contains_key(&i) || webhook_workloads.contains(&i);
-            phase_of(o, serves_crds, &custom_kinds)
+            phase_of(n, serves_crds, &custom_kinds)
         })
         .collect();
 
-    // deps[i] = (j, why): i waits for j.
-    let mut deps: Vec<BTreeMap<usize, String>> = vec![BTreeMap::new(); objects.len()];
-    let mut add = |i: usize, j: Option<&usize>, why: String| {
+    // deps[i] = (j, why): i waits for j. Reasons read from the nodes are borrowed, so each is
+    // copied once, into its step.
+    let mut deps: Vec<BTreeMap<usize, Cow<'a, str>>> = vec![BTreeMap::new(); nodes.len()];
+    let mut add = |i: usize, j: Option<&usize>, why: Cow<'a, str>| {
         if let Some(&j) = j {
             if j != i {
                 deps[i].entry(j).or_insert(why);
             }
         }
     };
-    for (i, o) in objects.iter().enumerate() {
-        let (g, k, ns, _) = &keys[i];
+    for (i, n) in nodes.iter().enumerate() {
+        let (g, k, ns, _) = key(i);
         if !ns.is_empty() {
             add(
                 i,
                 lookup(&index, "", "Namespace", "", ns),
-                format!("after Namespace {ns}, which contains it"),
+                format!("after Namespace {ns}, which contains it").into(),
             );
         }
-        if let Some(crd) = crd_of_kind.get(&(g.clone(), k.clone())) {
+        if let Some(crd) = crd_of_kind.get(&(g, k)) {
             add(
                 i,
                 Some(crd),
-                format!("after the CustomResourceDefinition of {k}.{g}"),
+                format!("after the CustomResourceDefinition of {k}.{g}").into(),
             );
-            for j in backends.get(crd).into_iter().flatten() {
-                let (_, bk, bns, bn) = &keys[*j];
+            for &j in backends.get(crd).into_iter().flatten() {
+                let (_, bk, bns, bn) = key(j);
                 add(
                     i,
-                    Some(j),
-                    format!("after {bk} {bns}/{bn}, which serves its CRD's conversion webhook"),
+                    Some(&j),
+                    format!("after {bk} {bns}/{bn}, which serves its CRD's conversion webhook")
+                        .into(),
                 );
             }
         }
-        for r in references(o) {
+        for r in &n.references {
             add(
                 i,
                 lookup(&index, r.group, &r.kind, &r.namespace, &r.name),
-                r.reason,
+                Cow::Borrowed(&r.reason),
             );
         }
         if phases[i] == Phase::CustomResources {
-            let cluster_wide = operators_of.get(&(g.as_str(), None));
-            let here = operators_of.get(&(g.as_str(), Some(ns.as_str())));
-            for op in cluster_wide.into_iter().chain(here).flatten() {
-                let (_, ok, ons, on) = &keys[*op];
+            let cluster_wide = operators_of.get(&(g, None));
+            let here = operators_of.get(&(g, Some(ns)));
+            for &op in cluster_wide.into_iter().chain(here).flatten() {
+                let (_, ok, ons, on) = key(op);
                 add(
                     i,
-                    Some(op),
+                    Some(&op),
                     format!(
                         "after its operator {ok} {ons}/{on}, which must be ready to reconcile it"
-                    ),
+                    )
+                    .into(),
                 );
             }
         }
@@ -331,19 +333,15 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
     // Among objects whose waits are all met, the earliest phase goes first: phases order what
     // the edges leave open, while the explanations stay about real references.
     // Ranked once, so the sort compares integers rather than four strings per step.
-    let mut by_key: Vec<usize> = (0..objects.len()).collect();
-    by_key.sort_unstable_by(|&a, &b| (phases[a], &keys[a], a).cmp(&(phases[b], &keys[b], b)));
-    let mut rank = vec![0usize; objects.len()];
+    let mut by_key: Vec<usize> = (0..nodes.len()).collect();
+    by_key.sort_unstable_by(|&a, &b| (phases[a], key(a), a).cmp(&(phases[b], key(b), b)));
+    let mut rank = vec![0usize; nodes.len()];
     for (r, &i) in by_key.iter().enumerate() {
         rank[i] = r;
     }
     let (sorted, broken) = toposort(&rank, &deps);
     let mut order = RestoreOrder::default();
-    let describe = |j: usize| {
-        ObjectRef::from_object(&objects[j])
-            .map(|r| r.to_string())
-            .unwrap_or_default()
-    };
+    let describe = |j: usize| nodes[j].object.to_string();
     for (i, skipped) in broken {
         let waits: Vec<String> = skipped.into_iter().map(describe).collect();
         order.broken_cycles.push(format!(
@@ -352,22 +350,21 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
             waits.join(", ")
         ));
     }
+    order.steps.reserve(sorted.len());
     for next in sorted {
-        let o = &objects[next];
+        let n = &nodes[next];
         let mut reasons = vec![format!("phase: {:?}", phases[next])];
-        reasons.extend(deps[next].values().cloned());
+        reasons.extend(
+            std::mem::take(&mut deps[next])
+                .into_values()
+                .map(Cow::into_owned),
+        );
         order.steps.push((
             next,
             Step {
-                object: ObjectRef::from_object(o).unwrap_or_else(|| ObjectRef {
-                    group: group_of(o).into(),
-                    version: String::new(),
-                    kind: kind_of(o).into(),
-                    namespace: None,
-                    name: String::new(),
-                }),
+                object: n.object.clone(),
                 phase: phases[next],
-                gate: gate_of(o, phases[next]),
+                gate: gate_of(n, phases[next]),
                 reasons,
             },
         ));
@@ -377,9 +374,9 @@ pub fn restore_order(objects: &[Value]) -> RestoreOrder {
 
 /// Kahn's algorithm, taking the smallest ready key each time; when only cycles remain, the
 /// smallest waiting node goes next and the waits it skips are returned with it.
-fn toposort<K: Ord + Clone>(
+fn toposort<K: Ord + Clone, W>(
     keys: &[K],
-    deps: &[BTreeMap<usize, String>],
+    deps: &[BTreeMap<usize, W>],
 ) -> (Vec<usize>, Vec<(usize, Vec<usize>)>) {
     let n = keys.len();
     let mut remaining: Vec<usize> = deps.iter().map(BTreeMap::len).collect();

@@ -12,6 +12,24 @@ use serde_json::Value;
 /// a new String); the transform and order passes look up pointers millions of times.
 pub trait Pointer {
     fn ptr(&self, pointer: &str) -> Option<&Value>;
+    fn ptr_mut(&mut self, pointer: &str) -> Option<&mut Value>;
+}
+
+/// A pointer's token unescaped (`~1` is `/`, `~0` is `~`), borrowed when it has no escapes.
+fn unescape(token: &str) -> std::borrow::Cow<'_, str> {
+    if token.contains('~') {
+        token.replace("~1", "/").replace("~0", "~").into()
+    } else {
+        token.into()
+    }
+}
+
+/// An array index as a pointer writes it: digits, no leading zero, no sign.
+fn array_index(token: &str) -> Option<usize> {
+    if token.len() > 1 && token.starts_with('0') || token.starts_with('+') {
+        return None;
+    }
+    token.parse().ok()
 }
 
 impl Pointer for Value {
@@ -22,21 +40,25 @@ impl Pointer for Value {
         let rest = pointer.strip_prefix('/')?;
         let mut cur = self;
         for token in rest.split('/') {
-            let unescaped;
-            let token = if token.contains('~') {
-                unescaped = token.replace("~1", "/").replace("~0", "~");
-                unescaped.as_str()
-            } else {
-                token
-            };
             cur = match cur {
-                Value::Object(m) => m.get(token)?,
-                Value::Array(a) => {
-                    if token.len() > 1 && token.starts_with('0') || token.starts_with('+') {
-                        return None;
-                    }
-                    a.get(token.parse::<usize>().ok()?)?
-                }
+                Value::Object(m) => m.get(unescape(token).as_ref())?,
+                Value::Array(a) => a.get(array_index(token)?)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    fn ptr_mut(&mut self, pointer: &str) -> Option<&mut Value> {
+        if pointer.is_empty() {
+            return Some(self);
+        }
+        let rest = pointer.strip_prefix('/')?;
+        let mut cur = self;
+        for token in rest.split('/') {
+            cur = match cur {
+                Value::Object(m) => m.get_mut(unescape(token).as_ref())?,
+                Value::Array(a) => a.get_mut(array_index(token)?)?,
                 _ => return None,
             };
         }

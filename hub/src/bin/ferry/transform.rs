@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use ferry_transform::documents::parse_documents;
-use ferry_transform::order::restore_order;
+use ferry_transform::documents::parse_documents_into;
+use ferry_transform::order::{order_nodes, Node};
 use ferry_transform::preview::{plan, preview_text};
 use ferry_transform::sanitize::SanitizeOptions;
 use ferry_transform::{compile, parse_spec, Transformer};
@@ -77,12 +77,20 @@ impl From<SanitizeFlags> for SanitizeOptions {
 /// Reads objects from a file, every `.yaml`/`.yml`/`.json` file of a directory (sorted), or
 /// standard input.
 fn read_objects(input: &Path) -> anyhow::Result<Vec<Value>> {
+    read_objects_into(input, |obj| obj)
+}
+
+/// `read_objects`, keeping only what `keep` makes of each object as it is parsed.
+fn read_objects_into<R: Send>(
+    input: &Path,
+    keep: impl Fn(Value) -> R + Sync,
+) -> anyhow::Result<Vec<R>> {
     if input == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .context("reading standard input")?;
-        return Ok(parse_documents(&text, "stdin")?);
+        return Ok(parse_documents_into(&text, "stdin", keep)?);
     }
     let mut files = Vec::new();
     if input.is_dir() {
@@ -105,7 +113,11 @@ fn read_objects(input: &Path) -> anyhow::Result<Vec<Value>> {
     for f in files {
         let text =
             std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-        objects.extend(parse_documents(&text, &f.display().to_string())?);
+        objects.extend(parse_documents_into(
+            &text,
+            &f.display().to_string(),
+            &keep,
+        )?);
     }
     Ok(objects)
 }
@@ -130,35 +142,46 @@ pub fn run(command: TransformCommand) -> anyhow::Result<()> {
             }
         }
         TransformCommand::Apply { input } => {
-            let objects = read_objects(&input.input)?;
-            let outcome = transformer(&input.rules, input.sanitize)?.transform_owned(objects)?;
+            // Each object is parsed, transformed and written out as YAML on a parsing thread,
+            // so only the output text of 100,000 objects is held, not their trees.
+            let transformer = transformer(&input.rules, input.sanitize)?;
+            let pending = read_objects_into(&input.input, |obj| {
+                transformer
+                    .transform_one(obj, |o| ferry_transform::yaml::to_string(&o))
+                    .without_changes()
+            })?;
+            let outcome = transformer.settle(pending)?;
             for w in &outcome.warnings {
                 eprintln!("warning: {}: {}", w.source, w.message);
             }
-            // Written object by object: 100,000 objects are not held twice as one string.
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for (i, o) in outcome.objects.into_iter().enumerate() {
                 if i > 0 {
                     out.write_all(b"---\n")?;
                 }
-                out.write_all(ferry_transform::yaml::to_string(&o.object).as_bytes())?;
+                out.write_all(o.object.as_bytes())?;
             }
             out.flush()?;
         }
         TransformCommand::Order { input, rules, json } => {
-            let mut objects = read_objects(&input)?;
-            if let Some(rules) = rules {
-                objects = transformer(&rules, SanitizeFlags::default())?
-                    .transform_owned(objects)?
-                    .objects
-                    .into_iter()
-                    .map(|o| o.object)
-                    .collect();
-            }
-            if objects.is_empty() {
+            // Ordered from each object's node, read as it is parsed (and transformed).
+            let nodes: Vec<Node> = match rules {
+                Some(rules) => {
+                    let transformer = transformer(&rules, SanitizeFlags::default())?;
+                    let pending = read_objects_into(&input, |obj| {
+                        transformer
+                            .transform_one(obj, |o| Node::of(&o))
+                            .without_changes()
+                    })?;
+                    let outcome = transformer.settle(pending)?;
+                    outcome.objects.into_iter().map(|o| o.object).collect()
+                }
+                None => read_objects_into(&input, |obj| Node::of(&obj))?,
+            };
+            if nodes.is_empty() {
                 bail!("no objects in {}", input.display());
             }
-            let order = restore_order(&objects);
+            let order = order_nodes(&nodes);
             if json {
                 let steps: Vec<_> = order.steps.iter().map(|(_, s)| s).collect();
                 println!(
@@ -168,7 +191,9 @@ pub fn run(command: TransformCommand) -> anyhow::Result<()> {
                     )?
                 );
             } else {
-                print!("{}", order.explain());
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                order.write_explain(&mut out)?;
+                out.flush()?;
             }
         }
     }

@@ -1,14 +1,23 @@
 //! Applying sanitising and rules to a set of objects, recording which rule did what.
+//!
+//! Each object goes through sanitising and the rules on its own ([`Transformer::transform_one`],
+//! in parallel); what needs the whole set is decided after ([`Transformer::settle`]): whether
+//! an object's controlling owner is restored too, and whether a storage class that a rule maps
+//! away is still named by anything. Between the two, a caller may keep a smaller form of each
+//! object (its YAML, or its place in the restore order) instead of the object itself.
+
+mod release;
+mod settle;
 
 use crate::helm;
 use crate::patch;
-use crate::rules::namespace::Rename;
 use crate::rules::storage_class;
-use crate::rules::Pointer;
-use crate::sanitize::{self, SanitizeOptions};
+use crate::rules::{group_of, kind_of, Pointer};
+use crate::sanitize::{self, ControllingOwner, SanitizeOptions};
 use crate::spec::{Action, CompiledRules, RuleOrigin};
 use ferry_protocol::rules::{PatchOp, PatchOpKind};
 use ferry_protocol::ObjectRef;
+use release::rewrite_release;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -21,14 +30,15 @@ pub struct Change {
     pub description: String,
 }
 
+/// A kept object: by default the transformed object itself, or what a caller made of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TransformedObject {
+pub struct TransformedObject<O = Value> {
     /// Position in the input.
     pub index: usize,
     /// The object as it was in the source.
     pub source: ObjectRef,
-    pub object: Value,
+    pub object: O,
     pub changes: Vec<Change>,
 }
 
@@ -43,8 +53,8 @@ pub struct Dropped {
 }
 
 /// What became of one object.
-enum Fate {
-    Kept(TransformedObject),
+enum Fate<O> {
+    Kept(TransformedObject<O>),
     Dropped(Dropped),
 }
 
@@ -58,12 +68,22 @@ pub struct Warning {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Outcome {
-    pub objects: Vec<TransformedObject>,
+pub struct Outcome<O = Value> {
+    pub objects: Vec<TransformedObject<O>>,
     pub dropped: Vec<Dropped>,
     pub warnings: Vec<Warning>,
+}
+
+impl<O> Default for Outcome<O> {
+    fn default() -> Self {
+        Outcome {
+            objects: Vec::new(),
+            dropped: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -86,6 +106,29 @@ pub struct RuleFailure {
     pub message: String,
 }
 
+/// One object after sanitising and the rules, waiting for [`Transformer::settle`]. Positions
+/// (`index`) are given by settle, from the order the pending objects are handed to it.
+pub struct Pending<O = Value> {
+    uid: Option<String>,
+    owner: Option<ControllingOwner>,
+    fate: Result<Fate<O>, TransformError>,
+    warnings: Vec<Warning>,
+    /// The name of this StorageClass, when the object is one (after the rules).
+    storage_class: Option<String>,
+    /// The storage classes it names (after the rules), when a rule maps classes.
+    names_storage_classes: Vec<String>,
+}
+
+impl<O> Pending<O> {
+    /// Lets go of the record of what changed, for a caller that only needs the outcome.
+    pub fn without_changes(mut self) -> Self {
+        if let Ok(Fate::Kept(t)) = &mut self.fate {
+            t.changes = Vec::new();
+        }
+        self
+    }
+}
+
 pub struct Transformer {
     rules: CompiledRules,
     sanitize: SanitizeOptions,
@@ -106,83 +149,84 @@ impl Transformer {
     /// large set is held once, not twice.
     pub fn transform_owned(&self, objects: Vec<Value>) -> Result<Outcome, TransformError> {
         use rayon::prelude::*;
-        let set_uids = sanitize::uids(&objects);
         // Objects transform independently: in parallel, then gathered in input order (the
         // first failure in that order is the one reported).
-        let fates: Vec<Result<(Fate, Vec<Warning>), TransformError>> = objects
+        let pending: Vec<Pending> = objects
             .into_par_iter()
-            .enumerate()
-            .map(|(index, obj)| self.transform_one(index, obj, &set_uids))
+            .map(|obj| self.transform_one(obj, |o| o))
             .collect();
-        let mut out = Outcome::default();
-        for fate in fates {
-            let (fate, warnings) = fate?;
-            out.warnings.extend(warnings);
-            match fate {
-                Fate::Kept(o) => out.objects.push(o),
-                Fate::Dropped(d) => out.dropped.push(d),
-            }
-        }
-        self.drop_replaced_storage_classes(&mut out);
-        Ok(out)
+        self.settle(pending)
     }
 
-    /// A StorageClass that a `storageClass` rule maps away is left behind when nothing kept
-    /// still names it: the target has its own class, and making the source's there would only
-    /// offer a class whose provisioner may not exist.
-    fn drop_replaced_storage_classes(&self, out: &mut Outcome) {
-        for rule in &self.rules.rules {
-            let Action::StorageClass { from, to } = &rule.action else {
-                continue;
-            };
-            let is_class = |o: &Value| {
-                crate::rules::group_of(o) == "storage.k8s.io"
-                    && crate::rules::kind_of(o) == "StorageClass"
-                    && o.pointer("/metadata/name").and_then(Value::as_str) == Some(from)
-            };
-            if !out.objects.iter().any(|t| is_class(&t.object)) {
-                continue;
-            }
-            let still_named = out.objects.iter().any(|t| {
-                crate::references::references(&t.object)
-                    .iter()
-                    .any(|r| r.kind == "StorageClass" && r.name == *from)
-            });
-            if still_named {
-                continue;
-            }
-            let (gone, kept): (Vec<TransformedObject>, Vec<TransformedObject>) =
-                std::mem::take(&mut out.objects)
-                    .into_iter()
-                    .partition(|t| is_class(&t.object));
-            out.objects = kept;
-            out.dropped.extend(gone.into_iter().map(|t| Dropped {
-                index: t.index,
-                source: t.source,
-                by: rule.origin.to_string(),
-                reason: format!("replaced by storage class {to}; nothing restored names {from}"),
-            }));
-        }
-    }
-
-    /// One object through sanitising and every rule.
-    fn transform_one(
-        &self,
-        index: usize,
-        mut obj: Value,
-        set_uids: &std::collections::HashSet<String>,
-    ) -> Result<(Fate, Vec<Warning>), TransformError> {
+    /// One object through sanitising and every rule; `keep` makes of the transformed object
+    /// what the caller holds until [`settle`](Transformer::settle).
+    pub fn transform_one<O>(&self, obj: Value, keep: impl FnOnce(Value) -> O) -> Pending<O> {
+        let uid = obj
+            .ptr("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let owner = ControllingOwner::of(&obj);
         let mut warnings = Vec::new();
+        let mut storage_class = None;
+        let mut names_storage_classes = Vec::new();
+        let fate = self.rules_on(obj, &mut warnings).map(|fate| match fate {
+            Fate::Kept(t) => {
+                if self.maps_storage_classes() {
+                    let is_class = group_of(&t.object) == "storage.k8s.io"
+                        && kind_of(&t.object) == "StorageClass";
+                    storage_class = is_class
+                        .then(|| t.object.ptr("/metadata/name").and_then(Value::as_str))
+                        .flatten()
+                        .map(str::to_string);
+                    names_storage_classes = crate::references::references(&t.object)
+                        .into_iter()
+                        .filter(|r| r.kind == "StorageClass")
+                        .map(|r| r.name)
+                        .collect();
+                }
+                Fate::Kept(TransformedObject {
+                    index: t.index,
+                    source: t.source,
+                    object: keep(t.object),
+                    changes: t.changes,
+                })
+            }
+            Fate::Dropped(d) => Fate::Dropped(d),
+        });
+        Pending {
+            uid,
+            owner,
+            fate,
+            warnings,
+            storage_class,
+            names_storage_classes,
+        }
+    }
+
+    fn maps_storage_classes(&self) -> bool {
+        self.rules
+            .rules
+            .iter()
+            .any(|r| matches!(r.action, Action::StorageClass { .. }))
+    }
+
+    /// Sanitising and the rules, on one object. Positions are left at 0 for `settle` to fill.
+    fn rules_on(
+        &self,
+        mut obj: Value,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Fate<Value>, TransformError> {
+        let index = 0;
         {
             let source = ObjectRef::from_object(&obj).ok_or(TransformError::Unnamed { index })?;
-            if let Some(reason) = sanitize::drop_reason(&obj, set_uids, &self.sanitize) {
+            if let Some(reason) = sanitize::drop_reason(&obj) {
                 let dropped = Dropped {
                     index,
                     source,
                     by: "sanitize".into(),
                     reason,
                 };
-                return Ok((Fate::Dropped(dropped), warnings));
+                return Ok(Fate::Dropped(dropped));
             }
             let mut changes: Vec<Change> = sanitize::sanitize(&mut obj, &self.sanitize)
                 .into_iter()
@@ -240,7 +284,7 @@ impl Transformer {
                                 by,
                                 reason: reason.into(),
                             };
-                            return Ok((Fate::Dropped(dropped), warnings));
+                            return Ok(Fate::Dropped(dropped));
                         }
                         Vec::new()
                     }
@@ -285,86 +329,9 @@ impl Transformer {
                 object: obj,
                 changes,
             };
-            Ok((Fate::Kept(kept), warnings))
+            Ok(Fate::Kept(kept))
         }
     }
-}
-
-type ObjectRewrite<'a> = dyn FnMut(&mut Value) -> Vec<String> + 'a;
-
-/// Applies a storage-class, namespace or image rule inside a Helm release: its namespace, the
-/// objects of its manifest and hooks, and the values that name images or storage classes.
-fn rewrite_release(release: &mut Value, action: &Action) -> Result<Vec<String>, helm::HelmError> {
-    let mut per_object: Box<ObjectRewrite<'_>> = match action {
-        Action::StorageClass { from, to } => {
-            Box::new(move |o: &mut Value| storage_class::apply(o, from, to))
-        }
-        Action::Namespace(rename) => Box::new(move |o: &mut Value| rename.apply(o)),
-        Action::Image(rw) => Box::new(move |o: &mut Value| rw.apply(o)),
-        _ => return Ok(Vec::new()),
-    };
-    let mut changes = Vec::new();
-    if let Action::Namespace(Rename { from, to, .. }) = action {
-        if release.get("namespace").and_then(Value::as_str) == Some(from.as_str()) {
-            release["namespace"] = Value::String(to.clone());
-            changes.push(format!("release.namespace: {from} → {to}"));
-        }
-    }
-    if let Some(manifest) = release
-        .get("manifest")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    {
-        let (new, described) =
-            helm::rewrite_manifest(&manifest, "release.manifest", &mut *per_object)?;
-        if !described.is_empty() {
-            release["manifest"] = Value::String(new);
-            changes.extend(described);
-        }
-    }
-    let hooks = release
-        .get("hooks")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    for i in 0..hooks {
-        let field = format!("release.hooks[{i}].manifest");
-        if let Some(manifest) = release["hooks"][i]
-            .get("manifest")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        {
-            let (new, described) = helm::rewrite_manifest(&manifest, &field, &mut *per_object)?;
-            if !described.is_empty() {
-                release["hooks"][i]["manifest"] = Value::String(new);
-                changes.extend(described);
-            }
-        }
-    }
-    drop(per_object);
-    for (pointer, label) in [
-        ("/config", "release.config"),
-        ("/chart/values", "release.chart.values"),
-    ] {
-        let Some(values) = release.pointer_mut(pointer) else {
-            continue;
-        };
-        match action {
-            Action::Image(rw) => helm::for_each_image_value(values, label, &mut |at, s| {
-                if let Some(new) = rw.rewrite(s) {
-                    crate::rules::set(at, s, new, &mut changes);
-                }
-            }),
-            Action::StorageClass { from, to } => {
-                helm::for_each_storage_class_value(values, label, &mut |at, s| {
-                    if s == from {
-                        crate::rules::set(at, s, to.clone(), &mut changes);
-                    }
-                })
-            }
-            _ => {}
-        }
-    }
-    Ok(changes)
 }
 
 /// Why a patched value is no longer a Kubernetes object, if it is not.
@@ -664,6 +631,52 @@ transforms:
             .changes
             .iter()
             .any(|c| c.description.starts_with("release.")));
+    }
+
+    #[test]
+    fn objects_whose_controlling_owner_comes_along_are_left_to_it() {
+        let owned_by = |uid: &str| json!([{"kind": "Deployment", "name": "web", "uid": uid, "controller": true}]);
+        let objects = vec![
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop", "uid": "d1"}}),
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-1", "namespace": "shop",
+                   "ownerReferences": owned_by("d1")}}),
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "orphan", "namespace": "shop",
+                   "ownerReferences": owned_by("gone")}}),
+        ];
+        // A patch that fails on ReplicaSets: the owned one is dropped before it counts.
+        let rules = r#"
+transforms:
+  - patch:
+      match: { kind: ReplicaSet, name: web-1 }
+      ops: [{ op: remove, path: /spec/missing }]
+"#;
+        let out = transformer(rules).transform(&objects).unwrap();
+        let kept: Vec<&str> = out.objects.iter().map(|t| t.source.name.as_str()).collect();
+        assert_eq!(
+            kept,
+            ["web", "orphan"],
+            "an owner outside the set recreates nothing"
+        );
+        assert_eq!(out.dropped.len(), 1);
+        assert_eq!(
+            (out.dropped[0].index, out.dropped[0].by.as_str()),
+            (1, "sanitize")
+        );
+        assert!(out.dropped[0].reason.contains("Deployment web"));
+        assert_eq!(out.objects[1].index, 2);
+
+        let keep_owned = Transformer::new(
+            compile(&parse_spec("transforms: []").unwrap()).unwrap(),
+            SanitizeOptions {
+                keep_owned: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(keep_owned.transform(&objects).unwrap().objects.len(), 3);
+        let err = transformer(rules)
+            .transform(&[objects[1].clone()])
+            .unwrap_err();
+        assert!(err.to_string().contains("patch.ops[0]"), "{err}");
     }
 
     #[test]
