@@ -15,11 +15,14 @@
 //!   (ReplicaSets of Deployments, Pods of workloads, Jobs of CronJobs, ControllerRevisions),
 //!   which the target's controllers recreate, unless `keep_owned`.
 
-use crate::rules::Pointer;
 use crate::rules::{group_of, kind_of};
+use crate::rules::{unescape, Pointer};
 use serde_json::{json, Value};
 
 pub const OWNER_REFERENCES_ANNOTATION: &str = "ferry.dev/owner-references";
+
+/// Who made a change or a drop that sanitising made (`Change::by`, `Dropped::by`).
+pub const SANITIZE: &str = "sanitize";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SanitizeOptions {
@@ -95,12 +98,7 @@ impl ControllingOwner {
 fn remove(obj: &mut Value, pointer: &str, changes: &mut Vec<String>) {
     let (parent, last) = pointer.rsplit_once('/').unwrap_or(("", pointer));
     if let Some(Value::Object(m)) = obj.ptr_mut(parent) {
-        let removed = if last.contains('~') {
-            m.remove(&last.replace("~1", "/").replace("~0", "~"))
-        } else {
-            m.remove(last)
-        };
-        if removed.is_some() {
+        if m.remove(unescape(last).as_ref()).is_some() {
             changes.push(format!("{pointer}: removed"));
         }
     }

@@ -16,7 +16,7 @@ pub trait Pointer {
 }
 
 /// A pointer's token unescaped (`~1` is `/`, `~0` is `~`), borrowed when it has no escapes.
-fn unescape(token: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn unescape(token: &str) -> std::borrow::Cow<'_, str> {
     if token.contains('~') {
         token.replace("~1", "/").replace("~0", "~").into()
     } else {

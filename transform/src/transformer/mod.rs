@@ -223,7 +223,7 @@ impl Transformer {
                 let dropped = Dropped {
                     index,
                     source,
-                    by: "sanitize".into(),
+                    by: sanitize::SANITIZE.into(),
                     reason,
                 };
                 return Ok(Fate::Dropped(dropped));
@@ -231,7 +231,7 @@ impl Transformer {
             let mut changes: Vec<Change> = sanitize::sanitize(&mut obj, &self.sanitize)
                 .into_iter()
                 .map(|description| Change {
-                    by: "sanitize".into(),
+                    by: sanitize::SANITIZE.into(),
                     description,
                 })
                 .collect();

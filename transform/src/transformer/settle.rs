@@ -3,7 +3,7 @@
 use super::{
     Dropped, Fate, Outcome, Pending, TransformError, TransformedObject, Transformer, Warning,
 };
-use crate::sanitize::ControllingOwner;
+use crate::sanitize::{ControllingOwner, SANITIZE};
 use crate::spec::Action;
 use std::collections::HashSet;
 
@@ -35,28 +35,24 @@ impl Transformer {
                 (Err(TransformError::Unnamed { .. }), _) => {
                     return Err(TransformError::Unnamed { index })
                 }
-                (Ok(Fate::Dropped(d)), _) if d.by == "sanitize" => Fate::Dropped(d),
-                (Ok(Fate::Kept(TransformedObject { source, .. })), Some(reason))
-                | (Ok(Fate::Dropped(Dropped { source, .. })), Some(reason)) => {
+                (Ok(Fate::Dropped(d)), _) if d.by == SANITIZE => Fate::Dropped(d),
+                (fate, Some(reason)) => {
+                    let source = match fate {
+                        Ok(Fate::Kept(TransformedObject { source, .. }))
+                        | Ok(Fate::Dropped(Dropped { source, .. })) => source,
+                        Err(TransformError::Rule(f)) => f.object,
+                        Err(TransformError::Helm(h)) => h.0,
+                        Err(TransformError::Unnamed { .. }) => {
+                            return Err(TransformError::Unnamed { index })
+                        }
+                    };
                     Fate::Dropped(Dropped {
                         index,
                         source,
-                        by: "sanitize".into(),
+                        by: SANITIZE.into(),
                         reason,
                     })
                 }
-                (Err(TransformError::Rule(f)), Some(reason)) => Fate::Dropped(Dropped {
-                    index,
-                    source: f.object,
-                    by: "sanitize".into(),
-                    reason,
-                }),
-                (Err(TransformError::Helm(h)), Some(reason)) => Fate::Dropped(Dropped {
-                    index,
-                    source: h.0,
-                    by: "sanitize".into(),
-                    reason,
-                }),
                 (Err(e), None) => return Err(e),
                 (Ok(fate), None) => fate,
             };
