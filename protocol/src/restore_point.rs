@@ -30,9 +30,11 @@ pub fn volume_source(id: &str, namespace: &str, claim: &str) -> String {
     format!("restore-point/{id}/volumes/{namespace}/{claim}")
 }
 
+/// `O` is the object list: read back it is a `Vec<ObjectEntry>`; a writer may stream it from
+/// wherever it kept the entries while capturing (it must serialize as the same JSON array).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Manifest {
+pub struct Manifest<O = Vec<ObjectEntry>> {
     pub format: u32,
     pub id: String,
     /// RFC 3339, when the capture began.
@@ -49,7 +51,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookResult>,
     /// Every captured object, in the order of the objects file.
-    pub objects: Vec<ObjectEntry>,
+    pub objects: O,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeEntry>,
     /// Why each object the selection reached was not captured (excluded types, Forbidden).
@@ -126,7 +128,37 @@ pub struct RestorePointSummary {
     pub operation: Option<String>,
 }
 
-impl Manifest {
+/// How many objects a manifest's object list names, however it is held.
+pub trait ObjectCount {
+    fn object_count(&self) -> u64;
+}
+
+impl ObjectCount for Vec<ObjectEntry> {
+    fn object_count(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl<O> Manifest<O> {
+    /// The same manifest with another object list.
+    pub fn with_objects<P>(self, objects: P) -> Manifest<P> {
+        Manifest {
+            format: self.format,
+            id: self.id,
+            created: self.created,
+            consistent_at: self.consistent_at,
+            source: self.source,
+            selection: self.selection,
+            operation: self.operation,
+            hooks: self.hooks,
+            objects,
+            volumes: self.volumes,
+            skipped: self.skipped,
+        }
+    }
+}
+
+impl<O: ObjectCount> Manifest<O> {
     /// The headline; `objects_stored` is what the objects' archive added to the repository.
     pub fn summary(&self, snapshot: &str, objects_stored: u64) -> RestorePointSummary {
         RestorePointSummary {
@@ -135,7 +167,7 @@ impl Manifest {
             consistent_at: self.consistent_at.clone(),
             cluster: self.source.cluster.clone(),
             snapshot: snapshot.to_string(),
-            objects: self.objects.len() as u64,
+            objects: self.objects.object_count(),
             volumes: self.volumes.len() as u64,
             volume_bytes: self.volumes.iter().map(|v| v.bytes).sum(),
             stored_bytes: objects_stored + self.volumes.iter().map(|v| v.stored_bytes).sum::<u64>(),

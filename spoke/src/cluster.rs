@@ -41,6 +41,52 @@ impl Resource {
     }
 }
 
+/// The pages of one list ([`Cluster::pages`]).
+pub struct Pages<'a> {
+    api: Api<DynamicObject>,
+    resource: &'a Resource,
+    namespace: Option<&'a str>,
+    label_selector: Option<&'a str>,
+    token: Option<String>,
+    done: bool,
+}
+
+impl Pages<'_> {
+    /// The next page's objects, or `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<Value>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut params = ListParams::default().limit(PAGE);
+        if let Some(t) = &self.token {
+            params = params.continue_token(t);
+        }
+        if let Some(s) = self.label_selector {
+            params = params.labels(s);
+        }
+        let page = (|| self.api.list(&params))
+            .retry(retry_policy())
+            .when(transient)
+            .await
+            .map_err(|e| {
+                let r = self.resource.qualified_name();
+                let action = match self.namespace {
+                    Some(ns) => format!("listing {r} in {ns}"),
+                    None => format!("listing {r}"),
+                };
+                SpokeError::cluster(action, None, e)
+            })?;
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => self.token = Some(t),
+            _ => self.done = true,
+        }
+        let api = &self.resource.api;
+        Ok(Some(
+            page.items.into_iter().map(|o| to_json(o, api)).collect(),
+        ))
+    }
+}
+
 #[derive(Clone)]
 pub struct Cluster {
     client: kube::Client,
@@ -142,32 +188,27 @@ impl Cluster {
         label_selector: Option<&str>,
         mut f: impl FnMut(Value) -> Result<()>,
     ) -> Result<()> {
-        let api = self.api(r, namespace);
-        let mut token: Option<String> = None;
-        let action = || match namespace {
-            Some(ns) => format!("listing {} in {ns}", r.qualified_name()),
-            None => format!("listing {}", r.qualified_name()),
-        };
-        loop {
-            let mut params = ListParams::default().limit(PAGE);
-            if let Some(t) = &token {
-                params = params.continue_token(t);
-            }
-            if let Some(s) = label_selector {
-                params = params.labels(s);
-            }
-            let page = (|| api.list(&params))
-                .retry(retry_policy())
-                .when(transient)
-                .await
-                .map_err(|e| SpokeError::cluster(action(), None, e))?;
-            for item in page.items {
-                f(to_json(item, &r.api))?;
-            }
-            match page.metadata.continue_ {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(()),
-            }
+        let mut pages = self.pages(r, namespace, label_selector);
+        while let Some(page) = pages.next().await? {
+            page.into_iter().try_for_each(&mut f)?;
+        }
+        Ok(())
+    }
+
+    /// A list read one page at a time, for callers that do async work per object.
+    pub fn pages<'a>(
+        &self,
+        r: &'a Resource,
+        namespace: Option<&'a str>,
+        label_selector: Option<&'a str>,
+    ) -> Pages<'a> {
+        Pages {
+            api: self.api(r, namespace),
+            resource: r,
+            namespace,
+            label_selector,
+            token: None,
+            done: false,
         }
     }
 

@@ -39,6 +39,13 @@ pub enum SpokeError {
         object: Box<ObjectRef>,
         message: String,
     },
+    /// The spoke's own scratch space (where a capture keeps the manifest's entries) failed.
+    #[error("the spoke's temporary file for {what}: {source}")]
+    Scratch {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// A mover pod failed; the message ends with its log.
     #[error("mover pod {object}: {message}")]
     Mover {
@@ -139,6 +146,7 @@ impl SpokeError {
             SpokeError::Hook { object, .. } => {
                 (FailureReason::Hook, Some((**object).clone()), None, false)
             }
+            SpokeError::Scratch { .. } => (FailureReason::Internal, None, None, true),
             SpokeError::Mover { object, .. } => (
                 FailureReason::Repository,
                 Some((**object).clone()),

@@ -40,21 +40,8 @@ fn pod_ref(namespace: &str, name: &str) -> ObjectRef {
     }
 }
 
-/// The hooks of a capture: the spec's, on every running pod they select, then the pods' own
-/// annotations.
-pub async fn collect(
-    cluster: &Cluster,
-    map: &ResourceMap,
-    specs: &[HookSpec],
-    captured: &[&Value],
-) -> Result<Vec<Hook>> {
-    let mut hooks = Vec::new();
-    let pods = map
-        .get("", "Pod")
-        .cloned()
-        .ok_or_else(|| SpokeError::NotFound {
-            what: "the Pod resource type".into(),
-        })?;
+/// Refuses a malformed hook spec before the capture reads anything; errors name the field.
+pub fn validate(specs: &[HookSpec]) -> Result<()> {
     for (i, spec) in specs.iter().enumerate() {
         if spec.command.is_empty() {
             return Err(SpokeError::invalid(
@@ -66,6 +53,62 @@ pub async fn collect(
             ferry_transform::selector::LabelSelector::parse(s)
                 .map_err(|e| SpokeError::invalid(format!("hooks[{i}].labelSelector"), e))?;
         }
+    }
+    Ok(())
+}
+
+/// The hooks a captured pod's own annotations ask for (none unless it is running).
+pub fn from_pod(pod: &Value) -> Result<Vec<Hook>> {
+    let mut hooks = Vec::new();
+    if pod.get("kind").and_then(Value::as_str) != Some("Pod")
+        || pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running")
+    {
+        return Ok(hooks);
+    }
+    for (phase, keys) in [
+        (
+            HookPhase::Pre,
+            [
+                POD_PRE_HOOK_COMMAND,
+                POD_PRE_HOOK_CONTAINER,
+                POD_PRE_HOOK_TIMEOUT,
+                POD_PRE_HOOK_ON_ERROR,
+            ],
+        ),
+        (
+            HookPhase::Post,
+            [
+                POD_POST_HOOK_COMMAND,
+                POD_POST_HOOK_CONTAINER,
+                POD_POST_HOOK_TIMEOUT,
+                POD_POST_HOOK_ON_ERROR,
+            ],
+        ),
+    ] {
+        if let Some(hook) = from_annotations(pod, phase, keys)? {
+            hooks.push(hook);
+        }
+    }
+    Ok(hooks)
+}
+
+/// The hooks of a capture: the spec's, on every running pod they select, then those the
+/// captured pods' annotations asked for ([`from_pod`]).
+pub async fn collect(
+    cluster: &Cluster,
+    map: &ResourceMap,
+    specs: &[HookSpec],
+    from_pods: Vec<Hook>,
+) -> Result<Vec<Hook>> {
+    validate(specs)?;
+    let mut hooks = Vec::new();
+    let pods = map
+        .get("", "Pod")
+        .cloned()
+        .ok_or_else(|| SpokeError::NotFound {
+            what: "the Pod resource type".into(),
+        })?;
+    for spec in specs {
         let mut found = Vec::new();
         cluster
             .list_each(
@@ -73,24 +116,24 @@ pub async fn collect(
                 Some(&spec.namespace),
                 spec.label_selector.as_deref(),
                 |p| {
-                    found.push(p);
+                    if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
+                        found.push(
+                            p.pointer("/metadata/name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                        );
+                    }
                     Ok(())
                 },
             )
             .await?;
-        for p in found
-            .iter()
-            .filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some("Running"))
-        {
+        for pod in found {
             hooks.push(Hook {
                 name: spec.name.clone(),
                 phase: spec.phase,
                 namespace: spec.namespace.clone(),
-                pod: p
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .into(),
+                pod,
                 container: spec.container.clone(),
                 command: spec.command.clone(),
                 timeout: Duration::from_secs(spec.timeout_seconds.max(1)),
@@ -98,38 +141,7 @@ pub async fn collect(
             });
         }
     }
-    for p in captured
-        .iter()
-        .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Pod"))
-    {
-        if p.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
-            continue;
-        }
-        for (phase, keys) in [
-            (
-                HookPhase::Pre,
-                [
-                    POD_PRE_HOOK_COMMAND,
-                    POD_PRE_HOOK_CONTAINER,
-                    POD_PRE_HOOK_TIMEOUT,
-                    POD_PRE_HOOK_ON_ERROR,
-                ],
-            ),
-            (
-                HookPhase::Post,
-                [
-                    POD_POST_HOOK_COMMAND,
-                    POD_POST_HOOK_CONTAINER,
-                    POD_POST_HOOK_TIMEOUT,
-                    POD_POST_HOOK_ON_ERROR,
-                ],
-            ),
-        ] {
-            if let Some(hook) = from_annotations(p, phase, keys)? {
-                hooks.push(hook);
-            }
-        }
-    }
+    hooks.extend(from_pods);
     Ok(hooks)
 }
 

@@ -604,3 +604,95 @@ async fn a_damaged_restore_point_is_named_and_nothing_is_written() {
         "nothing written"
     );
 }
+
+/// Objects go into the restore point as they are read: a namespace larger than several list
+/// pages is taken whole and in order, a ServiceAccount reached only as a dependency still brings
+/// the cluster role binding that grants to it, and a capture that fails after objects were
+/// written leaves no restore point and no lock behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_streams_its_objects_and_a_failed_one_leaves_nothing() {
+    use ferry_repository::lock::{Lock, LockOptions};
+    let w = world().await;
+    let mut objects =
+        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "many"}})];
+    for i in 0..1234 {
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("cm-{i:04}"), "namespace": "many", "labels": {"tier": "bulk"}}, "data": {"i": i.to_string()}}));
+    }
+    objects.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "late", "namespace": "many"}}));
+    objects.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "late-admin"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "late-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "late", "namespace": "many"}]}));
+    objects.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "late-admin"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}));
+    // The selector takes the pod, not its account: that account is only a dependency.
+    objects.push(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "worker", "namespace": "many", "labels": {"tier": "bulk"}},
+        "spec": {"serviceAccountName": "late", "containers": [{"name": "w", "image": "busybox"}]}}));
+    create_all(&w.source, &objects).await;
+
+    let bulk = Selection {
+        namespaces: vec!["many".into()],
+        label_selector: Some("tier=bulk".into()),
+        ..Default::default()
+    };
+    let report = capture_in_source(&w, "rp-many", bulk, None).await.unwrap();
+    let (manifest, read) = ferry_spoke::restore_point::read(w.repo.clone(), "rp-many")
+        .await
+        .unwrap();
+    assert_eq!(report.restore_point.objects as usize, read.len());
+    assert_eq!(
+        report.kinds.get("ConfigMap"),
+        Some(&1234),
+        "{:?}",
+        report.kinds
+    );
+    let names: Vec<String> = read
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..1234).map(|i| format!("cm-{i:04}")).collect();
+    assert_eq!(names, expected, "every ConfigMap once, in list order");
+    let reason = |kind: &str, name: &str| {
+        manifest
+            .objects
+            .iter()
+            .find(|e| e.object.kind == kind && e.object.name == name)
+            .map(|e| e.reason.clone())
+    };
+    assert_eq!(
+        reason("ServiceAccount", "late").as_deref(),
+        Some("needed by v1 Pod many/worker")
+    );
+    assert_eq!(
+        reason("ClusterRoleBinding", "late-admin").as_deref(),
+        Some("grants to a captured ServiceAccount")
+    );
+    assert!(reason("ClusterRole", "late-admin").is_some());
+
+    // A Helm release that does not exist fails the capture after the namespace was written.
+    let missing = Selection {
+        namespaces: vec!["many".into()],
+        helm_release: Some(ferry_protocol::selection::HelmReleaseSelector {
+            name: "absent".into(),
+            namespace: "many".into(),
+        }),
+        ..Default::default()
+    };
+    let err = capture_in_source(&w, "rp-failed", missing, None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Helm release many/absent"),
+        "{err}"
+    );
+    assert!(ferry_spoke::restore_point::find(&w.repo, "rp-failed")
+        .await
+        .unwrap()
+        .is_none());
+    // Its shared lock is gone: prune could start now rather than after the lock's lifetime.
+    let lock = Lock::exclusive(w.repo.backend(), "prune", LockOptions::default())
+        .await
+        .expect("no lock left behind");
+    lock.release().await.unwrap();
+}

@@ -1,9 +1,12 @@
 //! Capture: resolve a selection against the cluster, add what the selected objects depend on,
 //! and write them as a restore point.
 //!
-//! The plan is made first (every list and read), then written, so a selection that names
-//! something missing fails before anything reaches the repository. A redelivered command finds
-//! the restore point it already wrote and reports it again instead of writing a second.
+//! Objects go into the restore point's archive as they are read, so a capture of any size holds
+//! only their identities (hashed) and the dependencies still to read. The restore point exists
+//! once its manifest is written, after the volumes: a capture that fails (a selection naming
+//! something missing, a hook, a snapshot) abandons the archive and leaves no restore point. A
+//! redelivered command finds the restore point it already wrote and reports it again instead of
+//! writing a second.
 //!
 //! [`select`] resolves the selection (namespaces, labels, types, a Helm release) and follows
 //! dependencies; [`operator`] resolves an Operator's custom resource.
@@ -11,7 +14,7 @@
 mod operator;
 mod select;
 
-use select::{collect, TypeFilter};
+use select::{collect, Collected, TypeFilter};
 
 use crate::cancel::Cancellation;
 use crate::cluster::{object_ref, Cluster, ResourceMap};
@@ -21,7 +24,7 @@ use crate::mover::{self, Mover, MoverConfig};
 use crate::restore_point::{self, RestorePointWriter};
 use ferry_protocol::command::CaptureCommand;
 use ferry_protocol::event::{CaptureReport, PhaseTiming, Progress};
-use ferry_protocol::hooks::HookPhase;
+use ferry_protocol::hooks::{HookPhase, HookResult};
 use ferry_protocol::restore_point::{Manifest, SourceCluster, VolumeEntry, RESTORE_POINT_FORMAT};
 use ferry_protocol::selection::Selection;
 use ferry_repository::repo::Repository;
@@ -81,6 +84,7 @@ pub async fn capture(
         });
     }
     validate(&command.selection, "selection")?;
+    hooks::validate(&command.hooks)?;
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut phases = Vec::new();
     let started = Instant::now();
@@ -93,30 +97,6 @@ pub async fn capture(
     let resources = source.cluster.discover().await?;
     let filter = TypeFilter::new(&command.selection, &resources, "selection")?;
     let map = ResourceMap::new(&resources);
-    let collected = collect(
-        source.cluster,
-        &resources,
-        &map,
-        &filter,
-        &command.selection,
-        progress,
-    )
-    .await?;
-    phases.push(PhaseTiming {
-        phase: "discover".into(),
-        millis: started.elapsed().as_millis() as u64,
-    });
-
-    // The consistent point: pre hooks, every volume snapshot, post hooks; data moves after.
-    let captured: Vec<&Value> = collected.objects.iter().map(|(o, _)| o).collect();
-    let hook_list = hooks::collect(source.cluster, &map, &command.hooks, &captured).await?;
-    let claims: Vec<&Value> = captured
-        .iter()
-        .copied()
-        .filter(|o| o.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim"))
-        .filter(|o| o.pointer("/status/phase").and_then(Value::as_str) == Some("Bound"))
-        .filter(|_| command.volume_data)
-        .collect();
     let kinds = match command.volume_data {
         true => Some(mover::Kinds::new(&map)?),
         false => None,
@@ -134,6 +114,108 @@ pub async fn capture(
             ))
         }
         _ => None,
+    };
+
+    // Objects are written as they are read; the restore point exists only once its manifest
+    // is written, after the volumes.
+    let writer = RestorePointWriter::begin(repo.clone(), id).await?;
+    let mut collected = Collected::new(writer, &map, &filter);
+    let taken = take(
+        &source,
+        &repo,
+        command,
+        &resources,
+        movers.as_ref(),
+        &mut collected,
+        (&mut phases, started),
+        progress,
+    )
+    .await;
+    let Collected { writer, .. } = collected;
+    let (hook_results, consistent_at, volumes) = match taken {
+        Ok(taken) => taken,
+        Err(e) => {
+            writer.abandon().await;
+            return Err(e);
+        }
+    };
+    let write_started = Instant::now();
+    let total = writer.count();
+    let kinds = writer.kinds().clone();
+    let manifest = Manifest {
+        format: RESTORE_POINT_FORMAT,
+        id: id.clone(),
+        created,
+        consistent_at,
+        source: SourceCluster {
+            cluster: source.name.to_string(),
+            kubernetes_version,
+            ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        selection: command.selection.clone(),
+        operation: source.operation.map(str::to_string),
+        hooks: hook_results,
+        objects: (),
+        volumes,
+        skipped: Vec::new(),
+    };
+    let (name, manifest, snapshot) = writer.finish(manifest).await?;
+    phases.push(PhaseTiming {
+        phase: "write".into(),
+        millis: write_started.elapsed().as_millis() as u64,
+    });
+    progress(Progress {
+        phase: "objects".into(),
+        done: total,
+        total: Some(total),
+        ..Default::default()
+    });
+    Ok(CaptureReport {
+        restore_point: manifest.summary(&name, snapshot.summary.stored_bytes),
+        kinds,
+        hooks: manifest.hooks,
+        volumes: manifest.volumes,
+        phases,
+        warnings: Vec::new(),
+    })
+}
+
+/// Everything before the manifest: the objects (written as found), then the consistent point
+/// (pre hooks, every volume snapshot, post hooks), then the volume data; `phases` gets their
+/// timings, the first from `started`. Returns the hook
+/// results, when the point was consistent, and the volumes.
+#[allow(clippy::too_many_arguments)]
+async fn take(
+    source: &Source<'_>,
+    repo: &Arc<Repository>,
+    command: &CaptureCommand,
+    resources: &[crate::cluster::Resource],
+    movers: Option<&Mover<'_>>,
+    collected: &mut Collected<'_>,
+    (phases, started): (&mut Vec<PhaseTiming>, Instant),
+    progress: ProgressSink<'_>,
+) -> Result<(Vec<HookResult>, Option<String>, Vec<VolumeEntry>)> {
+    let id = &command.restore_point;
+    collect(
+        source.cluster,
+        resources,
+        &command.selection,
+        collected,
+        progress,
+    )
+    .await?;
+    phases.push(PhaseTiming {
+        phase: "discover".into(),
+        millis: started.elapsed().as_millis() as u64,
+    });
+    source.cancel.check()?;
+
+    let pod_hooks = std::mem::take(&mut collected.pod_hooks);
+    let hook_list =
+        hooks::collect(source.cluster, collected.map, &command.hooks, pod_hooks).await?;
+    let claims: Vec<&Value> = match command.volume_data {
+        true => collected.claims.iter().collect(),
+        false => Vec::new(),
     };
     let point_started = Instant::now();
     let mut hook_results = Vec::new();
@@ -163,7 +245,7 @@ pub async fn capture(
     }
     let consistent_at =
         Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    let taken = match &movers {
+    let taken = match movers {
         Some(m) => take_snapshots(m, id, &claims, progress).await,
         None => Ok(Vec::new()),
     };
@@ -176,7 +258,7 @@ pub async fn capture(
     .await;
     let taken = taken?;
     if let Some(e) = post_failure {
-        if let Some(m) = &movers {
+        if let Some(m) = movers {
             for (c, s) in claims.iter().zip(&taken) {
                 m.drop_snapshot(c, s).await;
             }
@@ -188,7 +270,7 @@ pub async fn capture(
         millis: point_started.elapsed().as_millis() as u64,
     });
     let mut volumes = Vec::new();
-    if let Some(m) = &movers {
+    if let Some(m) = movers {
         let volumes_started = Instant::now();
         volumes = export_volumes(
             m,
@@ -205,59 +287,8 @@ pub async fn capture(
             millis: volumes_started.elapsed().as_millis() as u64,
         });
     }
-
     source.cancel.check()?;
-    let write_started = Instant::now();
-    let total = collected.objects.len() as u64;
-    let mut writer = RestorePointWriter::begin(repo.clone(), id).await?;
-    for (n, (obj, reason)) in collected.objects.into_iter().enumerate() {
-        writer.add(&obj, reason).await?;
-        if n % 500 == 499 {
-            progress(Progress {
-                phase: "objects".into(),
-                done: n as u64 + 1,
-                total: Some(total),
-                ..Default::default()
-            });
-        }
-    }
-    let kinds = writer.kinds().clone();
-    let manifest = Manifest {
-        format: RESTORE_POINT_FORMAT,
-        id: id.clone(),
-        created,
-        consistent_at,
-        source: SourceCluster {
-            cluster: source.name.to_string(),
-            kubernetes_version,
-            ferry_version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        selection: command.selection.clone(),
-        operation: source.operation.map(str::to_string),
-        hooks: hook_results,
-        objects: Vec::new(),
-        volumes,
-        skipped: Vec::new(),
-    };
-    let (name, manifest, snapshot) = writer.finish(manifest).await?;
-    phases.push(PhaseTiming {
-        phase: "write".into(),
-        millis: write_started.elapsed().as_millis() as u64,
-    });
-    progress(Progress {
-        phase: "objects".into(),
-        done: total,
-        total: Some(total),
-        ..Default::default()
-    });
-    Ok(CaptureReport {
-        restore_point: manifest.summary(&name, snapshot.summary.stored_bytes),
-        kinds,
-        hooks: manifest.hooks.clone(),
-        volumes: manifest.volumes.clone(),
-        phases,
-        warnings: Vec::new(),
-    })
+    Ok((hook_results, consistent_at, volumes))
 }
 
 /// Takes a snapshot of every claim; if one fails, those taken are dropped.

@@ -28,12 +28,11 @@ fn str_at<'a>(o: &'a Value, pointer: &str) -> &'a str {
 pub(super) async fn operator_resource(
     cluster: &Cluster,
     resources: &[Resource],
-    map: &ResourceMap,
-    filter: &TypeFilter,
     selected: &OperatorResourceSelector,
-    out: &mut Collected,
+    out: &mut Collected<'_>,
     progress: ProgressSink<'_>,
 ) -> Result<()> {
+    let (map, filter): (&ResourceMap, &TypeFilter) = (out.map, out.filter);
     let ns = selected.namespace.as_str();
     let group = selected.api_version.rsplit_once('/').map_or("", |(g, _)| g);
     let t = map.get(group, &selected.kind).cloned().ok_or_else(|| {
@@ -56,7 +55,7 @@ pub(super) async fn operator_resource(
         })?;
     let me = object_ref(&resource);
     let mut owners: HashSet<String> = HashSet::from([uid(&resource).to_string()]);
-    out.add(resource, "selected Operator resource".into());
+    out.add(resource, "selected Operator resource").await?;
 
     // What it owns, and what that owns, in its namespace.
     let types: Vec<&Resource> = resources
@@ -95,7 +94,7 @@ pub(super) async fn operator_resource(
         }
         for o in owned {
             owners.insert(uid(&o).to_string());
-            out.add(o, format!("owned by {me}"));
+            out.add(o, format!("owned by {me}")).await?;
         }
     }
 
@@ -148,9 +147,10 @@ pub(super) async fn operator_resource(
     let bindings: HashSet<usize> = bindings.into_iter().collect();
     for (i, o) in candidates.into_iter().enumerate() {
         if operators.contains(&i) {
-            out.add(o, format!("operator of {group}, which serves {me}"));
+            out.add(o, format!("operator of {group}, which serves {me}"))
+                .await?;
         } else if bindings.contains(&i) {
-            out.add(o, format!("grants the operator of {me}"));
+            out.add(o, format!("grants the operator of {me}")).await?;
         }
     }
     Ok(())

@@ -1,8 +1,10 @@
 //! What a capture takes: the selected objects, then everything they depend on.
 
 use super::ProgressSink;
-use crate::cluster::{object_ref, Cluster, Resource, ResourceMap};
+use crate::cluster::{namespace_and_name, object_ref, Cluster, Resource, ResourceMap};
 use crate::error::{Result, SpokeError};
+use crate::hooks::{self, Hook};
+use crate::restore_point::RestorePointWriter;
 use ferry_protocol::event::Progress;
 use ferry_protocol::selection::Selection;
 use ferry_protocol::ObjectRef;
@@ -10,40 +12,147 @@ use ferry_transform::references::references;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 
-pub(super) type Key = (String, String, String, String); // group, kind, namespace, name
+/// An object's identity (group, kind, namespace, name) as a 128-bit hash: what a capture of
+/// any size remembers of each object it took.
+type Key = u128;
 
-pub(super) fn key(r: &ObjectRef) -> Key {
-    (
-        r.group.clone(),
-        r.kind.clone(),
-        r.namespace.clone().unwrap_or_default(),
-        r.name.clone(),
+fn key(group: &str, kind: &str, namespace: &str, name: &str) -> Key {
+    let mut h = blake3::Hasher::new();
+    for part in [group, kind, namespace, name] {
+        h.update(part.as_bytes());
+        // No part of a Kubernetes name can hold a NUL, so the parts cannot run together.
+        h.update(&[0]);
+    }
+    let bytes: [u8; 16] = h.finalize().as_bytes()[..16]
+        .try_into()
+        .expect("16 of 32 bytes");
+    u128::from_le_bytes(bytes)
+}
+
+fn key_of(r: &ObjectRef) -> Key {
+    key(
+        &r.group,
+        &r.kind,
+        r.namespace.as_deref().unwrap_or(""),
+        &r.name,
     )
 }
 
-/// The objects a capture takes, in the order found, with why each was taken.
-#[derive(Default)]
-pub(super) struct Collected {
-    pub(super) objects: Vec<(Value, String)>,
-    pub(super) seen: HashSet<Key>,
+/// An object a captured one depends on, still to be read.
+struct Wanted {
+    key: Key,
+    resource: Resource,
+    namespace: Option<String>,
+    name: String,
+    reason: String,
 }
 
-impl Collected {
-    pub(super) fn add(&mut self, obj: Value, reason: String) -> bool {
+/// What a capture has taken. Each object goes into the restore point as it is found; what stays
+/// in memory is the hash of each one's identity, the dependencies not yet read, and what the
+/// later phases need (bound claims, hooks from pod annotations) — never the object list.
+pub(super) struct Collected<'a> {
+    pub(super) writer: RestorePointWriter,
+    pub(super) map: &'a ResourceMap,
+    pub(super) filter: &'a TypeFilter,
+    crd_type: Option<Resource>,
+    taken: HashSet<Key>,
+    /// Dependencies queued once, found or not.
+    asked: HashSet<Key>,
+    wanted: VecDeque<Wanted>,
+    /// A ServiceAccount was taken since cluster role bindings were last looked through.
+    new_accounts: bool,
+    /// Bound PersistentVolumeClaims, for the volume snapshots.
+    pub(super) claims: Vec<Value>,
+    /// Hooks the taken pods' annotations ask for.
+    pub(super) pod_hooks: Vec<Hook>,
+}
+
+impl<'a> Collected<'a> {
+    pub(super) fn new(
+        writer: RestorePointWriter,
+        map: &'a ResourceMap,
+        filter: &'a TypeFilter,
+    ) -> Collected<'a> {
+        Collected {
+            writer,
+            map,
+            filter,
+            crd_type: map
+                .get("apiextensions.k8s.io", "CustomResourceDefinition")
+                .cloned(),
+            taken: HashSet::new(),
+            asked: HashSet::new(),
+            wanted: VecDeque::new(),
+            new_accounts: false,
+            claims: Vec::new(),
+            pod_hooks: Vec::new(),
+        }
+    }
+
+    /// Takes `obj` unless it was taken before or is Ferry's own; says whether it was taken.
+    pub(super) async fn add(&mut self, obj: Value, reason: impl Into<String>) -> Result<bool> {
         // Ferry's own movers, snapshots and their credentials are never part of an application.
         if obj
             .pointer("/metadata/labels/app.kubernetes.io~1managed-by")
             .and_then(Value::as_str)
             == Some("ferry")
         {
-            return false;
+            return Ok(false);
         }
         let r = object_ref(&obj);
-        if !self.seen.insert(key(&r)) {
-            return false;
+        if !self.taken.insert(key_of(&r)) {
+            return Ok(false);
         }
-        self.objects.push((strip(obj), reason));
-        true
+        let obj = strip(obj);
+        self.queue_dependencies(&obj, &r);
+        match (r.group.as_str(), r.kind.as_str()) {
+            ("", "Pod") => self.pod_hooks.extend(hooks::from_pod(&obj)?),
+            ("", "ServiceAccount") => self.new_accounts = true,
+            ("", "PersistentVolumeClaim")
+                if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Bound") =>
+            {
+                self.claims.push(obj.clone())
+            }
+            _ => {}
+        }
+        self.writer.add(&obj, reason.into()).await?;
+        Ok(true)
+    }
+
+    /// Objects taken so far.
+    pub(super) fn count(&self) -> u64 {
+        self.writer.count()
+    }
+
+    /// Queues what `obj` references (and a custom resource's definition), each target once.
+    fn queue_dependencies(&mut self, obj: &Value, me: &ObjectRef) {
+        let mut want = |resource: &Resource, namespace: &str, name: &str, reason: String| {
+            if self.filter.excluded(resource) {
+                return;
+            }
+            let k = key(&resource.api.group, &resource.api.kind, namespace, name);
+            if self.taken.contains(&k) || !self.asked.insert(k) {
+                return;
+            }
+            self.wanted.push_back(Wanted {
+                key: k,
+                resource: resource.clone(),
+                namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                name: name.to_string(),
+                reason,
+            });
+        };
+        for r in references(obj) {
+            if let Some(t) = self.map.get(r.group, &r.kind) {
+                want(t, &r.namespace, &r.name, format!("needed by {me}"));
+            }
+        }
+        if let (Some(crd), Some(t)) = (&self.crd_type, self.map.get(&me.group, &me.kind)) {
+            if is_custom(&me.group) {
+                let name = format!("{}.{}", t.api.plural, me.group);
+                want(crd, "", &name, format!("defines {me}"));
+            }
+        }
     }
 }
 
@@ -120,17 +229,15 @@ pub(super) fn listable(r: &Resource) -> bool {
     !skip && r.supports("list") && r.supports("get") && r.supports("create")
 }
 
-/// The selected objects, then everything they reach, breadth first.
+/// Takes the selected objects, then everything they reach, breadth first.
 pub(super) async fn collect(
     cluster: &Cluster,
     resources: &[Resource],
-    map: &ResourceMap,
-    filter: &TypeFilter,
     selection: &Selection,
+    out: &mut Collected<'_>,
     progress: ProgressSink<'_>,
-) -> Result<Collected> {
-    let mut out = Collected::default();
-    let namespace_type = map.get("", "Namespace").cloned();
+) -> Result<()> {
+    let namespace_type = out.map.get("", "Namespace").cloned();
     // Namespaces first, each with the field that named it: each must exist.
     let mut namespaces: Vec<(String, String)> = selection
         .namespaces
@@ -158,7 +265,7 @@ pub(super) async fn collect(
         let Some(t) = &namespace_type else { break };
         match cluster.get(t, None, ns).await? {
             Some(obj) => {
-                out.add(obj, "selected namespace".into());
+                out.add(obj, "selected namespace").await?;
             }
             None => {
                 return Err(SpokeError::NotFound {
@@ -167,54 +274,56 @@ pub(super) async fn collect(
             }
         }
     }
-    let helm_only = selection.namespaces.is_empty();
-    if !helm_only {
-        let types: Vec<&Resource> = resources
-            .iter()
-            .filter(|r| r.namespaced && listable(r) && filter.selected(r))
-            .collect();
-        for ns in &selection.namespaces {
-            for (n, r) in types.iter().enumerate() {
+    let types: Vec<&Resource> = resources
+        .iter()
+        .filter(|r| r.namespaced && listable(r) && out.filter.selected(r))
+        .collect();
+    for ns in &selection.namespaces {
+        for (n, r) in types.iter().enumerate() {
+            let report = |taken: u64| {
                 progress(Progress {
                     phase: "discover".into(),
-                    message: format!("{} in {ns}", r.qualified_name()),
+                    message: format!("{} in {ns} ({taken} objects taken)", r.qualified_name()),
                     done: n as u64,
                     total: Some(types.len() as u64),
                     ..Default::default()
-                });
-                let mut found = Vec::new();
-                cluster
-                    .list_each(r, Some(ns), selection.label_selector.as_deref(), |o| {
-                        found.push(o);
-                        Ok(())
-                    })
-                    .await?;
-                for o in found {
-                    out.add(o, "selected".into());
+                })
+            };
+            report(out.count());
+            let mut pages = cluster.pages(r, Some(ns), selection.label_selector.as_deref());
+            let mut reported = out.count();
+            while let Some(page) = pages.next().await? {
+                for o in page {
+                    out.add(o, "selected").await?;
+                }
+                if out.count() - reported >= PROGRESS_EVERY {
+                    reported = out.count();
+                    report(reported);
                 }
             }
         }
     }
     if let Some(h) = &selection.helm_release {
-        helm_release(cluster, map, &h.name, &h.namespace, &mut out).await?;
+        helm_release(cluster, &h.name, &h.namespace, out).await?;
     }
     if let Some(o) = &selection.operator_resource {
-        super::operator::operator_resource(cluster, resources, map, filter, o, &mut out, progress)
-            .await?;
+        super::operator::operator_resource(cluster, resources, o, out, progress).await?;
     }
-    dependencies(cluster, map, filter, &mut out).await?;
-    Ok(out)
+    dependencies(cluster, out).await
 }
+
+/// Objects taken between two progress reports while one type is listed.
+const PROGRESS_EVERY: u64 = 5000;
 
 /// A Helm release's records (Secrets labelled `owner=helm,name=<release>`) and every object of
 /// its latest deployed manifest.
 async fn helm_release(
     cluster: &Cluster,
-    map: &ResourceMap,
     name: &str,
     namespace: &str,
-    out: &mut Collected,
+    out: &mut Collected<'_>,
 ) -> Result<()> {
+    let map = out.map;
     let secrets = map
         .get("", "Secret")
         .cloned()
@@ -255,7 +364,7 @@ async fn helm_release(
         )
     })?;
     for r in records {
-        out.add(r, format!("record of Helm release {name}"));
+        out.add(r, format!("record of Helm release {name}")).await?;
     }
     let manifest = release
         .get("manifest")
@@ -274,7 +383,7 @@ async fn helm_release(
             r.namespace = Some(namespace.to_string());
         }
         if let Some(obj) = cluster.get(&t, r.namespace.as_deref(), &r.name).await? {
-            out.add(obj, format!("in Helm release {name}"));
+            out.add(obj, format!("in Helm release {name}")).await?;
         }
     }
     Ok(())
@@ -282,85 +391,27 @@ async fn helm_release(
 
 /// Follows references until nothing new is reached: what pods use, what bindings grant, claims'
 /// volumes and classes, custom resources' definitions, and the cluster role bindings that grant
-/// to captured service accounts.
-async fn dependencies(
-    cluster: &Cluster,
-    map: &ResourceMap,
-    filter: &TypeFilter,
-    out: &mut Collected,
-) -> Result<()> {
-    let crd_type = map
-        .get("apiextensions.k8s.io", "CustomResourceDefinition")
-        .cloned();
-    let mut queue: VecDeque<usize> = (0..out.objects.len()).collect();
-    let mut crb_checked = false;
-    while let Some(i) = queue.pop_front() {
-        let (obj, _) = &out.objects[i];
-        let me = object_ref(obj);
-        let mut wanted: Vec<(ObjectRef, Resource, String)> = Vec::new();
-        for r in references(obj) {
-            let Some(t) = map.get(r.group, &r.kind) else {
-                continue;
-            };
-            if filter.excluded(t) {
-                continue;
-            }
-            let target = ObjectRef {
-                group: r.group.to_string(),
-                version: t.api.version.clone(),
-                kind: r.kind.clone(),
-                namespace: (!r.namespace.is_empty()).then(|| r.namespace.clone()),
-                name: r.name.clone(),
-            };
-            wanted.push((target, t.clone(), format!("needed by {me}")));
-        }
-        if let (Some(crd), Some(t)) = (&crd_type, map.get(&me.group, &me.kind)) {
-            if is_custom(&me.group) && !filter.excluded(crd) {
-                let name = format!("{}.{}", t.api.plural, me.group);
-                let target = ObjectRef {
-                    group: "apiextensions.k8s.io".into(),
-                    version: crd.api.version.clone(),
-                    kind: "CustomResourceDefinition".into(),
-                    namespace: None,
-                    name,
-                };
-                wanted.push((target, crd.clone(), format!("defines {me}")));
-            }
-        }
-        if me.group.is_empty() && me.kind == "ServiceAccount" && !crb_checked {
-            crb_checked = true;
-            for b in cluster_role_bindings(cluster, map, filter, &out.seen).await? {
-                if out.add(b, "grants to a captured ServiceAccount".into()) {
-                    queue.push_back(out.objects.len() - 1);
-                }
-            }
-        }
-        for (target, t, reason) in wanted {
-            if out.seen.contains(&key(&target)) {
+/// to captured service accounts (looked through again whenever more accounts were taken).
+async fn dependencies(cluster: &Cluster, out: &mut Collected<'_>) -> Result<()> {
+    loop {
+        while let Some(w) = out.wanted.pop_front() {
+            if out.taken.contains(&w.key) {
                 continue;
             }
             if let Some(found) = cluster
-                .get(&t, target.namespace.as_deref(), &target.name)
+                .get(&w.resource, w.namespace.as_deref(), &w.name)
                 .await?
             {
-                if out.add(found, reason) {
-                    queue.push_back(out.objects.len() - 1);
-                }
+                out.add(found, w.reason).await?;
             }
         }
-    }
-    // Service accounts reached late (from a pod found as a dependency) are covered too.
-    if !crb_checked
-        && out
-            .seen
-            .iter()
-            .any(|(g, k, _, _)| g.is_empty() && k == "ServiceAccount")
-    {
-        for b in cluster_role_bindings(cluster, map, filter, &out.seen).await? {
-            out.add(b, "grants to a captured ServiceAccount".into());
+        if !std::mem::take(&mut out.new_accounts) {
+            return Ok(());
+        }
+        for b in cluster_role_bindings(cluster, out).await? {
+            out.add(b, "grants to a captured ServiceAccount").await?;
         }
     }
-    Ok(())
 }
 
 /// Whether a group is served by a CustomResourceDefinition rather than built in.
@@ -370,16 +421,15 @@ fn is_custom(group: &str) -> bool {
     !builtin
 }
 
-async fn cluster_role_bindings(
-    cluster: &Cluster,
-    map: &ResourceMap,
-    filter: &TypeFilter,
-    seen: &HashSet<Key>,
-) -> Result<Vec<Value>> {
-    let Some(t) = map.get("rbac.authorization.k8s.io", "ClusterRoleBinding") else {
+/// The cluster role bindings that grant to a taken ServiceAccount and are not taken yet.
+async fn cluster_role_bindings(cluster: &Cluster, out: &Collected<'_>) -> Result<Vec<Value>> {
+    let Some(t) = out
+        .map
+        .get("rbac.authorization.k8s.io", "ClusterRoleBinding")
+    else {
         return Ok(Vec::new());
     };
-    if filter.excluded(t) {
+    if out.filter.excluded(t) {
         return Ok(Vec::new());
     }
     let mut found = Vec::new();
@@ -391,18 +441,21 @@ async fn cluster_role_bindings(
                 .into_iter()
                 .flatten()
                 .any(|s| {
-                    s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
-                        && seen.contains(&(
-                            String::new(),
-                            "ServiceAccount".into(),
-                            s.get("namespace")
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .into(),
-                            s.get("name").and_then(Value::as_str).unwrap_or("").into(),
+                    let field = |f: &str| s.get(f).and_then(Value::as_str).unwrap_or("");
+                    field("kind") == "ServiceAccount"
+                        && out.taken.contains(&key(
+                            "",
+                            "ServiceAccount",
+                            field("namespace"),
+                            field("name"),
                         ))
                 });
-            if grants {
+            let (namespace, name) = namespace_and_name(&b);
+            if grants
+                && !out
+                    .taken
+                    .contains(&key(&t.api.group, &t.api.kind, &namespace, &name))
+            {
                 found.push(b);
             }
             Ok(())

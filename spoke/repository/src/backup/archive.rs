@@ -159,6 +159,22 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Gives up without writing a snapshot: what was stored so far is indexed (a second attempt
+    /// reuses it; prune removes it if none comes) and the lock is released now rather than when
+    /// it expires.
+    pub async fn abandon(mut self) -> Result<(), RepoError> {
+        self.open = None;
+        let saver = self.saver.clone();
+        let flushed = blocking(move || saver.finish()).await;
+        if let Some(reporter) = self.reporter.take() {
+            reporter.finish();
+        }
+        if let Some(lock) = self.lock.take() {
+            lock.release().await?;
+        }
+        flushed
+    }
+
     /// Ends the last file and writes the snapshot.
     pub async fn finish(mut self) -> Result<(String, Snapshot), RepoError> {
         let result = self.end_file().await;

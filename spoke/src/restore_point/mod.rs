@@ -3,14 +3,16 @@
 //! hash of its line), tagged so that the repository alone says which restore points exist.
 //! `docs/restore-points.md` specifies the layout.
 
+mod writer;
+
+pub use writer::{RestorePointWriter, SpooledEntries};
+
 use crate::error::{Result, SpokeError};
 use ferry_protocol::restore_point::{
-    manifest_source, Manifest, ObjectEntry, MANIFEST_FILE, MANIFEST_TAG, OBJECTS_FILE,
-    RESTORE_POINT_TAG,
+    Manifest, MANIFEST_FILE, MANIFEST_TAG, OBJECTS_FILE, RESTORE_POINT_TAG,
 };
 use ferry_protocol::ObjectRef;
-use ferry_repository::backup::archive::{ArchiveFile, ArchiveWriter};
-use ferry_repository::backup::BackupOptions;
+use ferry_repository::backup::archive::ArchiveFile;
 use ferry_repository::repo::Repository;
 use ferry_repository::tree::Snapshot;
 use serde_json::Value;
@@ -21,72 +23,12 @@ pub fn id_tag(id: &str) -> String {
     format!("{RESTORE_POINT_TAG}={id}")
 }
 
-/// Writes one restore point: objects as they come, then the manifest.
-pub struct RestorePointWriter {
-    archive: ArchiveWriter,
-    id: String,
-    entries: Vec<ObjectEntry>,
-    kinds: BTreeMap<String, u64>,
-}
-
 /// `Deployment.apps`, `Secret`: a kind as the headline counts it.
 pub fn kind_label(object: &ObjectRef) -> String {
     if object.group.is_empty() {
         object.kind.clone()
     } else {
         format!("{}.{}", object.kind, object.group)
-    }
-}
-
-impl RestorePointWriter {
-    pub async fn begin(repo: Arc<Repository>, id: &str) -> Result<RestorePointWriter> {
-        let options = BackupOptions {
-            tags: vec![id_tag(id), MANIFEST_TAG.to_string()],
-            parent: Some(String::new()),
-            ..Default::default()
-        };
-        let mut archive = ArchiveWriter::begin(repo, &manifest_source(id), options).await?;
-        archive.start_file(OBJECTS_FILE).await?;
-        Ok(RestorePointWriter {
-            archive,
-            id: id.to_string(),
-            entries: Vec::new(),
-            kinds: BTreeMap::new(),
-        })
-    }
-
-    /// Appends one object (as one line) and records it for the manifest.
-    pub async fn add(&mut self, object: &Value, reason: String) -> Result<()> {
-        let r = ObjectRef::from_object(object).ok_or_else(|| SpokeError::Damaged {
-            restore_point: self.id.clone(),
-            object: None,
-            message: "an object without apiVersion, kind or name cannot be captured".into(),
-        })?;
-        let mut line = serde_json::to_vec(object).expect("JSON values serialize");
-        line.push(b'\n');
-        *self.kinds.entry(kind_label(&r)).or_default() += 1;
-        self.entries.push(ObjectEntry {
-            object: r,
-            reason,
-            bytes: line.len() as u64,
-            blake3: blake3::hash(&line).to_hex().to_string(),
-        });
-        self.archive.write(&line).await?;
-        Ok(())
-    }
-
-    pub fn kinds(&self) -> &BTreeMap<String, u64> {
-        &self.kinds
-    }
-
-    /// Writes the manifest (`manifest.objects` is filled here) and the snapshot.
-    pub async fn finish(mut self, mut manifest: Manifest) -> Result<(String, Manifest, Snapshot)> {
-        manifest.objects = std::mem::take(&mut self.entries);
-        self.archive.start_file(MANIFEST_FILE).await?;
-        let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-        self.archive.write(&json).await?;
-        let (name, snapshot) = self.archive.finish().await?;
-        Ok((name, manifest, snapshot))
     }
 }
 
