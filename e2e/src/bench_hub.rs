@@ -138,17 +138,6 @@ async fn spoke(js: jetstream::Context, subjects: Subjects, cluster: String) -> a
     Ok(())
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 pub fn run(
     dir: &Path,
     spokes: usize,
@@ -241,7 +230,7 @@ pub fn run(
             pct(0.50).as_secs_f64() * 1000.0,
             pct(0.99).as_secs_f64() * 1000.0,
             latencies.last().unwrap().as_secs_f64() * 1000.0,
-            peak_rss_kib(hub.pid()) / 1024
+            crate::harness::process::peak_rss_kib(hub.pid()) / 1024
         );
         Ok::<_, anyhow::Error>(())
     })?;

@@ -11,6 +11,7 @@
 
 pub mod apiserver;
 pub mod bench;
+pub mod bench_capture;
 pub mod bench_hub;
 pub mod bench_migrate;
 pub mod demo;

@@ -51,6 +51,12 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         gib: usize,
     },
+    /// One namespace of ConfigMaps captured at each size (ascending, filled as it goes) by the
+    /// real hub, spoke and CLI: capture time and the spoke's peak memory.
+    BenchCapture {
+        #[arg(long, value_delimiter = ',', default_value = "30000,300000")]
+        objects: Vec<usize>,
+    },
     /// One hub with many simulated spokes on one NATS: command round trips and hub memory.
     BenchHub {
         #[arg(long, default_value_t = 500)]
@@ -142,6 +148,13 @@ fn main() -> anyhow::Result<()> {
                 .prefix("ferry-bench-hub-")
                 .tempdir()?;
             ferry_e2e::bench_hub::run(dir.path(), spokes, operations, in_flight.max(1))
+        }
+        Cmd::BenchCapture { objects } => {
+            let (opts, _temp) = options(Store::File, None)?;
+            let env = Environment::up(&opts).context("bringing up the environment")?;
+            ferry_e2e::bench_capture::run(&env, &objects)?;
+            env.down();
+            Ok(())
         }
         Cmd::BenchMigrate { gib } => {
             let (mut opts, _temp) = options(Store::File, None)?;

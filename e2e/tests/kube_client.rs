@@ -298,6 +298,8 @@ async fn selectors_pagination_and_server_side_apply() {
     loop {
         let page = cms.list(&lp).await.unwrap();
         let token = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        // As the real API server: no count of what remains when a selector filters the list.
+        assert_eq!(page.metadata.remaining_item_count, None);
         seen.extend(names(page));
         match token {
             Some(t) => lp = lp.continue_token(&t),
@@ -310,6 +312,22 @@ async fn selectors_pagination_and_server_side_apply() {
         s.sort();
         s
     });
+    // Unfiltered pages count what remains; each page starts after the last one's end.
+    let mut lp = ListParams::default().limit(3);
+    let mut all = Vec::new();
+    let mut remaining = Vec::new();
+    loop {
+        let page = cms.list(&lp).await.unwrap();
+        let token = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        remaining.push(page.metadata.remaining_item_count);
+        all.extend(names(page));
+        match token {
+            Some(t) => lp = lp.continue_token(&t),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 8, "{all:?}");
+    assert_eq!(remaining, [Some(5), Some(2), None]);
 
     // deletecollection honours the selector.
     let deleted = cms

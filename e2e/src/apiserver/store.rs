@@ -177,12 +177,30 @@ impl Inner {
         resource: &'a str,
         namespace: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
-        let start = Key::new(group, resource, namespace.unwrap_or(""), "");
-        self.objects.range(start..).take_while(move |(k, _)| {
-            k.group == group
-                && k.resource == resource
-                && namespace.is_none_or(|ns| k.namespace == ns)
-        })
+        self.range_after(group, resource, namespace, None)
+    }
+
+    /// As [`Store::range`], starting after `after` (a list's continue key) when given: a page
+    /// costs what it returns, not what came before it.
+    pub fn range_after<'a>(
+        &'a self,
+        group: &'a str,
+        resource: &'a str,
+        namespace: Option<&'a str>,
+        after: Option<&Key>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
+        use std::ops::Bound;
+        let start = match after {
+            Some(k) => Bound::Excluded(k.clone()),
+            None => Bound::Included(Key::new(group, resource, namespace.unwrap_or(""), "")),
+        };
+        self.objects
+            .range((start, Bound::Unbounded))
+            .take_while(move |(k, _)| {
+                k.group == group
+                    && k.resource == resource
+                    && namespace.is_none_or(|ns| k.namespace == ns)
+            })
     }
 
     pub fn all(&self) -> impl Iterator<Item = (&Key, &Value)> {

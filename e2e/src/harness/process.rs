@@ -173,3 +173,48 @@ pub fn run(program: &Path, args: &[&str]) -> Result<String, ProcessError> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Peak resident memory (`VmHWM`) of a process, in KiB; 0 if it cannot be read.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Starts a new peak: `VmHWM` is set back to the current resident memory (Linux
+/// `clear_refs`); false if the kernel refused.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Resident memory (`VmRSS`) of a process now, in KiB; 0 if it cannot be read.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// CPU time (user and system) a process has used so far, in seconds; 0 if it cannot be read.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    // Fields 14 and 15 of /proc/<pid>/stat, counted after the command name's closing paren.
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let user: u64 = fields.get(11)?.parse().ok()?;
+            let system: u64 = fields.get(12)?.parse().ok()?;
+            Some(user + system)
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf reads a constant and touches no memory.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / per_second as f64
+}

@@ -229,9 +229,14 @@ impl ApiCore {
             Some(t) => Some(decode_continue(t)?),
             None => None,
         };
+        let namespace = namespace.filter(|_| rt.namespaced);
+        // A continue key from another type or namespace starts nowhere inside this range.
+        let start_after = start_after.map(|after| {
+            let before_range = Key::new(&rt.group, &rt.plural, namespace.unwrap_or(""), "");
+            after.max(before_range)
+        });
         let mut matching = s
-            .range(&rt.group, &rt.plural, namespace.filter(|_| rt.namespaced))
-            .filter(|(k, _)| start_after.as_ref().is_none_or(|after| *k > after))
+            .range_after(&rt.group, &rt.plural, namespace, start_after.as_ref())
             .filter(|(_, v)| {
                 opts.label_selector
                     .as_ref()
@@ -243,13 +248,15 @@ impl ApiCore {
         let limit = opts.limit.filter(|l| *l > 0);
         for (k, v) in matching.by_ref() {
             if limit.is_some_and(|l| items.len() >= l) {
-                // One more exists: hand out a continue token.
-                let remaining = 1 + matching.count();
+                // One more exists: hand out a continue token. As the real API server, count
+                // what remains only when no selector filters it (the count is then cheap).
+                let remaining = (opts.label_selector.is_none() && opts.field_selector.is_none())
+                    .then(|| 1 + matching.count());
                 return Ok(ListResult {
                     items,
                     resource_version: s.resource_version(),
                     continue_token: last_key.map(|k: Key| encode_continue(&k)),
-                    remaining: Some(remaining),
+                    remaining,
                 });
             }
             items.push(v.clone());
