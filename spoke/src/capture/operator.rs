@@ -1,7 +1,9 @@
 //! An application named by an Operator's custom resource: the resource, what it owns (its
 //! children, and theirs), and the operator that reconciles it — the workload whose service
 //! account may write the resource's API group, with that account's bindings and roles. The CRD
-//! and the rest of what these need come with the dependencies that follow.
+//! and the rest of what these need come with the dependencies that follow. Like the rest of the
+//! capture, it holds facts about what it lists (owner uids, restore-order nodes), never the
+//! listed objects: those it takes are read again one by one.
 
 use super::select::{listable, Collected, TypeFilter};
 use super::ProgressSink;
@@ -9,7 +11,8 @@ use crate::cluster::{object_ref, Cluster, Resource, ResourceMap};
 use crate::error::{Result, SpokeError};
 use ferry_protocol::event::Progress;
 use ferry_protocol::selection::OperatorResourceSelector;
-use ferry_transform::references::service_account_subjects;
+use ferry_protocol::ObjectRef;
+use ferry_transform::order::{operators_among, Node};
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -57,12 +60,13 @@ pub(super) async fn operator_resource(
     let mut owners: HashSet<String> = HashSet::from([uid(&resource).to_string()]);
     out.add(resource, "selected Operator resource").await?;
 
-    // What it owns, and what that owns, in its namespace.
+    // What it owns, and what that owns, in its namespace: listed as (uid, owners, reference)
+    // only, then read one by one once the ownership closure is known.
     let types: Vec<&Resource> = resources
         .iter()
         .filter(|r| r.namespaced && listable(r) && !filter.excluded(r))
         .collect();
-    let mut owned_by_someone = Vec::new();
+    let mut owned_by_someone: Vec<Owned> = Vec::new();
     for (n, r) in types.iter().enumerate() {
         progress(Progress {
             phase: "discover".into(),
@@ -73,33 +77,47 @@ pub(super) async fn operator_resource(
         });
         cluster
             .list_each(r, Some(ns), None, |o| {
-                if o.pointer("/metadata/ownerReferences").is_some() {
-                    owned_by_someone.push(o);
+                let owner_uids: Vec<String> = o
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|r| str_at(r, "/uid").to_string())
+                    .collect();
+                if !owner_uids.is_empty() {
+                    owned_by_someone.push(Owned {
+                        uid: uid(&o).to_string(),
+                        owners: owner_uids,
+                        object: object_ref(&o),
+                    });
                 }
                 Ok(())
             })
             .await?;
     }
     loop {
-        let (owned, rest): (Vec<Value>, Vec<Value>) = owned_by_someone.into_iter().partition(|o| {
-            o.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|r| owners.contains(str_at(r, "/uid")))
-        });
+        let (owned, rest): (Vec<Owned>, Vec<Owned>) = owned_by_someone
+            .into_iter()
+            .partition(|o| o.owners.iter().any(|u| owners.contains(u)));
         owned_by_someone = rest;
         if owned.is_empty() {
             break;
         }
         for o in owned {
-            owners.insert(uid(&o).to_string());
-            out.add(o, format!("owned by {me}")).await?;
+            owners.insert(o.uid);
+            let Some(t) = map.for_object(&o.object) else {
+                continue;
+            };
+            // Gone since it was listed: nothing to take.
+            if let Some(obj) = cluster.get(&t, Some(ns), &o.object.name).await? {
+                out.add(obj, format!("owned by {me}")).await?;
+            }
         }
     }
 
-    // The operator: found through the RBAC that lets it write the resource's group.
-    let mut candidates = Vec::new();
+    // The operator: found through the RBAC that lets it write the resource's group, read as
+    // restore-order nodes (the facts, not the objects).
+    let mut candidates: Vec<Node> = Vec::new();
     for (g, k) in [
         (RBAC, "ClusterRole"),
         (RBAC, "Role"),
@@ -115,43 +133,54 @@ pub(super) async fn operator_resource(
         }
         cluster
             .list_each(t, None, None, |o| {
-                candidates.push(o);
+                candidates.push(Node::of(&o));
                 Ok(())
             })
             .await?;
     }
-    let operators = ferry_transform::order::operators_of(&candidates, group, ns);
+    let operators = operators_among(&candidates, group, ns);
     let accounts: HashSet<(String, String)> = operators
         .iter()
         .map(|&i| {
             let w = &candidates[i];
-            let sa = w
-                .pointer("/spec/template/spec/serviceAccountName")
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            (str_at(w, "/metadata/namespace").to_string(), sa.to_string())
-        })
-        .collect();
-    let bindings: Vec<usize> = (0..candidates.len())
-        .filter(|&i| {
-            let b = &candidates[i];
-            matches!(str_at(b, "/kind"), "RoleBinding" | "ClusterRoleBinding")
-                && service_account_subjects(b)
-                    .iter()
-                    .any(|sa| accounts.contains(sa))
+            let sa = w.service_account().unwrap_or("default");
+            (
+                w.object.namespace.clone().unwrap_or_default(),
+                sa.to_string(),
+            )
         })
         .collect();
     // The roles the bindings name, and the operator's service account, come with the
     // dependencies that follow.
     let operators: HashSet<usize> = operators.into_iter().collect();
-    let bindings: HashSet<usize> = bindings.into_iter().collect();
-    for (i, o) in candidates.into_iter().enumerate() {
-        if operators.contains(&i) {
-            out.add(o, format!("operator of {group}, which serves {me}"))
-                .await?;
-        } else if bindings.contains(&i) {
-            out.add(o, format!("grants the operator of {me}")).await?;
+    for (i, node) in candidates.iter().enumerate() {
+        let reason = if operators.contains(&i) {
+            format!("operator of {group}, which serves {me}")
+        } else if node
+            .binding_subjects()
+            .iter()
+            .any(|sa| accounts.contains(sa))
+        {
+            format!("grants the operator of {me}")
+        } else {
+            continue;
+        };
+        let Some(t) = map.for_object(&node.object) else {
+            continue;
+        };
+        if let Some(obj) = cluster
+            .get(&t, node.object.namespace.as_deref(), &node.object.name)
+            .await?
+        {
+            out.add(obj, reason).await?;
         }
     }
     Ok(())
+}
+
+/// An object of the resource's namespace that has owners: what the ownership closure needs.
+struct Owned {
+    uid: String,
+    owners: Vec<String>,
+    object: ObjectRef,
 }

@@ -206,8 +206,14 @@ pub fn nodes(objects: &[Value]) -> Vec<Node> {
 /// of API group `group` in `namespace`: their service account is bound to a role that may write
 /// that group, cluster-wide or in that namespace. Indices into `objects`.
 pub fn operators_of(objects: &[Value], group: &str, namespace: &str) -> Vec<usize> {
+    operators_among(&nodes(objects), group, namespace)
+}
+
+/// As [`operators_of`], on nodes (for callers that read each object into its node as it
+/// arrives); indices into `nodes`.
+pub fn operators_among(nodes: &[Node], group: &str, namespace: &str) -> Vec<usize> {
     let groups = BTreeSet::from([group.to_string()]);
-    let mut found: Vec<usize> = operators::operators(&nodes(objects), &groups)
+    let mut found: Vec<usize> = operators::operators(nodes, &groups)
         .into_iter()
         .filter(|(_, served)| {
             served

@@ -159,4 +159,25 @@ impl Node {
     pub(super) fn name(&self) -> &str {
         &self.object.name
     }
+
+    /// The service account an `apps` workload's pods run as.
+    pub fn service_account(&self) -> Option<&str> {
+        match &self.detail {
+            Detail::AppsWorkload {
+                service_account, ..
+            } => Some(service_account),
+            _ => None,
+        }
+    }
+
+    /// The service accounts a RoleBinding or ClusterRoleBinding grants to, as (namespace,
+    /// name); empty for anything else.
+    pub fn binding_subjects(&self) -> &[(String, String)] {
+        match &self.detail {
+            Detail::Binding {
+                service_accounts, ..
+            } => service_accounts,
+            _ => &[],
+        }
+    }
 }
