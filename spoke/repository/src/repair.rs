@@ -26,7 +26,8 @@ pub struct RepairReport {
     /// Packs indexed from their headers.
     pub packs: u64,
     pub blobs: u64,
-    /// Packs left out, each with why (they cannot be read; `prune` removes them).
+    /// Packs left out (they cannot be read; `prune` removes them) and blobs that did not
+    /// verify (left out of the index so the next backup stores them again), each with why.
     pub unreadable: Vec<String>,
     /// Index files replaced by the new index.
     pub replaced: u64,
@@ -57,7 +58,7 @@ async fn run(
     let counter = Progress::new("repair");
     counter.set_total(listed.iter().map(|l| l.size).sum(), listed.len() as u64);
     let reporter = counter.report(progress, Duration::from_millis(500));
-    let results: Vec<Result<IndexPack, String>> = futures::stream::iter(listed)
+    let results: Vec<Result<(IndexPack, Vec<String>), String>> = futures::stream::iter(listed)
         .map(|l| {
             let (repo, counter) = (repo.clone(), counter.clone());
             async move {
@@ -70,13 +71,23 @@ async fn run(
                 counter.add(bytes.len() as u64, 1);
                 let size = bytes.len() as u64;
                 let codec = repo.codec().clone();
-                let entries = tokio::task::spawn_blocking(move || {
-                    pack::read_header(&codec, &id, &bytes).map(|e| (id, e))
+                // Every blob is opened: one that does not verify is left out of the index (and
+                // reported), so the next backup stores it again instead of trusting it.
+                let (id, entries, damaged) = tokio::task::spawn_blocking(move || {
+                    let listed = pack::read_header(&codec, &id, &bytes)?;
+                    let (mut good, mut damaged) = (Vec::new(), Vec::new());
+                    for e in listed {
+                        match pack::read_blob(&codec, &id, &bytes, &e) {
+                            Ok(_) => good.push(e),
+                            Err(err) => damaged.push(err.to_string()),
+                        }
+                    }
+                    Ok::<_, pack::PackError>((id, good, damaged))
                 })
                 .await
-                .map_err(|e| format!("reading a pack header: {e}"))?
+                .map_err(|e| format!("reading a pack: {e}"))?
                 .map_err(|e| e.to_string())?;
-                Ok(IndexPack::new(entries.0, size, &entries.1))
+                Ok((IndexPack::new(id, size, &entries), damaged))
             }
         })
         .buffer_unordered(4)
@@ -87,9 +98,10 @@ async fn run(
     let mut packs = Vec::new();
     for r in results {
         match r {
-            Ok(p) => {
+            Ok((p, damaged)) => {
                 report.packs += 1;
                 report.blobs += p.blobs.len() as u64;
+                report.unreadable.extend(damaged);
                 packs.push(p);
             }
             Err(e) => report.unreadable.push(e),

@@ -153,6 +153,46 @@ async fn damaged_index_files_are_skipped_reported_and_rebuilt_from_the_packs() {
     assert_eq!(describe(&out), describe(&dir.path().join("src")));
 }
 
+/// A pack whose header verifies but one of whose blobs does not: `repair index` keeps the
+/// pack's good blobs, leaves the damaged one out and names it, and the next backup of the same
+/// data stores that blob again — after which the old snapshot reads clean too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_leaves_a_damaged_blob_out_and_the_next_backup_stores_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, root) = repo_with_data(dir.path()).await;
+    let pack = files_under(&root, "data")
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    flip(&pack, 100);
+    let repo = reopen(&url).await;
+    let report = ferry_repository::repair::repair_index(repo.clone(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(report.unreadable.len(), 1, "{report:?}");
+    assert!(
+        report.unreadable[0].contains(&name(&pack))
+            && report.unreadable[0].contains("authentication failed"),
+        "{report:?}"
+    );
+    assert!(report.blobs > 0, "the pack's other blobs stay indexed");
+    let repo = reopen(&url).await;
+    fs::backup(repo, &dir.path().join("src"), BackupOptions::default())
+        .await
+        .unwrap();
+    // The damaged copy is still in its pack (prune would rewrite it): the index now points
+    // every blob at a copy that verifies, so a restore of the first snapshot is whole.
+    let repo = reopen(&url).await;
+    let snapshots = repo.snapshots().await.unwrap();
+    let (first, _) = &snapshots[0];
+    let (_, snap) = repo.find_snapshot(first, None).await.unwrap();
+    let out = dir.path().join("out");
+    restore(repo, &snap, &out, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(describe(&out), describe(&dir.path().join("src")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_pack_is_stored_again_by_the_next_backup() {
     let dir = tempfile::tempdir().unwrap();
