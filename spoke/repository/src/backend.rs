@@ -67,6 +67,48 @@ fn transient(e: &object_store::Error) -> bool {
     )
 }
 
+/// The largest single write to a local file. One write of many megabytes can cost several times
+/// what the same bytes cost in megabyte writes (measured here: 2 GiB in 16 MiB writes took 5.3 s
+/// of system time, in 1 MiB writes 0.4 s), and packs are 16 MiB.
+const LOCAL_WRITE: usize = 1 << 20;
+
+/// Stores a local object as the object store would — written beside its name as `<name>#<n>`,
+/// then renamed into place, so a reader never sees half of it and a writer killed mid-way leaves
+/// a partial file `check` reports and `prune` removes — in megabyte writes.
+async fn put_local(path: std::path::PathBuf, data: Bytes) -> Result<(), BackendError> {
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let key = path.display().to_string();
+    let failed = move |e: String| BackendError::Io { key, message: e };
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        // Digits only, unique to this process and this write: what `partial_uploads` looks for.
+        let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staging = {
+            let mut name = path.clone().into_os_string();
+            name.push(format!("#{}{n:06}", std::process::id()));
+            std::path::PathBuf::from(name)
+        };
+        let written = (|| {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut file = std::fs::File::create(&staging)?;
+            for piece in data.chunks(LOCAL_WRITE) {
+                file.write_all(piece)?;
+            }
+            std::fs::rename(&staging, &path)
+        })();
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(&staging);
+            e.to_string()
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(failed)
+}
+
 /// Tuning of the backend; the defaults suit S3-compatible stores.
 #[derive(Debug, Clone)]
 pub struct BackendOptions {
@@ -270,6 +312,9 @@ impl Backend {
     /// Stores an object, replacing any object of that name (names of immutable objects are their
     /// content hash, so a replacement has the same bytes).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        if let Some(dir) = &self.local_dir {
+            return put_local(dir.join(key), data).await;
+        }
         let path = self.path(key);
         if data.len() >= self.options.multipart_threshold {
             return self.put_multipart(key, &path, data).await;

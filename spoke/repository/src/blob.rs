@@ -105,14 +105,86 @@ pub enum BlobError {
 /// fastest level, the chunk is random or already compressed and is stored as is. This halves the
 /// CPU spent on volumes of compressed data (media, archives, encrypted files) and costs under 5 %
 /// on compressible ones; a chunk that is incompressible only in its middle loses its compression.
-fn worth_compressing(plaintext: &[u8]) -> bool {
+fn worth_compressing(plaintext: &[u8], s: &mut Scratch) -> bool {
     const PROBE: usize = 32 * 1024;
     if plaintext.len() < 4 * PROBE {
         return true;
     }
     let mid = plaintext.len() / 2 - PROBE / 2;
     let sample = &plaintext[mid..mid + PROBE];
-    zstd::bulk::compress(sample, 1).map_or(true, |c| c.len() < PROBE * 9 / 10)
+    s.compressed.clear();
+    s.compressed.reserve(zstd::zstd_safe::compress_bound(PROBE));
+    compressor(&mut s.compressor, 1)
+        .compress_to_buffer(sample, &mut s.compressed)
+        .map_or(true, |n| n < PROBE * 9 / 10)
+}
+
+/// What each thread keeps between blobs: zstd contexts and buffers. Sealing and opening a blob
+/// then allocates nothing, so a backup does not fault in fresh pages for every chunk (on this
+/// kind of machine, first-touched memory costs more than the copy into it).
+struct Scratch {
+    compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    compressed: Vec<u8>,
+    body: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+/// The thread's compressor at `level` (made, or remade for another level, when needed).
+fn compressor<'a>(
+    slot: &'a mut Option<(i32, zstd::bulk::Compressor<'static>)>,
+    level: i32,
+) -> &'a mut zstd::bulk::Compressor<'static> {
+    if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+        let c = zstd::bulk::Compressor::new(level).expect("zstd levels 1-22 are valid");
+        *slot = Some((level, c));
+    }
+    &mut slot.as_mut().expect("just set").1
+}
+
+/// Buffers kept past this size are given back after use: a rare huge blob (a large tree) should
+/// not pin its memory in every thread.
+const SCRATCH_KEEP: usize = 32 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch {
+            compressor: None,
+            decompressor: None,
+            compressed: Vec::new(),
+            body: Vec::new(),
+            plain: Vec::new(),
+        })
+    };
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => {
+            let r = f(&mut s);
+            let Scratch {
+                compressed,
+                body,
+                plain,
+                ..
+            } = &mut *s;
+            for b in [compressed, body, plain] {
+                if b.capacity() > SCRATCH_KEEP {
+                    *b = Vec::new();
+                }
+            }
+            r
+        }
+        // Re-entered on this thread (a caller's closure sealing or opening again): use fresh
+        // buffers rather than fail.
+        Err(_) => f(&mut Scratch {
+            compressor: None,
+            decompressor: None,
+            compressed: Vec::new(),
+            body: Vec::new(),
+            plain: Vec::new(),
+        }),
+    })
 }
 
 #[derive(Clone)]
@@ -162,40 +234,75 @@ impl BlobCodec {
         id: &BlobId,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, BlobError> {
-        let id = *id;
-        // Compress unless it does not pay: already-compressed data (images, archives) would only
-        // cost CPU on both ends.
-        let compressed = worth_compressing(plaintext)
-            .then(|| zstd::bulk::compress(plaintext, self.level).ok())
-            .flatten()
-            .filter(|c| c.len() + c.len() / 32 < plaintext.len());
-        let (flags, body) = match &compressed {
-            Some(c) => (FLAG_ZSTD, c.as_slice()),
-            None => (0, plaintext),
-        };
+        let mut out = Vec::new();
+        self.seal_into(kind, id, plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    /// As [`BlobCodec::seal_as`], into `out` (cleared first), so a caller can keep one buffer.
+    pub fn seal_into(
+        &self,
+        kind: BlobKind,
+        id: &BlobId,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), BlobError> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| BlobError::Random)?;
-        let mut out = Vec::with_capacity(HEADER + body.len() + TAG);
-        out.push(VERSION);
-        out.push(flags);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(body);
+        out.clear();
+        // Compress unless it does not pay: already-compressed data (images, archives) would only
+        // cost CPU on both ends.
+        let flags = with_scratch(|s| {
+            let compressed = worth_compressing(plaintext, s)
+                && {
+                    s.compressed.clear();
+                    s.compressed
+                        .reserve(zstd::zstd_safe::compress_bound(plaintext.len()));
+                    compressor(&mut s.compressor, self.level)
+                        .compress_to_buffer(plaintext, &mut s.compressed)
+                        .is_ok()
+                }
+                && s.compressed.len() + s.compressed.len() / 32 < plaintext.len();
+            let (flags, body) = match compressed {
+                true => (FLAG_ZSTD, s.compressed.as_slice()),
+                false => (0, plaintext),
+            };
+            out.reserve(HEADER + body.len() + TAG);
+            out.push(VERSION);
+            out.push(flags);
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(body);
+            flags
+        });
         let tag = self
             .key
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(Self::aad(flags, kind, &id)),
+                Aad::from(Self::aad(flags, kind, id)),
                 &mut out[HEADER..],
             )
             .map_err(|_| BlobError::Random)?;
         out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        Ok(())
     }
 
     /// Opens a sealed blob expected to be `id` of `kind`, verifying everything.
     pub fn open(&self, kind: BlobKind, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>, BlobError> {
+        self.open_with(kind, id, sealed, <[u8]>::to_vec)
+    }
+
+    /// Opens a sealed blob as [`BlobCodec::open`] does and hands the plaintext to `f` while it
+    /// is in this thread's buffers (restores write it straight to the file, with no copy of
+    /// their own).
+    pub fn open_with<R>(
+        &self,
+        kind: BlobKind,
+        id: &BlobId,
+        sealed: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, BlobError> {
         if sealed.len() < HEADER + TAG {
             return Err(BlobError::Truncated {
                 id: *id,
@@ -213,35 +320,61 @@ impl BlobCodec {
             return Err(BlobError::Authentication { id: *id });
         }
         let nonce: [u8; NONCE_LEN] = sealed[2..HEADER].try_into().expect("header length checked");
-        let mut body = sealed[HEADER..].to_vec();
-        let plain_len = self
-            .key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(Self::aad(flags, kind, id)),
-                &mut body,
-            )
-            .map_err(|_| BlobError::Authentication { id: *id })?
-            .len();
-        body.truncate(plain_len);
-        let plaintext = if flags & FLAG_ZSTD != 0 {
-            // Writers record the size in the frame header: allocate exactly that, not a worst
-            // case per blob. The bound only guards against a header claiming absurd sizes.
-            let decompress = |message: String| BlobError::Decompress { id: *id, message };
-            let size = zstd::zstd_safe::get_frame_content_size(&body)
-                .map_err(|e| decompress(format!("frame header: {e:?}")))?
-                .ok_or_else(|| decompress("frame header has no content size".into()))?;
-            if size > MAX_PLAINTEXT {
-                return Err(decompress(format!("claims {size} bytes")));
+        with_scratch(|s| {
+            let Scratch {
+                decompressor,
+                body,
+                plain,
+                ..
+            } = s;
+            body.clear();
+            body.extend_from_slice(&sealed[HEADER..]);
+            let plain_len = self
+                .key
+                .open_in_place(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(Self::aad(flags, kind, id)),
+                    body,
+                )
+                .map_err(|_| BlobError::Authentication { id: *id })?
+                .len();
+            body.truncate(plain_len);
+            let plaintext: &[u8] = if flags & FLAG_ZSTD != 0 {
+                // Writers record the size in the frame header: allocate exactly that, not a
+                // worst case per blob. The bound only guards against a header claiming absurd
+                // sizes.
+                let decompress = |message: String| BlobError::Decompress { id: *id, message };
+                let size = zstd::zstd_safe::get_frame_content_size(body)
+                    .map_err(|e| decompress(format!("frame header: {e:?}")))?
+                    .ok_or_else(|| decompress("frame header has no content size".into()))?;
+                if size > MAX_PLAINTEXT {
+                    return Err(decompress(format!("claims {size} bytes")));
+                }
+                plain.clear();
+                plain.reserve(size as usize);
+                let d = match decompressor {
+                    Some(d) => d,
+                    None => decompressor.insert(
+                        zstd::bulk::Decompressor::new().map_err(|e| decompress(e.to_string()))?,
+                    ),
+                };
+                d.decompress_to_buffer(body.as_slice(), plain)
+                    .map_err(|e| decompress(e.to_string()))?;
+                if plain.len() as u64 != size {
+                    return Err(decompress(format!(
+                        "{} bytes where the frame header says {size}",
+                        plain.len()
+                    )));
+                }
+                plain
+            } else {
+                body
+            };
+            if self.id_of(plaintext) != *id {
+                return Err(BlobError::IdMismatch { id: *id });
             }
-            zstd::bulk::decompress(&body, size as usize).map_err(|e| decompress(e.to_string()))?
-        } else {
-            body
-        };
-        if self.id_of(&plaintext) != *id {
-            return Err(BlobError::IdMismatch { id: *id });
-        }
-        Ok(plaintext)
+            Ok(f(plaintext))
+        })
     }
 }
 

@@ -56,6 +56,17 @@ impl PackWriter {
         }
     }
 
+    /// A writer that fills `buffer` (cleared; its capacity kept): writers reuse the buffers of
+    /// packs already stored.
+    pub fn with_buffer(codec: BlobCodec, mut buffer: Vec<u8>) -> PackWriter {
+        buffer.clear();
+        PackWriter {
+            codec,
+            data: buffer,
+            entries: Vec::new(),
+        }
+    }
+
     /// Seals and appends a blob; returns its id and how many bytes it added.
     pub fn add(&mut self, kind: BlobKind, plaintext: &[u8]) -> Result<(BlobId, usize), BlobError> {
         let (id, sealed) = self.codec.seal(kind, plaintext)?;

@@ -404,39 +404,42 @@ fn write_group(
         let sealed = bytes
             .get(at..at + *length as usize)
             .ok_or_else(|| RepoError::Invalid(format!("pack {pack_id}: short read")))?;
-        let plain = repo
-            .codec()
-            .open(BlobKind::Data, id, sealed)
+        // The plaintext is written from the codec's per-thread buffer: no copy of our own.
+        repo.codec()
+            .open_with(BlobKind::Data, id, sealed, |plain| {
+                let zero = is_zero(plain);
+                for t in &plan.blobs[id] {
+                    progress.add(plain.len() as u64, 0);
+                    if zero {
+                        continue;
+                    }
+                    // Small files come many to a read: keep few descriptors open, whatever the
+                    // group.
+                    if open.len() >= 16 && !open.contains_key(&t.file) {
+                        open.clear();
+                    }
+                    let file = match open.entry(t.file) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let path = &plan.files[t.file];
+                            v.insert(
+                                OpenOptions::new()
+                                    .write(true)
+                                    .open(path)
+                                    .map_err(|e| RepoError::io(path, e))?,
+                            )
+                        }
+                    };
+                    file.write_all_at(plain, t.offset)
+                        .map_err(|e| RepoError::io(&plan.files[t.file], e))?;
+                }
+                Ok::<(), RepoError>(())
+            })
             .map_err(|source| RepoError::Blob {
                 id: *id,
                 pack: pack_id.into(),
                 source,
-            })?;
-        let zero = is_zero(&plain);
-        for t in &plan.blobs[id] {
-            progress.add(plain.len() as u64, 0);
-            if zero {
-                continue;
-            }
-            // Small files come many to a read: keep few descriptors open, whatever the group.
-            if open.len() >= 16 && !open.contains_key(&t.file) {
-                open.clear();
-            }
-            let file = match open.entry(t.file) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let path = &plan.files[t.file];
-                    v.insert(
-                        OpenOptions::new()
-                            .write(true)
-                            .open(path)
-                            .map_err(|e| RepoError::io(path, e))?,
-                    )
-                }
-            };
-            file.write_all_at(&plain, t.offset)
-                .map_err(|e| RepoError::io(&plan.files[t.file], e))?;
-        }
+            })??;
     }
     Ok(())
 }

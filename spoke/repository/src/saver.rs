@@ -21,10 +21,25 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// A pack buffer that fits a full pack, its largest blob and the header without reallocating.
-fn new_pack(repo: &Repository) -> PackWriter {
+thread_local! {
+    /// Each sealing thread's buffer for the blob it seals: kept, so sealing allocates nothing.
+    static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers of stored packs, kept for the next packs: the uploads in flight, the one queued and
+/// the one filling are all the pack memory a writer needs.
+type PackBuffers = Arc<Mutex<Vec<Vec<u8>>>>;
+const KEPT_PACK_BUFFERS: usize = UPLOADS + 2;
+
+/// A pack buffer that fits a full pack, its largest blob and the header without reallocating;
+/// a stored pack's buffer when there is one.
+fn new_pack(repo: &Repository, buffers: &PackBuffers) -> PackWriter {
     let pack_size = repo.config().pack_size as usize;
-    PackWriter::with_capacity(repo.codec().clone(), pack_size + pack_size / 4)
+    let capacity = pack_size + pack_size / 4;
+    match buffers.lock().expect("pack buffers").pop() {
+        Some(b) if b.capacity() >= capacity => PackWriter::with_buffer(repo.codec().clone(), b),
+        _ => PackWriter::with_capacity(repo.codec().clone(), capacity),
+    }
 }
 
 /// Index files are written after this many packs, or this long after the last one (and at the
@@ -62,6 +77,7 @@ pub(crate) struct Saver {
     uploader: Mutex<Option<JoinHandle<Result<(), RepoError>>>>,
     /// Every pack this saver stored, as indexed.
     written: Arc<Mutex<Vec<IndexPack>>>,
+    buffers: PackBuffers,
     pub stats: SaverStats,
 }
 
@@ -81,11 +97,13 @@ impl Saver {
     fn with_known(repo: Arc<Repository>, known: Arc<Index>) -> Saver {
         let (tx, rx) = mpsc::channel(1);
         let written = Arc::new(Mutex::new(Vec::new()));
-        let uploader = tokio::spawn(upload(repo.clone(), rx, written.clone()));
+        let buffers = PackBuffers::default();
+        let uploader = tokio::spawn(upload(repo.clone(), rx, written.clone(), buffers.clone()));
         Saver {
             known,
             pending: Mutex::new(HashSet::new()),
-            packer: Mutex::new(new_pack(&repo)),
+            packer: Mutex::new(new_pack(&repo, &buffers)),
+            buffers,
             tree_packer: Mutex::new(PackWriter::new(repo.codec().clone())),
             pack_size: repo.config().pack_size as usize,
             tx: Mutex::new(Some(tx)),
@@ -104,16 +122,37 @@ impl Saver {
         if self.known.contains(&id) || !self.pending.lock().expect("pending").insert(id) {
             return Ok(id);
         }
-        let sealed = codec
-            .seal_as(kind, &id, plaintext)
-            .map_err(|source| RepoError::Seal {
-                what: format!("blob {id}"),
-                source,
-            })?;
+        SEALED.with_borrow_mut(|sealed| {
+            codec
+                .seal_into(kind, &id, plaintext, sealed)
+                .map_err(|source| RepoError::Seal {
+                    what: format!("blob {id}"),
+                    source,
+                })?;
+            let packed = self.pack_sealed(kind, id, sealed, plaintext.len());
+            // A rare huge blob (a very large tree) should not pin its memory in this thread.
+            if sealed.capacity() > 32 << 20 {
+                *sealed = Vec::new();
+            }
+            packed
+        })?;
+        Ok(id)
+    }
+
+    /// Adds a sealed blob to its pack; sends the pack off when it is full.
+    fn pack_sealed(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_len: usize,
+    ) -> Result<(), RepoError> {
+        let codec = self.repo.codec();
+        let plaintext_len = raw_len;
         self.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .new_bytes
-            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+            .fetch_add(plaintext_len as u64, Ordering::Relaxed);
         self.stats
             .stored_bytes
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
@@ -122,11 +161,11 @@ impl Saver {
                 BlobKind::Tree => self.tree_packer.lock().expect("tree packer"),
                 _ => self.packer.lock().expect("packer"),
             };
-            packer.add_sealed(kind, id, &sealed, plaintext.len() as u32);
+            packer.add_sealed(kind, id, sealed, plaintext_len as u32);
             (packer.size() >= self.pack_size).then(|| {
                 let fresh = match kind {
                     BlobKind::Tree => PackWriter::new(codec.clone()),
-                    _ => new_pack(&self.repo),
+                    _ => new_pack(&self.repo, &self.buffers),
                 };
                 std::mem::replace(&mut *packer, fresh)
             })
@@ -134,7 +173,7 @@ impl Saver {
         if let Some(pack) = full {
             self.send(pack)?;
         }
-        Ok(id)
+        Ok(())
     }
 
     fn send(&self, pack: PackWriter) -> Result<(), RepoError> {
@@ -152,6 +191,11 @@ impl Saver {
             entries,
         })
         .map_err(|_| RepoError::Interrupted)
+    }
+
+    /// The repository's chunker parameters.
+    pub fn chunker(&self) -> crate::chunker::ChunkerParams {
+        self.repo.config().chunker
     }
 
     /// The packs stored so far (all of them, after [`Saver::finish`]).
@@ -188,6 +232,7 @@ async fn upload(
     repo: Arc<Repository>,
     mut rx: mpsc::Receiver<FinishedPack>,
     written: Arc<Mutex<Vec<IndexPack>>>,
+    buffers: PackBuffers,
 ) -> Result<(), RepoError> {
     let mut in_flight = FuturesUnordered::new();
     let mut unindexed: Vec<IndexPack> = Vec::new();
@@ -197,11 +242,18 @@ async fn upload(
         tokio::select! {
             pack = rx.recv(), if open && in_flight.len() < UPLOADS => match pack {
                 Some(pack) => {
-                    let repo = repo.clone();
+                    let (repo, buffers) = (repo.clone(), buffers.clone());
                     in_flight.push(async move {
                         let size = pack.bytes.len() as u64;
-                        repo.backend().put(&format!("data/{}", pack.id), pack.bytes).await?;
+                        repo.backend().put(&format!("data/{}", pack.id), pack.bytes.clone()).await?;
                         tracing::debug!(pack = %pack.id, size, blobs = pack.entries.len(), "pack stored");
+                        // The store holds no reference once the put is done: the buffer is ours.
+                        if let Ok(buffer) = pack.bytes.try_into_mut() {
+                            let mut kept = buffers.lock().expect("pack buffers");
+                            if kept.len() < KEPT_PACK_BUFFERS {
+                                kept.push(Vec::from(buffer));
+                            }
+                        }
                         Ok::<_, RepoError>(IndexPack::new(pack.id, size, &pack.entries))
                     });
                 }

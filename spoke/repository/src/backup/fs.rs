@@ -129,6 +129,8 @@ pub async fn backup(
     }
     let saver = Arc::new(Saver::new(repo.clone()));
     let (tx, rx) = sync_channel::<Batch>(1);
+    // Window buffers go back to the walker once their chunks are stored.
+    let (recycle, recycled) = sync_channel::<Vec<u8>>(RECYCLED_WINDOWS);
     let walker = {
         let (params, index) = (repo.config().chunker, repo.index());
         blocking(move || {
@@ -140,6 +142,7 @@ pub async fn backup(
                 seen_inodes: HashSet::new(),
                 index,
                 parent_trees,
+                recycled,
             };
             w.walk_dir(&root, parent_tree)?;
             w.flush()
@@ -148,7 +151,7 @@ pub async fn backup(
     let processor = {
         let (saver, progress) = (saver.clone(), progress.clone());
         blocking(move || {
-            let result = process(&saver, rx, &progress);
+            let result = process(&saver, rx, &progress, recycle);
             let finished = saver.finish();
             let (tree, summary) = result?;
             finished?;
@@ -200,9 +203,22 @@ struct Walker {
     index: Arc<crate::index::Index>,
     /// The parent snapshot's trees, by id.
     parent_trees: Arc<HashMap<BlobId, Tree>>,
+    /// Window buffers whose chunks are stored, for the next windows of large files.
+    recycled: Receiver<Vec<u8>>,
 }
 
 impl Walker {
+    /// An empty buffer for a window of a large file: a stored window's, or a new one.
+    fn window_buffer(&self) -> Vec<u8> {
+        match self.recycled.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(window(self.params)),
+        }
+    }
+
     fn push(&mut self, event: Event, bytes: usize) -> Result<(), RepoError> {
         // Hand over before a batch outgrows its budget, so batches stay near BATCH_BYTES.
         if self.batch_bytes + bytes > BATCH_BYTES {
@@ -332,13 +348,17 @@ impl Walker {
             }
             Err(e) => return Err(RepoError::io(path, e)),
         };
-        let mut buf = Vec::new();
+        let window = window(self.params);
+        let mut buf = match node.size as usize >= window {
+            true => self.window_buffer(),
+            false => Vec::new(),
+        };
         let mut left = node.size;
         let mut first = Some(node);
         loop {
             let before = buf.len();
-            let eof = fill(&mut file, &mut buf, window(self.params), left)
-                .map_err(|e| RepoError::io(path, e))?;
+            let eof =
+                fill(&mut file, &mut buf, window, left).map_err(|e| RepoError::io(path, e))?;
             left = left.saturating_sub((buf.len() - before) as u64);
             let mut cuts = chunk(&buf, self.params);
             let tail = if eof {
@@ -346,7 +366,10 @@ impl Walker {
             } else {
                 // The last cut may only end where the window does; read it again with more.
                 let (off, _) = cuts.pop().expect("a full window has chunks");
-                buf.split_off(off)
+                let mut next = self.window_buffer();
+                next.extend_from_slice(&buf[off..]);
+                buf.truncate(off);
+                next
             };
             let part = Part {
                 buf: std::mem::replace(&mut buf, tail),
@@ -395,11 +418,23 @@ struct DirBuilder {
     children: Vec<Node>,
 }
 
+/// Window buffers kept for reuse: as many as can be in flight (a batch being stored, one
+/// queued, the walker's).
+const RECYCLED_WINDOWS: usize = 4;
+
 fn process(
     saver: &Saver,
     rx: Receiver<Batch>,
     progress: &Progress,
+    recycle: SyncSender<Vec<u8>>,
 ) -> Result<(BlobId, Summary), RepoError> {
+    // Only full-size windows are worth keeping (small files' buffers are their size).
+    let give_back = |buf: Vec<u8>, window: usize| {
+        if buf.capacity() >= window {
+            let _ = recycle.try_send(buf);
+        }
+    };
+    let window = window(saver.chunker());
     let mut summary = Summary::default();
     let mut stack = vec![DirBuilder {
         node: None,
@@ -444,6 +479,7 @@ fn process(
                         FileData::Whole(p) => {
                             node.content = ids.by_ref().take(p.cuts.len()).collect();
                             progress.add(node.size, 1);
+                            give_back(p.buf, window);
                         }
                         FileData::Reuse(content) => {
                             node.content = content;
@@ -465,6 +501,7 @@ fn process(
                     let node = open_file.as_mut().expect("part of an open file");
                     node.content.extend(ids.by_ref().take(p.cuts.len()));
                     progress.add(p.buf.len() as u64, 0);
+                    give_back(p.buf, window);
                 }
                 Event::EndFile => {
                     let node = open_file.take().expect("an open file ends");
