@@ -25,11 +25,25 @@ export RESTIC_PASSWORD=bench FERRY_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic
 echo "| dataset | operation | tool | wall s | CPU s | peak RSS MiB | MiB/s | stored MiB |"
 echo "|---|---|---|---:|---:|---:|---:|---:|"
 
-# run DATASET OPERATION TOOL BYTES REPO -- command...
-run() {
-  local dataset=$1 op=$2 tool=$3 bytes=$4 repo=$5
-  shift 6
+# Every measured step starts from the same memory state: the page cache dropped, the step's
+# input read back into it, and a pause. On a virtual machine whose hypervisor takes back free
+# memory, memory touched for the first time costs far more than memory just freed, so without
+# this the tool that runs second (or after a delete) gets cheaper page cache than the first.
+# Needs root; without it the steps run as they come, and the results are noisier.
+settle() {
   sync
+  if [ -w /proc/sys/vm/drop_caches ]; then
+    echo 3 > /proc/sys/vm/drop_caches
+    for p in "$@"; do find "$p" -type f -exec cat {} + > /dev/null; done
+    sleep 4
+  fi
+}
+
+# run DATASET OPERATION TOOL BYTES REPO INPUT -- command...   (INPUT: what the step reads)
+run() {
+  local dataset=$1 op=$2 tool=$3 bytes=$4 repo=$5 input=$6
+  shift 7
+  settle "$input"
   /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || {
     echo "$tool $op on $dataset failed:" >&2; cat "$work/err" >&2; exit 1; }
   read -r wall user sys rss <"$work/time"
@@ -47,10 +61,10 @@ for dataset in mixed small; do
   rm -rf "$work/ferry-$dataset" "$work/restic-$dataset" "$work/out-ferry" "$work/out-restic" "$RESTIC_CACHE_DIR"
   "$ferry" repo -r "$work/ferry-$dataset" init >/dev/null
   restic -r "$work/restic-$dataset" init >/dev/null
-  run "$dataset" backup ferry "$bytes" "$work/ferry-$dataset" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none backup "$src"
-  run "$dataset" backup restic "$bytes" "$work/restic-$dataset" -- restic -r "$work/restic-$dataset" backup -q "$src"
-  run "$dataset" restore ferry "$bytes" "$work/ferry-$dataset" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none restore latest "$work/out-ferry"
-  run "$dataset" restore restic "$bytes" "$work/restic-$dataset" -- restic -r "$work/restic-$dataset" restore -q latest --target "$work/out-restic"
+  run "$dataset" backup ferry "$bytes" "$work/ferry-$dataset" "$src" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none backup "$src"
+  run "$dataset" backup restic "$bytes" "$work/restic-$dataset" "$src" -- restic -r "$work/restic-$dataset" backup -q "$src"
+  run "$dataset" restore ferry "$bytes" "$work/ferry-$dataset" "$work/ferry-$dataset" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none restore latest "$work/out-ferry"
+  run "$dataset" restore restic "$bytes" "$work/restic-$dataset" "$work/restic-$dataset" -- restic -r "$work/restic-$dataset" restore -q latest --target "$work/out-restic"
   diff -r "$src" "$work/out-ferry" >/dev/null || { echo "ferry restored $dataset wrongly" >&2; exit 1; }
   rm -rf "$work/out-ferry" "$work/out-restic"
 done
@@ -61,20 +75,20 @@ rm -rf "$work/ferry-block" "$work/restic-block" "$RESTIC_CACHE_DIR"
 cp --sparse=always "$img" "$work/block-changed.img"
 "$ferry" repo -r "$work/ferry-block" init >/dev/null
 restic -r "$work/restic-block" init >/dev/null
-run block "initial export" ferry "$bytes" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
-run block "initial export" restic "$bytes" "$work/restic-block" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
+run block "initial export" ferry "$bytes" "$work/ferry-block" "$work/block-changed.img" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
+run block "initial export" restic "$bytes" "$work/restic-block" "$work/block-changed.img" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
 python3 "$here/gen.py" change "$work/block-changed.img" "$work/changes.txt"
 before_ferry=$(du -sb "$work/ferry-block" | cut -f1)
 before_restic=$(du -sb "$work/restic-block" | cut -f1)
-run block "re-export, 1 % changed" ferry "$bytes" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
-run block "re-export, 1 % changed" restic "$bytes" "$work/restic-block" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
+run block "re-export, 1 % changed" ferry "$bytes" "$work/ferry-block" "$work/block-changed.img" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
+run block "re-export, 1 % changed" restic "$bytes" "$work/restic-block" "$work/block-changed.img" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
 mid_ferry=$(du -sb "$work/ferry-block" | cut -f1)
-run block "re-export with change list" ferry "$bytes" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk --changed-blocks "$work/changes.txt"
+run block "re-export with change list" ferry "$bytes" "$work/ferry-block" "$work/block-changed.img" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk --changed-blocks "$work/changes.txt"
 after_restic=$(du -sb "$work/restic-block" | cut -f1)
 echo
 echo "New bytes stored by the 1 % re-export: ferry $(( (mid_ferry - before_ferry) / 1048576 )) MiB, restic $(( (after_restic - before_restic) / 1048576 )) MiB."
-run block restore ferry "$bytes" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none restore latest "$work/block-out.img"
+run block restore ferry "$bytes" "$work/ferry-block" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none restore latest "$work/block-out.img"
 cmp "$work/block-changed.img" "$work/block-out.img" || { echo "ferry restored the image wrongly" >&2; exit 1; }
 rm -f "$work/block-out.img"
-run block restore restic "$bytes" "$work/restic-block" -- restic -r "$work/restic-block" restore -q latest --target "$work/out-restic"
+run block restore restic "$bytes" "$work/restic-block" "$work/restic-block" -- restic -r "$work/restic-block" restore -q latest --target "$work/out-restic"
 rm -rf "$work/out-restic"

@@ -67,20 +67,14 @@ fn transient(e: &object_store::Error) -> bool {
     )
 }
 
-/// The largest single write to a local file. One write of many megabytes can cost several times
-/// what the same bytes cost in megabyte writes (measured here: 2 GiB in 16 MiB writes took 5.3 s
-/// of system time, in 1 MiB writes 0.4 s), and packs are 16 MiB.
-const LOCAL_WRITE: usize = 1 << 20;
-
 /// Stores a local object as the object store would — written beside its name as `<name>#<n>`,
 /// then renamed into place, so a reader never sees half of it and a writer killed mid-way leaves
-/// a partial file `check` reports and `prune` removes — in megabyte writes.
+/// a partial file `check` reports and `prune` removes — in megabyte writes ([`crate::pieces`]).
 async fn put_local(path: std::path::PathBuf, data: Bytes) -> Result<(), BackendError> {
     static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let key = path.display().to_string();
     let failed = move |e: String| BackendError::Io { key, message: e };
     tokio::task::spawn_blocking(move || {
-        use std::io::Write;
         // Digits only, unique to this process and this write: what `partial_uploads` looks for.
         let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let staging = {
@@ -93,9 +87,7 @@ async fn put_local(path: std::path::PathBuf, data: Bytes) -> Result<(), BackendE
                 std::fs::create_dir_all(parent)?;
             }
             let mut file = std::fs::File::create(&staging)?;
-            for piece in data.chunks(LOCAL_WRITE) {
-                file.write_all(piece)?;
-            }
+            crate::pieces::write_all(&mut file, &data)?;
             std::fs::rename(&staging, &path)
         })();
         written.map_err(|e| {
@@ -107,6 +99,101 @@ async fn put_local(path: std::path::PathBuf, data: Bytes) -> Result<(), BackendE
     .map_err(|e| e.to_string())
     .and_then(|r| r)
     .map_err(failed)
+}
+
+/// Buffers of local reads, back in the pool when the last `Bytes` of a read is dropped. A
+/// restore reads one pack range after another; fresh memory for each costs page faults (and the
+/// object store's own local reader zero-fills every buffer before reading into it).
+#[derive(Clone, Default)]
+struct ReadBuffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers kept: the reads a restore has in flight.
+const KEPT_READ_BUFFERS: usize = 8;
+/// Larger buffers (a rare large read) are not kept.
+const KEPT_READ_SIZE: usize = 16 << 20;
+
+impl ReadBuffers {
+    fn take(&self) -> Vec<u8> {
+        let mut b = self
+            .0
+            .lock()
+            .map(|mut kept| kept.pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        b.clear();
+        b
+    }
+}
+
+/// A read's bytes, lent out as `Bytes`; they return to the pool when dropped.
+struct PooledRead {
+    buf: Vec<u8>,
+    pool: ReadBuffers,
+}
+
+impl AsRef<[u8]> for PooledRead {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledRead {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= KEPT_READ_SIZE {
+            if let Ok(mut kept) = self.pool.0.lock() {
+                if kept.len() < KEPT_READ_BUFFERS {
+                    kept.push(buf);
+                }
+            }
+        }
+    }
+}
+
+/// Reads `range` of a local object into a pooled buffer, without zero-filling it first.
+async fn get_range_local(
+    path: std::path::PathBuf,
+    key: &str,
+    range: Range<u64>,
+    pool: ReadBuffers,
+) -> Result<Bytes, BackendError> {
+    let key = key.to_string();
+    let read_key = key.clone();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let failed = |message: String| BackendError::Io {
+            key: read_key.clone(),
+            message,
+        };
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BackendError::NotFound { key: read_key })
+            }
+            Err(e) => return Err(failed(e.to_string())),
+        };
+        let wanted = range.end.saturating_sub(range.start);
+        let mut buf = pool.take();
+        buf.reserve(wanted as usize);
+        file.seek(SeekFrom::Start(range.start))
+            .and_then(|_| file.take(wanted).read_to_end(&mut buf))
+            .map_err(|e| failed(e.to_string()))?;
+        if buf.len() as u64 != wanted {
+            return Err(failed(format!(
+                "range {}..{} reaches past the end of the object ({} bytes read)",
+                range.start,
+                range.end,
+                buf.len()
+            )));
+        }
+        Ok(Bytes::from_owner(PooledRead { buf, pool }))
+    })
+    .await
+    .map_err(|e| BackendError::Io {
+        key,
+        message: format!("reader failed: {e}"),
+    })?
 }
 
 /// Tuning of the backend; the defaults suit S3-compatible stores.
@@ -146,6 +233,7 @@ pub struct Backend {
     /// The directory of a `file://` repository, where a killed writer can leave the partial
     /// upload files (`<key>#<n>`) that object_store's listings do not show.
     local_dir: Option<std::path::PathBuf>,
+    read_buffers: ReadBuffers,
 }
 
 impl std::fmt::Debug for Backend {
@@ -221,6 +309,7 @@ impl Backend {
             url: url.to_string(),
             options,
             local_dir,
+            read_buffers: ReadBuffers::default(),
         })
     }
 
@@ -304,6 +393,9 @@ impl Backend {
     }
 
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
+        if let Some(dir) = &self.local_dir {
+            return get_range_local(dir.join(key), key, range, self.read_buffers.clone()).await;
+        }
         let path = self.path(key);
         self.retrying("get", key, || self.store.get_range(&path, range.clone()))
             .await

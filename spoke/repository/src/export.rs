@@ -149,7 +149,7 @@ pub fn raw<W: Write>(
                 message: format!("chunk {i} holds {} bytes, expected {len}", data.len()),
             });
         }
-        out.write_all(data)
+        crate::pieces::write_all(&mut out, data)
             .map_err(|e| RepoError::io("raw image stream", e))?;
     }
     out.flush()

@@ -33,6 +33,7 @@ pub mod keys;
 pub mod lock;
 pub mod meta;
 pub mod pack;
+mod pieces;
 pub mod progress;
 pub mod prune;
 mod read;

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -376,11 +376,17 @@ pub(crate) async fn execute(
                     .backend()
                     .get_range(&format!("data/{pack_id}"), start..end)
                     .await?;
-                tokio::task::spawn_blocking(move || {
-                    write_group(&repo, &plan, &pack_id, start, &bytes, &group, &progress)
-                })
-                .await
-                .map_err(|e| RepoError::Invalid(format!("restore worker failed: {e}")))?
+                // Reads overlap (an object store answers slowly); decoding and writing run on
+                // the compute pool, one per core, so only those threads hold decoding buffers
+                // and no more writers than cores contend for the same files.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                rayon::spawn(move || {
+                    let _ = tx.send(write_group(
+                        &repo, &plan, &pack_id, start, &bytes, &group, &progress,
+                    ));
+                });
+                rx.await
+                    .map_err(|_| RepoError::Invalid("restore worker failed".into()))?
             }
         })
         .buffer_unordered(PARALLEL_READS)
@@ -430,7 +436,7 @@ fn write_group(
                             )
                         }
                     };
-                    file.write_all_at(plain, t.offset)
+                    crate::pieces::write_all_at(file, plain, t.offset)
                         .map_err(|e| RepoError::io(&plan.files[t.file], e))?;
                 }
                 Ok::<(), RepoError>(())
@@ -547,7 +553,7 @@ pub async fn restore_block(
     for offset in holes {
         let len = (map.size - offset).min(map.chunk_size as u64) as usize;
         if device {
-            f.write_all_at(&zeros[..len], offset)
+            crate::pieces::write_all_at(&f, &zeros[..len], offset)
                 .map_err(|e| RepoError::io(target, e))?;
         }
         progress.add(len as u64, 0);

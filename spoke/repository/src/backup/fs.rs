@@ -418,9 +418,9 @@ struct DirBuilder {
     children: Vec<Node>,
 }
 
-/// Window buffers kept for reuse: as many as can be in flight (a batch being stored, one
-/// queued, the walker's).
-const RECYCLED_WINDOWS: usize = 4;
+/// Window buffers waiting for the walker: it takes one per window, so two keep it supplied
+/// while a batch is stored and one is queued.
+const RECYCLED_WINDOWS: usize = 2;
 
 fn process(
     saver: &Saver,
