@@ -14,6 +14,7 @@ use crate::progress::{Progress, ProgressFn};
 use crate::repo::{RepoError, Repository};
 use crate::tree::{Node, NodeKind, Snapshot, SnapshotKind};
 use futures::{StreamExt, TryStreamExt};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -270,6 +271,8 @@ pub async fn restore(
     for (path, node) in &planned.files {
         plan.add_file_content(&index, path, node)?;
     }
+    // One at a time: creating files in one directory from several threads only contends for
+    // the filesystem's inode allocator.
     for (path, node) in &planned.files {
         create_sized(path, node.size)?;
     }
@@ -283,7 +286,7 @@ pub async fn restore(
             .map_err(|m| RepoError::Invalid(format!("{}: {m}", path.display())))?;
         let _ = std::fs::remove_file(&path);
         std::os::unix::fs::symlink(&target, &path).map_err(|e| RepoError::io(&path, e))?;
-        apply_metadata(&path, &node, &mut summary, false)?;
+        summary.ownership_skipped += u64::from(!apply_metadata(&path, &node, false)?);
         summary.symlinks += 1;
     }
     for (first, other) in &planned.hardlinks {
@@ -291,20 +294,23 @@ pub async fn restore(
         std::fs::hard_link(first, other).map_err(|e| RepoError::io(other, e))?;
         summary.files += 1;
     }
-    for (path, node) in &planned.files {
-        apply_metadata(path, node, &mut summary, true)?;
-        summary.files += 1;
-        summary.bytes += node.size;
-    }
+    let owned = planned
+        .files
+        .par_iter()
+        .map(|(path, node)| apply_metadata(path, node, true))
+        .collect::<Result<Vec<bool>, RepoError>>()?;
+    summary.ownership_skipped += owned.iter().filter(|o| !**o).count() as u64;
+    summary.files += planned.files.len() as u64;
+    summary.bytes += planned.files.iter().map(|(_, n)| n.size).sum::<u64>();
     planned
         .dirs
         .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (path, node) in &planned.dirs {
-        apply_metadata(path, node, &mut summary, true)?;
+        summary.ownership_skipped += u64::from(!apply_metadata(path, node, true)?);
         summary.dirs += 1;
     }
     if let Some(node) = &target_node {
-        apply_metadata(target, node, &mut summary, true)?;
+        summary.ownership_skipped += u64::from(!apply_metadata(target, node, true)?);
     }
     reporter.finish();
     Ok(summary)
@@ -450,20 +456,13 @@ fn write_group(
     Ok(())
 }
 
-/// Sets mode, owner (when permitted) and modification time, without following symlinks.
-fn apply_metadata(
-    path: &Path,
-    node: &Node,
-    summary: &mut RestoreSummary,
-    chmod: bool,
-) -> Result<(), RepoError> {
+/// Sets mode (when `chmod`), owner and modification time, without following symlinks; says
+/// whether the owner could be set (not running as root, it cannot: counted, not fatal).
+fn apply_metadata(path: &Path, node: &Node, chmod: bool) -> Result<bool, RepoError> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| RepoError::Invalid(format!("{}: path contains NUL", path.display())))?;
     // SAFETY: c is a valid NUL-terminated path; the calls only read it.
-    let rc = unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) };
-    if rc != 0 {
-        summary.ownership_skipped += 1;
-    }
+    let owned = unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } == 0;
     if chmod {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
@@ -491,7 +490,7 @@ fn apply_metadata(
     if rc != 0 {
         return Err(RepoError::io(path, std::io::Error::last_os_error()));
     }
-    Ok(())
+    Ok(owned)
 }
 
 /// Restores a block snapshot into an image file (created sparse) or onto a block device (holes
