@@ -313,6 +313,12 @@ impl Backend {
         })
     }
 
+    /// Whether objects are local files: writes and reads then finish in about the time of a
+    /// copy, and fewer in flight keep the same pace with less memory.
+    pub fn is_local(&self) -> bool {
+        self.local_dir.is_some()
+    }
+
     /// Partial uploads a killed writer left in `folder` (local repositories only: object
     /// stores discard unfinished multipart uploads themselves), as keys.
     pub fn partial_uploads(&self, folder: &str) -> Vec<String> {

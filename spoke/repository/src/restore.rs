@@ -28,8 +28,10 @@ use std::time::Duration;
 const COALESCE_GAP: u64 = 256 * 1024;
 /// ...of at most this many bytes (bounding memory: reads in flight × this).
 const MAX_READ: u64 = 8 * 1024 * 1024;
-/// Reads in flight at once.
+/// Reads in flight at once from an object store...
 const PARALLEL_READS: usize = 6;
+/// ...and from local files, which answer at once: enough to keep every core decoding.
+const LOCAL_READS: usize = 3;
 
 #[derive(Clone, Default)]
 pub struct RestoreOptions {
@@ -395,7 +397,11 @@ pub(crate) async fn execute(
                     .map_err(|_| RepoError::Invalid("restore worker failed".into()))?
             }
         })
-        .buffer_unordered(PARALLEL_READS)
+        .buffer_unordered(if repo.backend().is_local() {
+            LOCAL_READS
+        } else {
+            PARALLEL_READS
+        })
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())

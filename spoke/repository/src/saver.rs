@@ -46,8 +46,8 @@ fn new_pack(repo: &Repository, buffers: &PackBuffers) -> PackWriter {
 /// end): a backup killed mid-way leaves at most this much data that a re-run cannot reuse.
 const PACKS_PER_INDEX: usize = 8;
 const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-/// Packs uploading at once; with 16 MiB packs (and one waiting in the channel) that bounds
-/// upload memory near 50 MiB.
+/// Packs uploading at once to an object store; with 16 MiB packs (and one waiting in the
+/// channel) that bounds upload memory near 50 MiB. A local repository writes one at a time.
 const UPLOADS: usize = 2;
 
 struct FinishedPack {
@@ -234,13 +234,18 @@ async fn upload(
     written: Arc<Mutex<Vec<IndexPack>>>,
     buffers: PackBuffers,
 ) -> Result<(), RepoError> {
+    let uploads = if repo.backend().is_local() {
+        1
+    } else {
+        UPLOADS
+    };
     let mut in_flight = FuturesUnordered::new();
     let mut unindexed: Vec<IndexPack> = Vec::new();
     let mut open = true;
     let mut last_index = std::time::Instant::now();
     loop {
         tokio::select! {
-            pack = rx.recv(), if open && in_flight.len() < UPLOADS => match pack {
+            pack = rx.recv(), if open && in_flight.len() < uploads => match pack {
                 Some(pack) => {
                     let (repo, buffers) = (repo.clone(), buffers.clone());
                     in_flight.push(async move {
