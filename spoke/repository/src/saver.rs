@@ -26,10 +26,9 @@ thread_local! {
     static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Buffers of stored packs, kept for the next packs: the uploads in flight, the one queued and
-/// the one filling are all the pack memory a writer needs.
+/// Buffers of stored packs, kept for the next packs: with the uploads in flight, the one queued
+/// and the one filling, one spare is all the pack memory a writer needs.
 type PackBuffers = Arc<Mutex<Vec<Vec<u8>>>>;
-const KEPT_PACK_BUFFERS: usize = UPLOADS + 2;
 
 /// A pack buffer that fits a full pack, its largest blob and the header without reallocating;
 /// a stored pack's buffer when there is one.
@@ -255,7 +254,7 @@ async fn upload(
                         // The store holds no reference once the put is done: the buffer is ours.
                         if let Ok(buffer) = pack.bytes.try_into_mut() {
                             let mut kept = buffers.lock().expect("pack buffers");
-                            if kept.len() < KEPT_PACK_BUFFERS {
+                            if kept.is_empty() {
                                 kept.push(Vec::from(buffer));
                             }
                         }

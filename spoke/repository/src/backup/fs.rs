@@ -128,7 +128,9 @@ pub async fn backup(
         });
     }
     let saver = Arc::new(Saver::new(repo.clone()));
-    let (tx, rx) = sync_channel::<Batch>(1);
+    // A rendezvous: the walker reads the next batch while one is stored, and no batch waits in
+    // between (a queued batch was 16 MiB more at the peak and no faster).
+    let (tx, rx) = sync_channel::<Batch>(0);
     // Window buffers go back to the walker once their chunks are stored.
     let (recycle, recycled) = sync_channel::<Vec<u8>>(RECYCLED_WINDOWS);
     let walker = {
