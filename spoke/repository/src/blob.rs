@@ -115,8 +115,8 @@ fn worth_compressing(plaintext: &[u8], s: &mut Scratch) -> bool {
     s.compressed.clear();
     s.compressed.reserve(zstd::zstd_safe::compress_bound(PROBE));
     compressor(&mut s.compressor, 1)
-        .compress_to_buffer(sample, &mut s.compressed)
-        .map_or(true, |n| n < PROBE * 9 / 10)
+        .and_then(|c| c.compress_to_buffer(sample, &mut s.compressed).ok())
+        .is_none_or(|n| n < PROBE * 9 / 10)
 }
 
 /// What each thread keeps between blobs: zstd contexts and buffers. Sealing and opening a blob
@@ -130,16 +130,16 @@ struct Scratch {
     plain: Vec<u8>,
 }
 
-/// The thread's compressor at `level` (made, or remade for another level, when needed).
+/// The thread's compressor at `level` (made, or remade for another level, when needed); `None`
+/// if zstd cannot make one, and the blob is then stored uncompressed.
 fn compressor<'a>(
     slot: &'a mut Option<(i32, zstd::bulk::Compressor<'static>)>,
     level: i32,
-) -> &'a mut zstd::bulk::Compressor<'static> {
+) -> Option<&'a mut zstd::bulk::Compressor<'static>> {
     if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-        let c = zstd::bulk::Compressor::new(level).expect("zstd levels 1-22 are valid");
-        *slot = Some((level, c));
+        *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
     }
-    &mut slot.as_mut().expect("just set").1
+    slot.as_mut().map(|(_, c)| c)
 }
 
 /// Buffers kept past this size are given back after use: a rare huge blob (a large tree) should
@@ -261,8 +261,7 @@ impl BlobCodec {
                     s.compressed
                         .reserve(zstd::zstd_safe::compress_bound(plaintext.len()));
                     compressor(&mut s.compressor, self.level)
-                        .compress_to_buffer(plaintext, &mut s.compressed)
-                        .is_ok()
+                        .is_some_and(|c| c.compress_to_buffer(plaintext, &mut s.compressed).is_ok())
                 }
                 && s.compressed.len() + s.compressed.len() / 32 < plaintext.len();
             let (flags, body) = match compressed {
