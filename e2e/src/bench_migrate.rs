@@ -43,6 +43,30 @@ fn same_files(a: &Path, b: &Path, files: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Puts the machine in the same memory state before each timed migration: page cache dropped,
+/// the source volume read back into it, a pause. On a virtual machine whose hypervisor takes
+/// back free memory, memory touched for the first time costs several times memory just freed,
+/// so otherwise each side's time depends on what ran before it (spoke/repository/bench/compare.sh
+/// does the same). Without root it does nothing, and the results are noisier.
+fn settle(volume: &Path) {
+    let _ = Command::new("sync").status();
+    if std::fs::write("/proc/sys/vm/drop_caches", "3").is_err() {
+        return;
+    }
+    let mut dirs = vec![volume.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(mut f) = std::fs::File::open(&path) {
+                let _ = std::io::copy(&mut f, &mut std::io::sink());
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(4));
+}
+
 pub fn run(env: &Environment, gib: usize) -> anyhow::Result<()> {
     let source = env.cluster("source").context("no source cluster")?;
     let target = env.cluster("target").context("no target cluster")?;
@@ -56,6 +80,7 @@ pub fn run(env: &Environment, gib: usize) -> anyhow::Result<()> {
     let fleet = Fleet::start(env).context("starting Ferry")?;
     let rules = env.dir.join("rules.yaml");
     std::fs::write(&rules, RULES)?;
+    settle(&data);
     let started = Instant::now();
     let out = fleet.migrate(NAMESPACE, &rules, &[]);
     let ferry = started.elapsed();
@@ -72,6 +97,7 @@ pub fn run(env: &Environment, gib: usize) -> anyhow::Result<()> {
     check(env, TARGET_NAMESPACE, &rows, &data, files)?;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/baseline-migrate.sh");
+    settle(&data);
     let started = Instant::now();
     let status = Command::new("bash")
         .arg(&script)
