@@ -293,8 +293,10 @@ impl Mover<'_> {
             return Ok(found);
         }
         let temp_claim = object_name("ferry-clone", restore_point, &format!("{ns}/{name}"));
-        let secret = object_name("ferry-mover", restore_point, &ns);
+        // One Secret per mover, not per namespace: movers of one namespace run at once, and
+        // each removes its own when done.
         let pod_name = object_name("ferry-mover", restore_point, &format!("{ns}/{name}"));
+        let secret = pod_name.clone();
         let result = async {
             let mut spec = json!({
                 "accessModes": ["ReadWriteOnce"],

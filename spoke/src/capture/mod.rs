@@ -321,8 +321,13 @@ async fn take_snapshots(
     Ok(taken)
 }
 
+/// Mover pods running at once: each waits on its pod as much as it computes, and volumes are
+/// independent.
+const MOVERS_AT_ONCE: usize = 4;
+
 /// Moves each snapshot's data into the repository through a mover pod, then drops the
-/// snapshot.
+/// snapshot. Several volumes move at once; once one fails (or the capture is cancelled) no
+/// further mover starts, and every snapshot is dropped either way.
 async fn export_volumes(
     m: &Mover<'_>,
     id: &str,
@@ -332,53 +337,72 @@ async fn export_volumes(
     cancel: &Cancellation,
     progress: ProgressSink<'_>,
 ) -> Result<Vec<VolumeEntry>> {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let total = Some(claims.len() as u64);
-    let mut entries = Vec::new();
-    let mut bytes = 0;
-    let mut failure = None;
-    for (n, (claim, snap)) in claims.iter().zip(taken).enumerate() {
-        let r = object_ref(claim);
-        progress(Progress {
-            phase: "volumes".into(),
-            message: r.to_string(),
-            done: n as u64,
-            total,
-            bytes: Some(bytes),
-        });
-        if failure.is_none() {
-            failure = cancel.check().err();
-        }
-        let moved = if failure.is_none() {
-            Some(m.export(id, claim, snap, &repo).await)
-        } else {
-            None
-        };
-        m.drop_snapshot(claim, snap).await;
-        match moved {
-            Some(Ok(name)) => {
-                let (_, s) = repo.find_snapshot(&name, None).await?;
-                bytes += s.summary.bytes;
-                entries.push(VolumeEntry {
-                    claim: r,
-                    storage_class: claim
-                        .pointer("/spec/storageClassName")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    mode: mover::mode_of(claim),
-                    volume_snapshot: Some(snap.clone()),
-                    snapshot: name,
-                    tree: s.tree.to_string(),
-                    files: s.summary.files,
-                    bytes: s.summary.bytes,
-                    stored_bytes: s.summary.stored_bytes,
+    let (failed, done, bytes) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
+    let moved: Vec<Result<Option<VolumeEntry>>> = futures::stream::iter(claims.iter().zip(taken))
+        .map(|(claim, snap)| {
+            let (repo, failed, done, bytes) = (&repo, &failed, &done, &bytes);
+            async move {
+                let r = object_ref(claim);
+                let moved = match failed.load(Ordering::Relaxed) {
+                    true => None,
+                    false => match cancel.check() {
+                        Err(e) => Some(Err(e)),
+                        Ok(()) => Some(m.export(id, claim, snap, repo).await),
+                    },
+                };
+                m.drop_snapshot(claim, snap).await;
+                let entry = match moved {
+                    None => Ok(None),
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(name)) => repo
+                        .find_snapshot(&name, None)
+                        .await
+                        .map_err(Into::into)
+                        .map(|(_, s)| {
+                            Some(VolumeEntry {
+                                claim: r.clone(),
+                                storage_class: claim
+                                    .pointer("/spec/storageClassName")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string),
+                                mode: mover::mode_of(claim),
+                                volume_snapshot: Some(snap.clone()),
+                                snapshot: name,
+                                tree: s.tree.to_string(),
+                                files: s.summary.files,
+                                bytes: s.summary.bytes,
+                                stored_bytes: s.summary.stored_bytes,
+                            })
+                        }),
+                };
+                if entry.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                if let Ok(Some(e)) = &entry {
+                    bytes.fetch_add(e.bytes, Ordering::Relaxed);
+                }
+                progress(Progress {
+                    phase: "volumes".into(),
+                    message: r.to_string(),
+                    done: done.fetch_add(1, Ordering::Relaxed) + 1,
+                    total,
+                    bytes: Some(bytes.load(Ordering::Relaxed)),
                 });
+                entry
             }
-            Some(Err(e)) => failure = Some(e),
-            None => {}
+        })
+        .buffered(MOVERS_AT_ONCE)
+        .collect()
+        .await;
+    // The first failure in claim order is the one reported.
+    let mut entries = Vec::new();
+    for m in moved {
+        if let Some(entry) = m? {
+            entries.push(entry);
         }
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(entries),
-    }
+    Ok(entries)
 }
