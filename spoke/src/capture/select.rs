@@ -126,31 +126,33 @@ impl<'a> Collected<'a> {
 
     /// Queues what `obj` references (and a custom resource's definition), each target once.
     fn queue_dependencies(&mut self, obj: &Value, me: &ObjectRef) {
-        let mut want = |resource: &Resource, namespace: &str, name: &str, reason: String| {
-            if self.filter.excluded(resource) {
-                return;
-            }
-            let k = key(&resource.api.group, &resource.api.kind, namespace, name);
-            if self.taken.contains(&k) || !self.asked.insert(k) {
-                return;
-            }
-            self.wanted.push_back(Wanted {
-                key: k,
-                resource: resource.clone(),
-                namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
-                name: name.to_string(),
-                reason,
-            });
-        };
+        // The reason is only written for a target not queued before.
+        let mut want =
+            |resource: &Resource, namespace: &str, name: &str, reason: &dyn Fn() -> String| {
+                if self.filter.excluded(resource) {
+                    return;
+                }
+                let k = key(&resource.api.group, &resource.api.kind, namespace, name);
+                if self.taken.contains(&k) || !self.asked.insert(k) {
+                    return;
+                }
+                self.wanted.push_back(Wanted {
+                    key: k,
+                    resource: resource.clone(),
+                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                    name: name.to_string(),
+                    reason: reason(),
+                });
+            };
         for r in references(obj) {
             if let Some(t) = self.map.get(r.group, &r.kind) {
-                want(t, &r.namespace, &r.name, format!("needed by {me}"));
+                want(t, &r.namespace, &r.name, &|| format!("needed by {me}"));
             }
         }
         if let (Some(crd), Some(t)) = (&self.crd_type, self.map.get(&me.group, &me.kind)) {
             if is_custom(&me.group) {
                 let name = format!("{}.{}", t.api.plural, me.group);
-                want(crd, "", &name, format!("defines {me}"));
+                want(crd, "", &name, &|| format!("defines {me}"));
             }
         }
     }
