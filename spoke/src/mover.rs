@@ -343,8 +343,8 @@ impl Mover<'_> {
         snapshot: &str,
     ) -> Result<()> {
         let ns = claim.namespace.clone().unwrap_or_default();
-        let secret = object_name("ferry-mover", restore_point, &ns);
         let pod_name = object_name("ferry-fill", restore_point, &format!("{ns}/{}", claim.name));
+        let secret = pod_name.clone();
         let result = async {
             self.credentials(&ns, &secret).await?;
             let pod = MoverPod {
