@@ -92,15 +92,15 @@ pub fn from_pod(pod: &Value) -> Result<Vec<Hook>> {
     Ok(hooks)
 }
 
-/// The hooks of a capture: the spec's, on every running pod they select, then those the
-/// captured pods' annotations asked for ([`from_pod`]).
+/// The hooks of a capture: the spec's (checked by [`validate`] before the capture began), on
+/// every running pod they select, then those the captured pods' annotations asked for
+/// ([`from_pod`]).
 pub async fn collect(
     cluster: &Cluster,
     map: &ResourceMap,
     specs: &[HookSpec],
     from_pods: Vec<Hook>,
 ) -> Result<Vec<Hook>> {
-    validate(specs)?;
     let mut hooks = Vec::new();
     let pods = map
         .get("", "Pod")

@@ -12,14 +12,14 @@
 //! restore resumed after a crash) skips what it already wrote instead of failing or duplicating.
 
 use crate::cancel::Cancellation;
-use crate::capture::ProgressSink;
+use crate::capture::{phase_timing, ProgressSink};
 use crate::cluster::{object_ref, Cluster, Resource, ResourceMap};
 use crate::error::{Result, SpokeError};
 use crate::mover::{self, Mover, MoverConfig, FILLED_FROM_ANNOTATION};
 use crate::restore_point;
 use ferry_protocol::command::{ExistingPolicy, RestoreCommand};
 use ferry_protocol::event::{
-    ObjectAction, PhaseTiming, PlannedObject, Progress, RestoreReport, MAX_PLANNED_OBJECTS,
+    ObjectAction, PlannedObject, Progress, RestoreReport, MAX_PLANNED_OBJECTS,
 };
 use ferry_protocol::restore_point::VolumeEntry;
 use ferry_protocol::ObjectRef;
@@ -113,10 +113,7 @@ pub async fn restore(
         transformed.push(o);
         sources.push(t.source);
     }
-    phases.push(PhaseTiming {
-        phase: "transform".into(),
-        millis: started.elapsed().as_millis() as u64,
-    });
+    phases.push(phase_timing("transform", started));
 
     let plan_started = Instant::now();
     let order = restore_order(&transformed);
@@ -187,10 +184,7 @@ pub async fn restore(
             });
         }
     }
-    phases.push(PhaseTiming {
-        phase: "plan".into(),
-        millis: plan_started.elapsed().as_millis() as u64,
-    });
+    phases.push(phase_timing("plan", plan_started));
 
     if !command.dry_run {
         let apply_started = Instant::now();
@@ -216,16 +210,10 @@ pub async fn restore(
             progress,
         )
         .await?;
-        phases.push(PhaseTiming {
-            phase: "apply".into(),
-            millis: apply_started.elapsed().as_millis() as u64,
-        });
+        phases.push(phase_timing("apply", apply_started));
         let relink_started = Instant::now();
         relink_owners(cluster, &map, &plan).await?;
-        phases.push(PhaseTiming {
-            phase: "owners".into(),
-            millis: relink_started.elapsed().as_millis() as u64,
-        });
+        phases.push(phase_timing("owners", relink_started));
     }
     let count = |a: ObjectAction| plan.iter().filter(|p| p.action == a).count() as u64;
     let mut objects: Vec<PlannedObject> = plan

@@ -130,6 +130,18 @@ struct Scratch {
     plain: Vec<u8>,
 }
 
+impl Scratch {
+    const fn new() -> Scratch {
+        Scratch {
+            compressor: None,
+            decompressor: None,
+            compressed: Vec::new(),
+            body: Vec::new(),
+            plain: Vec::new(),
+        }
+    }
+}
+
 /// The thread's compressor at `level` (made, or remade for another level, when needed); `None`
 /// if zstd cannot make one, and the blob is then stored uncompressed.
 fn compressor<'a>(
@@ -147,15 +159,7 @@ fn compressor<'a>(
 const SCRATCH_KEEP: usize = 32 << 20;
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = const {
-        std::cell::RefCell::new(Scratch {
-            compressor: None,
-            decompressor: None,
-            compressed: Vec::new(),
-            body: Vec::new(),
-            plain: Vec::new(),
-        })
-    };
+    static SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new(Scratch::new()) };
 }
 
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
@@ -177,13 +181,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
         }
         // Re-entered on this thread (a caller's closure sealing or opening again): use fresh
         // buffers rather than fail.
-        Err(_) => f(&mut Scratch {
-            compressor: None,
-            decompressor: None,
-            compressed: Vec::new(),
-            body: Vec::new(),
-            plain: Vec::new(),
-        }),
+        Err(_) => f(&mut Scratch::new()),
     })
 }
 

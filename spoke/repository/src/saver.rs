@@ -144,10 +144,9 @@ impl Saver {
         kind: BlobKind,
         id: BlobId,
         sealed: &[u8],
-        raw_len: usize,
+        plaintext_len: usize,
     ) -> Result<(), RepoError> {
         let codec = self.repo.codec();
-        let plaintext_len = raw_len;
         self.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .new_bytes

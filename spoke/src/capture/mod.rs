@@ -36,6 +36,14 @@ use std::time::Instant;
 /// Where progress goes (the agent turns it into events).
 pub type ProgressSink<'a> = &'a (dyn Fn(Progress) + Send + Sync);
 
+/// How long a phase that began at `started` took, for the step's report.
+pub fn phase_timing(phase: &str, started: Instant) -> PhaseTiming {
+    PhaseTiming {
+        phase: phase.to_string(),
+        millis: started.elapsed().as_millis() as u64,
+    }
+}
+
 /// Who is capturing: the cluster's name as registered, and versions for the manifest.
 pub struct Source<'a> {
     pub cluster: &'a Cluster,
@@ -160,10 +168,7 @@ pub async fn capture(
         skipped: Vec::new(),
     };
     let (name, manifest, snapshot) = writer.finish(manifest).await?;
-    phases.push(PhaseTiming {
-        phase: "write".into(),
-        millis: write_started.elapsed().as_millis() as u64,
-    });
+    phases.push(phase_timing("write", write_started));
     progress(Progress {
         phase: "objects".into(),
         done: total,
@@ -204,10 +209,7 @@ async fn take(
         progress,
     )
     .await?;
-    phases.push(PhaseTiming {
-        phase: "discover".into(),
-        millis: started.elapsed().as_millis() as u64,
-    });
+    phases.push(phase_timing("discover", started));
     source.cancel.check()?;
 
     let pod_hooks = std::mem::take(&mut collected.pod_hooks);
@@ -265,10 +267,7 @@ async fn take(
         }
         return Err(e);
     }
-    phases.push(PhaseTiming {
-        phase: "snapshots".into(),
-        millis: point_started.elapsed().as_millis() as u64,
-    });
+    phases.push(phase_timing("snapshots", point_started));
     let mut volumes = Vec::new();
     if let Some(m) = movers {
         let volumes_started = Instant::now();
@@ -282,10 +281,7 @@ async fn take(
             progress,
         )
         .await?;
-        phases.push(PhaseTiming {
-            phase: "volumes".into(),
-            millis: volumes_started.elapsed().as_millis() as u64,
-        });
+        phases.push(phase_timing("volumes", volumes_started));
     }
     source.cancel.check()?;
     Ok((hook_results, consistent_at, volumes))
@@ -342,67 +338,65 @@ async fn export_volumes(
     let total = Some(claims.len() as u64);
     let (failed, done, bytes) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
     let moved: Vec<Result<Option<VolumeEntry>>> = futures::stream::iter(claims.iter().zip(taken))
-        .map(|(claim, snap)| {
-            let (repo, failed, done, bytes) = (&repo, &failed, &done, &bytes);
-            async move {
-                let r = object_ref(claim);
-                let moved = match failed.load(Ordering::Relaxed) {
-                    true => None,
-                    false => match cancel.check() {
-                        Err(e) => Some(Err(e)),
-                        Ok(()) => Some(m.export(id, claim, snap, repo).await),
-                    },
-                };
-                m.drop_snapshot(claim, snap).await;
-                let entry = match moved {
-                    None => Ok(None),
-                    Some(Err(e)) => Err(e),
-                    Some(Ok(name)) => repo
-                        .find_snapshot(&name, None)
-                        .await
-                        .map_err(Into::into)
-                        .map(|(_, s)| {
-                            Some(VolumeEntry {
-                                claim: r.clone(),
-                                storage_class: claim
-                                    .pointer("/spec/storageClassName")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string),
-                                mode: mover::mode_of(claim),
-                                volume_snapshot: Some(snap.clone()),
-                                snapshot: name,
-                                tree: s.tree.to_string(),
-                                files: s.summary.files,
-                                bytes: s.summary.bytes,
-                                stored_bytes: s.summary.stored_bytes,
-                            })
-                        }),
-                };
-                if entry.is_err() {
-                    failed.store(true, Ordering::Relaxed);
+        .map(|(claim, snap)| async {
+            let moved = match failed.load(Ordering::Relaxed) {
+                true => Ok(None),
+                false => export_volume(m, id, claim, snap, &repo, cancel)
+                    .await
+                    .map(Some),
+            };
+            m.drop_snapshot(claim, snap).await;
+            match &moved {
+                Err(_) => failed.store(true, Ordering::Relaxed),
+                Ok(Some(entry)) => {
+                    bytes.fetch_add(entry.bytes, Ordering::Relaxed);
                 }
-                if let Ok(Some(e)) = &entry {
-                    bytes.fetch_add(e.bytes, Ordering::Relaxed);
-                }
-                progress(Progress {
-                    phase: "volumes".into(),
-                    message: r.to_string(),
-                    done: done.fetch_add(1, Ordering::Relaxed) + 1,
-                    total,
-                    bytes: Some(bytes.load(Ordering::Relaxed)),
-                });
-                entry
+                Ok(None) => {}
             }
+            progress(Progress {
+                phase: "volumes".into(),
+                message: object_ref(claim).to_string(),
+                done: done.fetch_add(1, Ordering::Relaxed) + 1,
+                total,
+                bytes: Some(bytes.load(Ordering::Relaxed)),
+            });
+            moved
         })
         .buffered(MOVERS_AT_ONCE)
         .collect()
         .await;
     // The first failure in claim order is the one reported.
     let mut entries = Vec::new();
-    for m in moved {
-        if let Some(entry) = m? {
-            entries.push(entry);
-        }
+    for entry in moved {
+        entries.extend(entry?);
     }
     Ok(entries)
+}
+
+/// One claim's data into the repository, described for the manifest.
+async fn export_volume(
+    m: &Mover<'_>,
+    id: &str,
+    claim: &Value,
+    snap: &str,
+    repo: &Repository,
+    cancel: &Cancellation,
+) -> Result<VolumeEntry> {
+    cancel.check()?;
+    let name = m.export(id, claim, snap, repo).await?;
+    let (_, s) = repo.find_snapshot(&name, None).await?;
+    Ok(VolumeEntry {
+        claim: object_ref(claim),
+        storage_class: claim
+            .pointer("/spec/storageClassName")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        mode: mover::mode_of(claim),
+        volume_snapshot: Some(snap.to_string()),
+        snapshot: name,
+        tree: s.tree.to_string(),
+        files: s.summary.files,
+        bytes: s.summary.bytes,
+        stored_bytes: s.summary.stored_bytes,
+    })
 }

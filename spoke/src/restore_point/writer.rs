@@ -143,9 +143,12 @@ async fn write_manifest(
     archive.start_file(MANIFEST_FILE).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
     let serializing = tokio::task::spawn_blocking(move || {
-        let mut out = BufWriter::with_capacity(MANIFEST_PIECE, Pieces(tx));
+        let mut out = Pieces {
+            tx,
+            piece: Vec::with_capacity(MANIFEST_PIECE),
+        };
         serde_json::to_writer_pretty(&mut out, &*manifest).map_err(io::Error::from)?;
-        out.flush()
+        out.send()
     });
     while let Some(piece) = rx.recv().await {
         archive.write(&piece).await?;
@@ -156,14 +159,31 @@ async fn write_manifest(
         .map_err(scratch)
 }
 
-/// A writer whose every write is a piece sent to the archive's side.
-struct Pieces(tokio::sync::mpsc::Sender<Vec<u8>>);
+/// A writer that gathers the manifest into pieces and hands each full one to the archive's
+/// side (moved, not copied).
+struct Pieces {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    piece: Vec<u8>,
+}
+
+impl Pieces {
+    fn send(&mut self) -> io::Result<()> {
+        if self.piece.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(MANIFEST_PIECE));
+        self.tx
+            .blocking_send(piece)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the archive stopped"))
+    }
+}
 
 impl Write for Pieces {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .blocking_send(buf.to_vec())
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the archive stopped"))?;
+        self.piece.extend_from_slice(buf);
+        if self.piece.len() >= MANIFEST_PIECE {
+            self.send()?;
+        }
         Ok(buf.len())
     }
 
