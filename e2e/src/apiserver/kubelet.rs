@@ -625,6 +625,23 @@ fn apply_fs_group(root: &Path, group: u32, always: bool) -> std::io::Result<()> 
     walk(root, group)
 }
 
+/// Writes one ConfigMap or Secret key into its volume the way the kubelet's atomic writer does:
+/// a process reading the file (a database running its init scripts) sees the old content or the
+/// new, never a truncated file. Volumes are projected again for every exec into the pod, so an
+/// unchanged key is left alone.
+fn write_key_file(dir: &Path, key: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(key);
+    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    // Unique per write: two execs projecting at once must not share a staging file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = dir.join(format!("..{key}.{n}.tmp"));
+    std::fs::write(&staging, bytes)?;
+    std::fs::rename(&staging, &path)
+}
+
 /// Where a pod volume's data is on the host: a claim's volume directory, ConfigMap and Secret
 /// keys written as files under the sandbox, a hostPath, or a directory of the pod's own.
 pub(crate) fn volume_source(
@@ -652,7 +669,7 @@ pub(crate) fn volume_source(
             } else {
                 text.as_bytes().to_vec()
             };
-            std::fs::write(dir.join(&k), bytes)
+            write_key_file(&dir, &k, &bytes)
                 .map_err(|e| format!("{}: {e}", dir.join(&k).display()))?;
         }
         Ok(dir.clone())
