@@ -50,6 +50,10 @@ enum Cmd {
     BenchMigrate {
         #[arg(long, default_value_t = 2)]
         gib: usize,
+        /// Keep the environment (clusters, logs, repository) in DIR instead of a temporary
+        /// directory, to read the processes' logs afterwards.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// One namespace of ConfigMaps captured at each size (ascending, filled as it goes) by the
     /// real hub, spoke and CLI: capture time and the spoke's peak memory.
@@ -156,8 +160,8 @@ fn main() -> anyhow::Result<()> {
             env.down();
             Ok(())
         }
-        Cmd::BenchMigrate { gib } => {
-            let (mut opts, _temp) = options(Store::File, None)?;
+        Cmd::BenchMigrate { gib, dir } => {
+            let (mut opts, _temp) = options(Store::File, dir)?;
             opts.image_programs = ferry_e2e::reference::image_programs()
                 .context("finding the programs of the application's images")?;
             let env = Environment::up(&opts).context("bringing up the environment")?;

@@ -143,3 +143,154 @@ async fn operator_pods_run_as_processes() {
     })
     .await;
 }
+
+/// A read-only claim made from a snapshot is a shallow clone: it shares the snapshot's files
+/// (nothing is copied), a pod may mount it only read-only, and deleting it leaves the snapshot
+/// whole. A read-write claim from the same snapshot is still a copy of its own.
+#[tokio::test]
+async fn a_read_only_clone_shares_its_snapshot_and_mounts_only_read_only() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StandInConfig::new("shallow", dir.path().join("cluster"));
+    config.image_programs = vec![ImageProgram {
+        image: "*/shell:*".into(),
+        program: "/bin/sh".into(),
+    }];
+    let server = StandIn::start(config).await.unwrap();
+    let client = common::client(&server.kubeconfig_path).await;
+    let pp = PostParams::default();
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &create(json!({"metadata": {"name": "data"}})))
+        .await
+        .unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "data");
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let claim = |name: &str, mode: &str, from_snapshot: bool| {
+        let mut spec =
+            json!({"accessModes": [mode], "resources": {"requests": {"storage": "10Mi"}}});
+        if from_snapshot {
+            spec["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"});
+        }
+        create::<PersistentVolumeClaim>(json!({"metadata": {"name": name}, "spec": spec}))
+    };
+    let bound_volume = |name: &'static str| {
+        let (pvcs, pvs) = (pvcs.clone(), pvs.clone());
+        eventually(name, move || {
+            let (pvcs, pvs) = (pvcs.clone(), pvs.clone());
+            async move {
+                let pvc = pvcs.get(name).await.ok()?;
+                pvs.get(pvc.spec?.volume_name.as_deref()?).await.ok()
+            }
+        })
+    };
+    let path_of = |pv: &PersistentVolume| {
+        std::path::PathBuf::from(&pv.spec.as_ref().unwrap().host_path.as_ref().unwrap().path)
+    };
+    pvcs.create(&pp, &claim("source", "ReadWriteOnce", false))
+        .await
+        .unwrap();
+    let source = path_of(&bound_volume("source").await);
+    std::fs::write(source.join("f"), b"at the snapshot").unwrap();
+
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
+        "volumesnapshots",
+    );
+    let snaps: Api<DynamicObject> = Api::namespaced_with(client.clone(), "data", &ar);
+    let mut snap = DynamicObject::new("snap", &ar);
+    snap.data = json!({"spec": {"source": {"persistentVolumeClaimName": "source"}}});
+    snaps.create(&pp, &snap).await.unwrap();
+    let content = eventually("the snapshot", || async {
+        let s = snaps.get("snap").await.ok()?;
+        (s.data["status"]["readyToUse"] == true)
+            .then(|| s.data["status"]["boundVolumeSnapshotContentName"].clone())
+    })
+    .await;
+    let snapshot_file = server
+        .config()
+        .data_root
+        .join("snapshots")
+        .join(content.as_str().unwrap())
+        .join("f");
+
+    pvcs.create(&pp, &claim("shallow", "ReadOnlyMany", true))
+        .await
+        .unwrap();
+    pvcs.create(&pp, &claim("deep", "ReadWriteOnce", true))
+        .await
+        .unwrap();
+    let shallow_pv = bound_volume("shallow").await;
+    let deep_pv = bound_volume("deep").await;
+    let inode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        inode(path_of(&shallow_pv).join("f")),
+        inode(snapshot_file.clone()),
+        "the read-only clone shares the snapshot's file"
+    );
+    assert!(shallow_pv
+        .metadata
+        .annotations
+        .as_ref()
+        .unwrap()
+        .contains_key("ferry.dev/shallow-clone-of"));
+    assert_ne!(
+        inode(path_of(&deep_pv).join("f")),
+        inode(snapshot_file.clone()),
+        "a read-write clone is a copy"
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "data");
+    let pod = |name: &str, read_only: bool| {
+        create::<Pod>(json!({"metadata": {"name": name},
+            "spec": {"restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": "example.com/shell:1",
+                                     "args": ["-c", "cat $FERRY_SANDBOX/data/f > $FERRY_SANDBOX/out"],
+                                     "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
+                     "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "shallow", "readOnly": read_only}}]}}))
+    };
+    let finished = |name: &'static str| {
+        let pods = pods.clone();
+        eventually(name, move || {
+            let pods = pods.clone();
+            async move {
+                let status = pods.get(name).await.ok()?.status?;
+                matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")).then_some(status)
+            }
+        })
+    };
+    pods.create(&pp, &pod("writer", false)).await.unwrap();
+    let refused = finished("writer").await;
+    assert_eq!(refused.phase.as_deref(), Some("Failed"));
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("persistentVolumeClaim.readOnly"),
+        "{refused:?}"
+    );
+    pods.create(&pp, &pod("reader", true)).await.unwrap();
+    assert_eq!(finished("reader").await.phase.as_deref(), Some("Succeeded"));
+    let sandbox = server.config().data_root.join("pods/data/reader");
+    assert_eq!(
+        std::fs::read(sandbox.join("out")).unwrap(),
+        b"at the snapshot"
+    );
+
+    // Deleting the clone removes its links, not the snapshot's data.
+    pods.delete("reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    pods.delete("writer", &DeleteParams::default())
+        .await
+        .unwrap();
+    pvcs.delete("shallow", &DeleteParams::default())
+        .await
+        .unwrap();
+    let shallow_dir = path_of(&shallow_pv);
+    eventually("the clone reclaimed", || async {
+        (!shallow_dir.exists()).then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read(&snapshot_file).unwrap(), b"at the snapshot");
+}

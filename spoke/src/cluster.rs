@@ -233,6 +233,59 @@ impl Cluster {
         }
     }
 
+    /// Watches one object until `check` accepts what it sees (`None`: the object does not
+    /// exist), and returns what `check` made of it; `Ok(None)` once `timeout` has passed. A
+    /// watch, not polling: the change is seen when the server has it. Transient failures
+    /// restart the watch after a backoff; others end the wait with the error.
+    pub async fn watch_until<T>(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        timeout: Duration,
+        mut check: impl FnMut(Option<&Value>) -> Option<T>,
+    ) -> Result<Option<T>> {
+        use futures::StreamExt;
+        use kube::runtime::{watcher, WatchStreamExt};
+        let stream = watcher::watch_object(self.api(r, namespace), name).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let watching = async {
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(found) => {
+                        let found = found.map(|o| to_json(o, &r.api));
+                        if let Some(t) = check(found.as_ref()) {
+                            return Ok(t);
+                        }
+                    }
+                    Err(
+                        watcher::Error::InitialListFailed(e)
+                        | watcher::Error::WatchStartFailed(e)
+                        | watcher::Error::WatchFailed(e),
+                    ) if !transient(&e) => {
+                        return Err(SpokeError::cluster(
+                            format!("watching {} {name}", r.qualified_name()),
+                            None,
+                            e,
+                        ))
+                    }
+                    Err(e) => {
+                        tracing::debug!(resource = %r.qualified_name(), %name, error = %e, "watch restarts")
+                    }
+                }
+            }
+            Err(SpokeError::cluster(
+                format!("watching {} {name}", r.qualified_name()),
+                None,
+                kube::Error::Service("the watch ended".into()),
+            ))
+        };
+        match tokio::time::timeout(timeout, watching).await {
+            Ok(outcome) => outcome.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Creates `obj`; `dry_run` asks the server to validate without storing.
     pub async fn create(&self, r: &Resource, obj: &Value, dry_run: bool) -> Result<Value> {
         let object = object_ref(obj);

@@ -29,6 +29,26 @@ pub struct MoverConfig {
     /// `AWS_*`, `GOOGLE_*`, `AZURE_*` variables the repository URL needs.
     pub store_env: Vec<(String, String)>,
     pub timeout: Duration,
+    /// Storage classes (`*`: all) whose driver makes a `ReadOnlyMany` claim from a snapshot
+    /// without copying it (CephFS's shallow volumes, the stand-in's local-path): the capture's
+    /// mover reads such a clone instead of a full copy. Other classes get a `ReadWriteOnce`
+    /// clone, which every snapshot-capable driver can make.
+    pub read_only_clones: Vec<String>,
+}
+
+impl MoverConfig {
+    /// The access mode of the claim a capture's mover reads a snapshot through.
+    fn clone_access_mode(&self, class: Option<&str>) -> &'static str {
+        let shallow = self
+            .read_only_clones
+            .iter()
+            .any(|r| r == "*" || Some(r.as_str()) == class);
+        if shallow {
+            "ReadOnlyMany"
+        } else {
+            "ReadWriteOnce"
+        }
+    }
 }
 
 impl std::fmt::Debug for MoverConfig {
@@ -195,31 +215,34 @@ impl Mover<'_> {
                 Err(e) => return Err(e),
             }
         }
-        let deadline = Instant::now() + self.config.timeout;
-        let result = loop {
-            let current = self.cluster.get(&self.kinds.pods, Some(&ns), &name).await?;
-            match current
-                .as_ref()
-                .and_then(|p| p.pointer("/status/phase"))
-                .and_then(Value::as_str)
-            {
-                Some("Succeeded") => break Ok(()),
-                Some("Failed") => {
-                    let log = self.log_tail(&ns, &name).await;
-                    break Err(SpokeError::Mover {
-                        object: Box::new(r.clone()),
-                        message: format!("failed: {log}"),
-                    });
-                }
-                _ if Instant::now() > deadline => {
-                    break Err(SpokeError::Timeout {
-                        what: format!("mover pod {ns}/{name}"),
-                        object: Some(Box::new(r.clone())),
-                        seconds: self.config.timeout.as_secs(),
-                    })
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        let finished = self
+            .cluster
+            .watch_until(
+                &self.kinds.pods,
+                Some(&ns),
+                &name,
+                self.config.timeout,
+                |p| {
+                    let phase = p?.pointer("/status/phase")?.as_str()?;
+                    matches!(phase, "Succeeded" | "Failed").then(|| phase == "Succeeded")
+                },
+            )
+            .await;
+        let result = match finished {
+            Ok(Some(true)) => Ok(()),
+            Ok(Some(false)) => {
+                let log = self.log_tail(&ns, &name).await;
+                Err(SpokeError::Mover {
+                    object: Box::new(r.clone()),
+                    message: format!("failed: {log}"),
+                })
             }
+            Ok(None) => Err(SpokeError::Timeout {
+                what: format!("mover pod {ns}/{name}"),
+                object: Some(Box::new(r.clone())),
+                seconds: self.config.timeout.as_secs(),
+            }),
+            Err(e) => Err(e),
         };
         self.delete(&self.kinds.pods, &ns, &name).await;
         result
@@ -298,8 +321,11 @@ impl Mover<'_> {
         let pod_name = object_name("ferry-mover", restore_point, &format!("{ns}/{name}"));
         let secret = pod_name.clone();
         let result = async {
+            let class = claim
+                .pointer("/spec/storageClassName")
+                .and_then(Value::as_str);
             let mut spec = json!({
-                "accessModes": ["ReadWriteOnce"],
+                "accessModes": [self.config.clone_access_mode(class)],
                 "resources": {"requests": {"storage": claim.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"))}},
                 "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap_name},
                 "volumeMode": if mode == VolumeMode::Block { "Block" } else { "Filesystem" }});
@@ -374,21 +400,17 @@ impl Mover<'_> {
         pointer: &str,
         want: &Value,
     ) -> Result<()> {
-        let deadline = Instant::now() + self.config.timeout;
-        loop {
-            let current = self.cluster.get(r, Some(ns), name).await?;
-            if current.as_ref().and_then(|o| o.pointer(pointer)) == Some(want) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(SpokeError::Timeout {
-                    what: format!("{} {ns}/{name} ({pointer})", r.api.kind),
-                    object: Some(Box::new(reference(&r.api.kind, &r.api.group, ns, name))),
-                    seconds: self.config.timeout.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let reached = self
+            .cluster
+            .watch_until(r, Some(ns), name, self.config.timeout, |o| {
+                (o.and_then(|o| o.pointer(pointer)) == Some(want)).then_some(())
+            })
+            .await?;
+        reached.ok_or_else(|| SpokeError::Timeout {
+            what: format!("{} {ns}/{name} ({pointer})", r.api.kind),
+            object: Some(Box::new(reference(&r.api.kind, &r.api.group, ns, name))),
+            seconds: self.config.timeout.as_secs(),
+        })
     }
 }
 

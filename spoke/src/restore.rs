@@ -437,25 +437,20 @@ async fn wait_for(
     gate: ReadinessGate,
     timeout: Duration,
 ) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let current = cluster
-            .get(r, reference.namespace.as_deref(), &reference.name)
-            .await?;
-        if current.as_ref().is_some_and(|o| gate.passed(o)) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(SpokeError::Timeout {
-                what: format!("{reference} ({gate:?})"),
-                object: Some(Box::new(reference.clone())),
-                seconds: timeout.as_secs(),
-            });
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(500));
-    }
+    let passed = cluster
+        .watch_until(
+            r,
+            reference.namespace.as_deref(),
+            &reference.name,
+            timeout,
+            |o| o.is_some_and(|o| gate.passed(o)).then_some(()),
+        )
+        .await?;
+    passed.ok_or_else(|| SpokeError::Timeout {
+        what: format!("{reference} ({gate:?})"),
+        object: Some(Box::new(reference.clone())),
+        seconds: timeout.as_secs(),
+    })
 }
 
 /// Owner references were kept by name (their uids are the source cluster's): each is pointed

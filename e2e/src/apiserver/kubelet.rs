@@ -101,11 +101,15 @@ pub async fn run(shared: Arc<Shared>) {
     };
     let mut changes = shared.core.store.changes();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // A container's exit is seen when it happens (SIGCHLD), not at the next tick: a pod that
+    // runs to completion (a mover) is reported done at once.
+    let mut exits = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
     loop {
         kubelet.reconcile().await;
         tokio::select! {
             r = changes.changed() => if r.is_err() { break },
             _ = tick.tick() => {}
+            Some(()) = async { match exits.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {}
         }
     }
     for (_, mut r) in kubelet.running.drain() {
@@ -502,7 +506,9 @@ impl Kubelet {
         // Without a mount namespace, each volume is a link at `$FERRY_SANDBOX/<mountPath>`.
         let cname = str_at(container, "/name");
         for (source, mount_path) in container_mounts(&self.shared.core, pod, cname, sandbox)? {
-            if let Some(group) = identity.fs_group {
+            let read_only = read_only_mount(pod, container, &mount_path);
+            // As the kubelet does: a read-only volume's ownership is left as it is.
+            if let Some(group) = identity.fs_group.filter(|_| !read_only) {
                 apply_fs_group(&source, group, identity.fs_group_always)
                     .map_err(|e| format!("fsGroup {group} on {}: {e}", source.display()))?;
             }
@@ -694,6 +700,17 @@ pub(crate) fn volume_source(
                 str_at(&pvc, "/spec/volumeName"),
             )
             .map_err(|e| e.to_string())?;
+        let shared_with = pv
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(super::controllers::storage::SHALLOW_CLONE_OF));
+        let read_only = v.pointer("/persistentVolumeClaim/readOnly") == Some(&json!(true));
+        if shared_with.is_some() && !read_only {
+            // Writes would reach the snapshot it shares its files with.
+            return Err(format!(
+                "volume {vname}: claim {claim} is a shallow clone of a snapshot (ReadOnlyMany); \
+                 set persistentVolumeClaim.readOnly: true"
+            ));
+        }
         return Ok(PathBuf::from(str_at(&pv, "/spec/hostPath/path")));
     }
     if let Some(name) = v.pointer("/configMap/name").and_then(Value::as_str) {
@@ -762,6 +779,23 @@ pub(crate) fn container_mounts(
         }
     }
     Ok(out)
+}
+
+/// Whether a container's mount at `mount_path` is read-only (its own `readOnly`, or its claim's).
+fn read_only_mount(pod: &Value, container: &Value, mount_path: &str) -> bool {
+    let Some(mount) = container
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .and_then(|ms| ms.iter().find(|m| m["mountPath"] == json!(mount_path)))
+    else {
+        return false;
+    };
+    mount["readOnly"] == json!(true)
+        || pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .and_then(|vs| vs.iter().find(|v| v["name"] == mount["name"]))
+            .is_some_and(|v| v.pointer("/persistentVolumeClaim/readOnly") == Some(&json!(true)))
 }
 
 /// Where a mount path appears for a process: inside the sandbox, whatever the manifest says.

@@ -221,6 +221,8 @@ impl Fleet {
             .env("FERRY_NATS_URL", &self.nats_url)
             .env("FERRY_REPOSITORY", &self.repository)
             .env("FERRY_PASSWORD", REPOSITORY_PASSWORD)
+            // The stand-in's provisioner makes read-only claims from snapshots shallow.
+            .env("FERRY_READ_ONLY_CLONES", "*")
             .env("FERRY_LOG", "info");
         for (k, v) in &self.store_env {
             cmd.env(k, v);

@@ -6,7 +6,7 @@
 //! objects can afford, and it keeps each controller a plain function over the current state.
 
 mod gc;
-mod storage;
+pub(crate) mod storage;
 pub(crate) mod workloads;
 
 use super::core::{ApiCore, DeleteOptions, WriteOptions};

@@ -1,7 +1,10 @@
 //! The local-path provisioner and snapshotter: a PVC of a `ferry.dev/local-path` StorageClass is
 //! bound to a new PV whose data is a directory (Filesystem mode) or a sparse image file (Block
 //! mode) under the cluster's data root; a VolumeSnapshot copies that data at a point in time,
-//! and a PVC whose dataSource is a snapshot starts from the copy.
+//! and a PVC whose dataSource is a snapshot starts from the copy. A claim made from a snapshot
+//! that asks only for `ReadOnlyMany` is a shallow clone, as CephFS's CSI driver makes one: it
+//! shares the snapshot's files (hard links) instead of copying them, and pods must mount it
+//! read-only (the kubelet refuses them otherwise).
 
 use super::{claim_names, name, ns_of, uid, Ctl, PROVISIONER};
 use crate::apiserver::core::now;
@@ -45,6 +48,18 @@ fn volume_path(ctl: &Ctl, pv_name: &str, block: bool) -> PathBuf {
 /// copied on every core: a CSI driver's snapshot or clone costs next to nothing, and this copy
 /// should cost as little as a copy can.
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    fill_tree(from, to, Fill::Copy)
+}
+
+/// How [`fill_tree`] makes each regular file.
+#[derive(Clone, Copy, PartialEq)]
+enum Fill {
+    Copy,
+    /// A hard link: the new tree shares the file (a shallow clone of an immutable snapshot).
+    Link,
+}
+
+fn fill_tree(from: &Path, to: &Path, fill: Fill) -> std::io::Result<()> {
     let mut dirs = Vec::new();
     let mut files = Vec::new();
     plan_copy(from, to, &mut dirs, &mut files)?;
@@ -59,8 +74,13 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
                         let Some((from, to)) = files.get(i) else {
                             return Ok(());
                         };
-                        std::fs::copy(from, to)?;
-                        copy_metadata(from, to)?;
+                        match fill {
+                            Fill::Copy => {
+                                std::fs::copy(from, to)?;
+                                copy_metadata(from, to)?;
+                            }
+                            Fill::Link => std::fs::hard_link(from, to)?,
+                        }
                     }
                 })
             })
@@ -123,12 +143,17 @@ fn copy_metadata(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn make_volume(path: &Path, block: bool, size: u64, source: Option<&Path>) -> std::io::Result<()> {
+fn make_volume(
+    path: &Path,
+    block: bool,
+    size: u64,
+    source: Option<(&Path, Fill)>,
+) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     match (source, block) {
-        (Some(src), _) => copy_tree(src, path)?,
+        (Some((src, fill)), _) => fill_tree(src, path, fill)?,
         (None, true) => std::fs::File::create(path)?.set_len(size)?,
         (None, false) => std::fs::create_dir_all(path)?,
     }
@@ -139,6 +164,15 @@ fn make_volume(path: &Path, block: bool, size: u64, source: Option<&Path>) -> st
         }
     }
     Ok(())
+}
+
+/// On a PV that shares its snapshot's files: the snapshot's data directory (or image).
+pub const SHALLOW_CLONE_OF: &str = "ferry.dev/shallow-clone-of";
+
+/// A block image can be shared only when the claim asks for no more than it holds: growing a
+/// shared image would grow the snapshot's.
+fn shares_whole(source: &Path, block: bool, size: u64) -> bool {
+    !block || std::fs::metadata(source).is_ok_and(|m| m.len() >= size)
 }
 
 pub fn claims(ctl: &Ctl) -> bool {
@@ -175,6 +209,11 @@ pub fn claims(ctl: &Ctl) -> bool {
         let size = parse_quantity(&size_text).unwrap_or(1 << 30);
         let block = pvc.pointer("/spec/volumeMode") == Some(&json!("Block"));
         let pv_name = format!("pvc-{}", uid(pvc));
+        if ctl.find("", "persistentvolumes", "", &pv_name).is_some() {
+            // Made by an earlier pass, which this pass's view of the claim predates; the
+            // binding loop below binds it. Provisioning again would copy the data again.
+            continue;
+        }
         let path = volume_path(ctl, &pv_name, block);
         let source = match pvc.pointer("/spec/dataSource") {
             Some(ds) if ds["kind"] == "VolumeSnapshot" => {
@@ -195,16 +234,32 @@ pub fn claims(ctl: &Ctl) -> bool {
             }
             _ => None,
         };
-        if let Err(e) = make_volume(&path, block, size, source.as_deref()) {
+        let modes = pvc
+            .pointer("/spec/accessModes")
+            .cloned()
+            .unwrap_or(json!(["ReadWriteOnce"]));
+        let shallow = source
+            .as_deref()
+            .filter(|src| modes == json!(["ReadOnlyMany"]) && shares_whole(src, block, size));
+        let fill = if shallow.is_some() {
+            Fill::Link
+        } else {
+            Fill::Copy
+        };
+        if let Err(e) = make_volume(&path, block, size, source.as_deref().map(|s| (s, fill))) {
             tracing::warn!(pvc = name(pvc), namespace = ns, error = %e, "provisioning failed");
             continue;
         }
+        let mut annotations = json!({"pv.kubernetes.io/provisioned-by": PROVISIONER});
+        if let Some(src) = shallow {
+            annotations[SHALLOW_CLONE_OF] = json!(src.display().to_string());
+        }
         let pv = json!({
-            "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+            "metadata": {"name": pv_name, "annotations": annotations,
                          "finalizers": ["kubernetes.io/pv-protection"]},
             "spec": {
                 "capacity": {"storage": size_text},
-                "accessModes": pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
+                "accessModes": modes,
                 "persistentVolumeReclaimPolicy": class.get("reclaimPolicy").cloned().unwrap_or(json!("Delete")),
                 "storageClassName": class_name,
                 "volumeMode": if block { "Block" } else { "Filesystem" },

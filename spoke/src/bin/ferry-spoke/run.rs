@@ -49,6 +49,11 @@ pub struct RunArgs {
     /// Seconds a snapshot or a mover pod may take.
     #[arg(long, default_value_t = 3600)]
     mover_timeout: u64,
+    /// Storage classes (comma-separated, `*` for all) whose CSI driver makes a read-only claim
+    /// from a snapshot without copying it (shallow clones): capture movers read their snapshots
+    /// through such a claim.
+    #[arg(long, env = "FERRY_READ_ONLY_CLONES", value_delimiter = ',')]
+    read_only_clones: Vec<String>,
 }
 
 async fn open_repository(args: &RunArgs) -> anyhow::Result<Repository> {
@@ -98,6 +103,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         password: crate::repo::passphrase(&args.password_file)?,
         store_env: store_env_from_process(),
         timeout: Duration::from_secs(args.mover_timeout.max(1)),
+        read_only_clones: args.read_only_clones.clone(),
     };
     let config = AgentConfig {
         cluster_name: args.cluster.clone(),
