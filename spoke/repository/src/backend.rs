@@ -88,6 +88,9 @@ async fn put_local(path: std::path::PathBuf, data: Bytes) -> Result<(), BackendE
             }
             let mut file = std::fs::File::create(&staging)?;
             crate::pieces::write_all(&mut file, &data)?;
+            // On disk before it has its name: an index written later may point into it.
+            file.sync_data()?;
+            release_cached(&file);
             std::fs::rename(&staging, &path)
         })();
         written.map_err(|e| {
@@ -99,6 +102,15 @@ async fn put_local(path: std::path::PathBuf, data: Bytes) -> Result<(), BackendE
     .map_err(|e| e.to_string())
     .and_then(|r| r)
     .map_err(failed)
+}
+
+/// Drops a written (and synced) file's pages from the page cache: repository files are
+/// rarely read soon after they are written, and a backup of gigabytes should not push the
+/// applications' own cached data out (what `rsync --drop-cache` and `dd oflag=nocache` do).
+fn release_cached(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call; advice has no memory effects.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }
 
 /// Buffers of local reads, back in the pool when the last `Bytes` of a read is dropped. A

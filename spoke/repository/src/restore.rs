@@ -30,8 +30,9 @@ const COALESCE_GAP: u64 = 256 * 1024;
 const MAX_READ: u64 = 8 * 1024 * 1024;
 /// Reads in flight at once from an object store...
 const PARALLEL_READS: usize = 6;
-/// ...and from local files, which answer at once: enough to keep every core decoding.
-const LOCAL_READS: usize = 3;
+/// ...and from local files: enough to keep every core decoding, and the disk busy once packs
+/// are no longer in the page cache (backups drop what they write).
+const LOCAL_READS: usize = 4;
 
 #[derive(Clone, Default)]
 pub struct RestoreOptions {
