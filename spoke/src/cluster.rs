@@ -236,7 +236,8 @@ impl Cluster {
     /// Watches one object until `check` accepts what it sees (`None`: the object does not
     /// exist), and returns what `check` made of it; `Ok(None)` once `timeout` has passed. A
     /// watch, not polling: the change is seen when the server has it. Transient failures
-    /// restart the watch after a backoff; others end the wait with the error.
+    /// restart the watch after a backoff; others end the wait with the error. A type that
+    /// cannot be watched (not served, or not allowed to this spoke) is read every 200 ms.
     pub async fn watch_until<T>(
         &self,
         r: &Resource,
@@ -247,6 +248,10 @@ impl Cluster {
     ) -> Result<Option<T>> {
         use futures::StreamExt;
         use kube::runtime::{watcher, WatchStreamExt};
+        let deadline = tokio::time::Instant::now() + timeout;
+        if !r.supports("watch") {
+            return self.poll_until(r, namespace, name, deadline, check).await;
+        }
         let stream = watcher::watch_object(self.api(r, namespace), name).default_backoff();
         let mut stream = std::pin::pin!(stream);
         let watching = async {
@@ -281,8 +286,32 @@ impl Cluster {
             ))
         };
         match tokio::time::timeout(timeout, watching).await {
-            Ok(outcome) => outcome.map(Some),
-            Err(_) => Ok(None),
+            Ok(Err(e)) if matches!(e.status(), Some(403 | 405)) => {
+                tracing::debug!(resource = %r.qualified_name(), %name, error = %e, "cannot watch; polling");
+            }
+            Ok(outcome) => return outcome.map(Some),
+            Err(_) => return Ok(None),
+        }
+        self.poll_until(r, namespace, name, deadline, check).await
+    }
+
+    async fn poll_until<T>(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        deadline: tokio::time::Instant,
+        mut check: impl FnMut(Option<&Value>) -> Option<T>,
+    ) -> Result<Option<T>> {
+        loop {
+            let found = self.get(r, namespace, name).await?;
+            if let Some(t) = check(found.as_ref()) {
+                return Ok(Some(t));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -696,3 +696,70 @@ async fn a_capture_streams_its_objects_and_a_failed_one_leaves_nothing() {
         .expect("no lock left behind");
     lock.release().await.unwrap();
 }
+
+/// The spoke waits for snapshots, mover pods and readiness gates with a watch on the one object,
+/// and by reading it again when the type cannot be watched: both see a change made while they
+/// wait, a missing object, and give up at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_sees_changes_by_watch_and_by_reads() {
+    use std::time::Duration;
+    let w = world().await;
+    create_all(
+        &w.source,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "waits"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w", "namespace": "waits"}, "data": {"state": "before"}}),
+        ],
+    )
+    .await;
+    let map = ResourceMap::new(&w.source.discover().await.unwrap());
+    let watchable = map.get("", "ConfigMap").unwrap().clone();
+    assert!(watchable.supports("watch"));
+    let mut unwatchable = watchable.clone();
+    unwatchable.verbs.retain(|v| v != "watch");
+    let object = ferry_protocol::ObjectRef::from_object(
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w", "namespace": "waits"}}),
+    )
+    .unwrap();
+    for (r, state) in [(&watchable, "watched"), (&unwatchable, "read")] {
+        let changer = {
+            let (cluster, r, object) = (w.source.clone(), r.clone(), object.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                cluster
+                    .merge_patch(&r, &object, &json!({"data": {"state": state}}))
+                    .await
+                    .unwrap();
+            })
+        };
+        let seen = w
+            .source
+            .watch_until(r, Some("waits"), "w", Duration::from_secs(10), |o| {
+                let s = o?.pointer("/data/state")?.as_str()?;
+                (s == state).then(|| s.to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen.as_deref(), Some(state));
+        changer.await.unwrap();
+
+        let absent = w
+            .source
+            .watch_until(r, Some("waits"), "none", Duration::from_secs(10), |o| {
+                o.is_none().then_some(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(absent, Some(()), "a missing object is seen as missing");
+        let started = std::time::Instant::now();
+        let never = w
+            .source
+            .watch_until(r, Some("waits"), "w", Duration::from_millis(400), |o| {
+                (o?.pointer("/data/state")? == "never").then_some(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(never, None);
+        assert!(started.elapsed() >= Duration::from_millis(400));
+    }
+}
