@@ -443,3 +443,34 @@ async fn find_volume(
         .find(|(_, s)| s.tags.iter().any(|t| t == rp_tag) && s.tags.iter().any(|t| t == volume_tag))
         .map(|(n, _)| n))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(read_only_clones: &[&str]) -> MoverConfig {
+        MoverConfig {
+            image: "ferry-spoke".into(),
+            repository: "/repo".into(),
+            password: Vec::new(),
+            store_env: Vec::new(),
+            timeout: Duration::from_secs(1),
+            read_only_clones: read_only_clones.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn clones_are_read_only_only_for_listed_classes() {
+        let none = config(&[]);
+        assert_eq!(none.clone_access_mode(Some("fast-eu")), "ReadWriteOnce");
+        assert_eq!(none.clone_access_mode(None), "ReadWriteOnce");
+        let listed = config(&["cephfs", "fast-eu"]);
+        assert_eq!(listed.clone_access_mode(Some("fast-eu")), "ReadOnlyMany");
+        assert_eq!(listed.clone_access_mode(Some("gp3")), "ReadWriteOnce");
+        // A claim without a class gets the cluster's default, which only `*` vouches for.
+        assert_eq!(listed.clone_access_mode(None), "ReadWriteOnce");
+        let all = config(&["*"]);
+        assert_eq!(all.clone_access_mode(Some("gp3")), "ReadOnlyMany");
+        assert_eq!(all.clone_access_mode(None), "ReadOnlyMany");
+    }
+}
