@@ -21,16 +21,32 @@ fn create<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).unwrap()
 }
 
-#[tokio::test]
-async fn operator_pods_run_as_processes() {
+/// A stand-in whose process kubelet runs `program` for images matching `image`; the directory
+/// it lives in goes with the last of the returned values.
+async fn stand_in(
+    name: &str,
+    image: &str,
+    program: &str,
+) -> (StandIn, kube::Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = StandInConfig::new("kubelet", dir.path().join("cluster"));
+    let mut config = StandInConfig::new(name, dir.path().join("cluster"));
     config.image_programs = vec![ImageProgram {
-        image: "*/cache-operator:*".into(),
-        program: env!("CARGO_BIN_EXE_standin-cache-operator").into(),
+        image: image.into(),
+        program: program.into(),
     }];
     let server = StandIn::start(config).await.unwrap();
     let client = common::client(&server.kubeconfig_path).await;
+    (server, client, dir)
+}
+
+#[tokio::test]
+async fn operator_pods_run_as_processes() {
+    let (server, client, _dir) = stand_in(
+        "kubelet",
+        "*/cache-operator:*",
+        env!("CARGO_BIN_EXE_standin-cache-operator"),
+    )
+    .await;
     let pp = PostParams::default();
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -150,14 +166,7 @@ async fn operator_pods_run_as_processes() {
 #[tokio::test]
 async fn a_read_only_clone_shares_its_snapshot_and_mounts_only_read_only() {
     use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = StandInConfig::new("shallow", dir.path().join("cluster"));
-    config.image_programs = vec![ImageProgram {
-        image: "*/shell:*".into(),
-        program: "/bin/sh".into(),
-    }];
-    let server = StandIn::start(config).await.unwrap();
-    let client = common::client(&server.kubeconfig_path).await;
+    let (server, client, _dir) = stand_in("shallow", "*/shell:*", "/bin/sh").await;
     let pp = PostParams::default();
     Api::<Namespace>::all(client.clone())
         .create(&pp, &create(json!({"metadata": {"name": "data"}})))

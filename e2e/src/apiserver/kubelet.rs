@@ -109,11 +109,19 @@ pub async fn run(shared: Arc<Shared>) {
         tokio::select! {
             r = changes.changed() => if r.is_err() { break },
             _ = tick.tick() => {}
-            Some(()) = async { match exits.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {}
+            Some(()) = next_exit(&mut exits) => {}
         }
     }
     for (_, mut r) in kubelet.running.drain() {
         let _ = r.child.kill().await;
+    }
+}
+
+/// The next SIGCHLD; never, if the handler could not be installed (the tick still sees exits).
+async fn next_exit(exits: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match exits {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

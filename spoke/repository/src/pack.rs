@@ -4,8 +4,10 @@
 //! ```text
 //! pack    = blob_1 | blob_2 | ... | header | header id (32) | header length (4, LE)
 //! header  = a sealed blob of kind "pack header" whose plaintext is, per blob,
-//!           kind (1) | id (32) | offset (8, LE) | sealed length (4, LE)
-//! pack id = BLAKE3 (unkeyed) of the whole pack; the object's name is its hex form
+//!           kind (1) | id (32) | offset (8, LE) | sealed length (4, LE) | plain length (4, LE)
+//! pack id = BLAKE3 (unkeyed) of the pack's length (8, LE) and its tail (sealed header, header
+//!           id, header length); the object's name is its hex form (older packs: BLAKE3 of
+//!           every byte, still accepted)
 //! ```
 //!
 //! A reader needs only the pack and the key to list and open every blob in it, so an index can

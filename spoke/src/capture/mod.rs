@@ -339,11 +339,12 @@ async fn export_volumes(
     let (failed, done, bytes) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
     let moved: Vec<Result<Option<VolumeEntry>>> = futures::stream::iter(claims.iter().zip(taken))
         .map(|(claim, snap)| async {
-            let moved = match failed.load(Ordering::Relaxed) {
-                true => Ok(None),
-                false => export_volume(m, id, claim, snap, &repo, cancel)
+            let moved = if failed.load(Ordering::Relaxed) {
+                Ok(None)
+            } else {
+                export_volume(m, id, claim, snap, &repo, cancel)
                     .await
-                    .map(Some),
+                    .map(Some)
             };
             m.drop_snapshot(claim, snap).await;
             match &moved {

@@ -52,7 +52,7 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// How [`fill_tree`] makes each regular file.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Fill {
     Copy,
     /// A hard link: the new tree shares the file (a shallow clone of an immutable snapshot).

@@ -351,9 +351,10 @@ impl Walker {
             Err(e) => return Err(RepoError::io(path, e)),
         };
         let window = window(self.params);
-        let mut buf = match node.size as usize >= window {
-            true => self.window_buffer(),
-            false => Vec::new(),
+        let mut buf = if node.size as usize >= window {
+            self.window_buffer()
+        } else {
+            Vec::new()
         };
         let mut left = node.size;
         let mut first = Some(node);
@@ -421,7 +422,7 @@ struct DirBuilder {
 }
 
 /// Window buffers waiting for the walker: it takes one per window, so two keep it supplied
-/// while a batch is stored and one is queued.
+/// while a batch is being stored and the walker fills the next.
 const RECYCLED_WINDOWS: usize = 2;
 
 fn process(
