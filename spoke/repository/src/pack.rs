@@ -37,67 +37,89 @@ pub enum PackError {
     Blob { pack: String, source: BlobError },
 }
 
-/// Collects sealed blobs until the pack is big enough to write.
-pub struct PackWriter {
+#[derive(Debug, thiserror::Error)]
+pub enum PackWriteError {
+    #[error("sealing the pack header: {0}")]
+    Header(#[from] BlobError),
+    #[error("writing the pack: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Appends sealed blobs to `out` until the pack is big enough, then its header. Only the table
+/// of contents stays in memory: `out` may be a file.
+pub struct PackWriter<W = Vec<u8>> {
     codec: BlobCodec,
-    data: Vec<u8>,
+    out: W,
+    len: u64,
     entries: Vec<PackEntry>,
 }
 
 impl PackWriter {
+    /// A pack in memory.
     pub fn new(codec: BlobCodec) -> PackWriter {
-        Self::with_capacity(codec, 0)
+        Self::to(codec, Vec::new())
     }
+}
 
-    /// A writer whose buffer holds `bytes` without growing (writers know their pack size).
-    pub fn with_capacity(codec: BlobCodec, bytes: usize) -> PackWriter {
+impl<W: std::io::Write> PackWriter<W> {
+    /// A pack written to `out`, which must be empty.
+    pub fn to(codec: BlobCodec, out: W) -> PackWriter<W> {
         PackWriter {
             codec,
-            data: Vec::with_capacity(bytes),
-            entries: Vec::new(),
-        }
-    }
-
-    /// A writer that fills `buffer` (cleared; its capacity kept): writers reuse the buffers of
-    /// packs already stored.
-    pub fn with_buffer(codec: BlobCodec, mut buffer: Vec<u8>) -> PackWriter {
-        buffer.clear();
-        PackWriter {
-            codec,
-            data: buffer,
+            out,
+            len: 0,
             entries: Vec::new(),
         }
     }
 
     /// Seals and appends a blob; returns its id and how many bytes it added.
-    pub fn add(&mut self, kind: BlobKind, plaintext: &[u8]) -> Result<(BlobId, usize), BlobError> {
+    pub fn add(
+        &mut self,
+        kind: BlobKind,
+        plaintext: &[u8],
+    ) -> Result<(BlobId, usize), PackWriteError> {
         let (id, sealed) = self.codec.seal(kind, plaintext)?;
-        self.add_sealed(kind, id, &sealed, plaintext.len() as u32);
+        self.add_sealed(kind, id, &sealed, plaintext.len() as u32)?;
         Ok((id, sealed.len()))
     }
 
-    /// Appends an already sealed blob (sealing can happen on other threads).
-    pub fn add_sealed(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_length: u32) {
+    /// Appends an already sealed blob (sealing can happen on other threads). After an error the
+    /// pack is unusable.
+    pub fn add_sealed(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_length: u32,
+    ) -> std::io::Result<()> {
+        self.out.write_all(sealed)?;
         self.entries.push(PackEntry {
             kind,
             id,
-            offset: self.data.len() as u64,
+            offset: self.len,
             length: sealed.len() as u32,
             raw_length,
         });
-        self.data.extend_from_slice(sealed);
+        self.len += sealed.len() as u64;
+        Ok(())
     }
 
-    pub fn size(&self) -> usize {
-        self.data.len()
+    /// Bytes of blobs so far.
+    pub fn size(&self) -> u64 {
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Finishes the pack: its id (hex), bytes and table of contents.
-    pub fn finish(mut self) -> Result<(String, Vec<u8>, Vec<PackEntry>), BlobError> {
+    /// Where the pack goes.
+    pub fn out(&self) -> &W {
+        &self.out
+    }
+
+    /// Finishes the pack: its id (hex), where it was written and its table of contents.
+    pub fn finish(mut self) -> Result<(String, W, Vec<PackEntry>), PackWriteError> {
         let mut header = Vec::with_capacity(self.entries.len() * ENTRY);
         for e in &self.entries {
             header.push(e.kind as u8);
@@ -106,14 +128,13 @@ impl PackWriter {
             header.extend_from_slice(&e.length.to_le_bytes());
             header.extend_from_slice(&e.raw_length.to_le_bytes());
         }
-        let (header_id, sealed) = self.codec.seal(BlobKind::PackHeader, &header)?;
-        let header_start = self.data.len();
-        self.data.extend_from_slice(&sealed);
-        self.data.extend_from_slice(&header_id.0);
-        self.data
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        let id = pack_name(self.data.len(), &self.data[header_start..]);
-        Ok((id, self.data, self.entries))
+        let (header_id, mut tail) = self.codec.seal(BlobKind::PackHeader, &header)?;
+        let sealed_len = tail.len() as u32;
+        tail.extend_from_slice(&header_id.0);
+        tail.extend_from_slice(&sealed_len.to_le_bytes());
+        self.out.write_all(&tail)?;
+        let id = pack_name(self.len + tail.len() as u64, &tail);
+        Ok((id, self.out, self.entries))
     }
 }
 
@@ -129,9 +150,9 @@ fn kind_from(b: u8) -> Option<BlobKind> {
 /// header id, header length). The header names every blob with its offset and length, and each
 /// blob is authenticated when it is opened, so the name pins the whole pack while a writer
 /// hashes a few hundred bytes per pack instead of every byte a second time.
-fn pack_name(pack_len: usize, tail: &[u8]) -> String {
+fn pack_name(pack_len: u64, tail: &[u8]) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(&(pack_len as u64).to_le_bytes());
+    h.update(&pack_len.to_le_bytes());
     h.update(tail);
     h.finalize().to_hex().to_string()
 }
@@ -160,7 +181,7 @@ pub fn read_header(
         .checked_sub(TRAILER + header_len)
         .ok_or_else(|| malformed(format!("header length {header_len} exceeds the pack")))?;
     // Packs written before names covered only the tail were named by the hash of every byte.
-    if pack_name(pack.len(), &pack[header_start..]) != pack_id
+    if pack_name(pack.len() as u64, &pack[header_start..]) != pack_id
         && blake3::hash(pack).to_hex().as_str() != pack_id
     {
         return Err(malformed(

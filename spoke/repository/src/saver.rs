@@ -7,12 +7,12 @@
 //! pointing at missing data. Index files are written every few packs, so a backup that is
 //! interrupted and run again re-uses what already reached the repository.
 
+use crate::backend::ObjectWriter;
 use crate::blob::{BlobId, BlobKind};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::meta::FORMAT_VERSION;
-use crate::pack::{PackEntry, PackWriter};
+use crate::pack::{PackEntry, PackWriteError, PackWriter};
 use crate::repo::{RepoError, Repository};
-use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -26,19 +26,34 @@ thread_local! {
     static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Buffers of stored packs, kept for the next packs: with the uploads in flight, the one queued
-/// and the one filling, one spare is all the pack memory a writer needs.
+/// Buffers of packs stored in an object store, kept for the next packs: with the uploads in
+/// flight, the one queued and the one filling, one spare is all the pack memory a writer needs.
 type PackBuffers = Arc<Mutex<Vec<Vec<u8>>>>;
 
-/// A pack buffer that fits a full pack, its largest blob and the header without reallocating;
-/// a stored pack's buffer when there is one.
-fn new_pack(repo: &Repository, buffers: &PackBuffers) -> PackWriter {
+/// A pack being filled.
+type Packer = PackWriter<ObjectWriter>;
+
+/// A new pack: in a local repository straight into its staging file, so that a writer holds no
+/// pack in memory (restic stages packs in temporary files for the same reason); for an object
+/// store in a buffer that fits a full pack, its largest blob and the header without
+/// reallocating (a stored pack's buffer when there is one). Tree packs are rarely full: their
+/// buffers grow.
+fn new_pack(repo: &Repository, buffers: &PackBuffers, kind: BlobKind) -> Packer {
     let pack_size = repo.config().pack_size as usize;
     let capacity = pack_size + pack_size / 4;
-    match buffers.lock().expect("pack buffers").pop() {
-        Some(b) if b.capacity() >= capacity => PackWriter::with_buffer(repo.codec().clone(), b),
-        _ => PackWriter::with_capacity(repo.codec().clone(), capacity),
-    }
+    let out = repo.backend().writer("data", || {
+        if kind == BlobKind::Tree {
+            return Vec::new();
+        }
+        match buffers.lock().expect("pack buffers").pop() {
+            Some(mut b) if b.capacity() >= capacity => {
+                b.clear();
+                b
+            }
+            _ => Vec::with_capacity(capacity),
+        }
+    });
+    PackWriter::to(repo.codec().clone(), out)
 }
 
 /// Index files are written after this many packs, or this long after the last one (and at the
@@ -51,7 +66,7 @@ const UPLOADS: usize = 2;
 
 struct FinishedPack {
     id: String,
-    bytes: Bytes,
+    object: ObjectWriter,
     entries: Vec<PackEntry>,
 }
 
@@ -66,12 +81,12 @@ pub(crate) struct Saver {
     repo: Arc<Repository>,
     known: Arc<Index>,
     pending: Mutex<HashSet<BlobId>>,
-    packer: Mutex<PackWriter>,
+    packer: Mutex<Packer>,
     /// Trees go to packs of their own, as restic keeps them: walking a snapshot's trees (check,
     /// prune, the next backup) then reads a few packs end to end instead of ranges scattered
     /// among the data.
-    tree_packer: Mutex<PackWriter>,
-    pack_size: usize,
+    tree_packer: Mutex<Packer>,
+    pack_size: u64,
     tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
     uploader: Mutex<Option<JoinHandle<Result<(), RepoError>>>>,
     /// Every pack this saver stored, as indexed.
@@ -101,10 +116,10 @@ impl Saver {
         Saver {
             known,
             pending: Mutex::new(HashSet::new()),
-            packer: Mutex::new(new_pack(&repo, &buffers)),
+            packer: Mutex::new(new_pack(&repo, &buffers, BlobKind::Data)),
+            tree_packer: Mutex::new(new_pack(&repo, &buffers, BlobKind::Tree)),
             buffers,
-            tree_packer: Mutex::new(PackWriter::new(repo.codec().clone())),
-            pack_size: repo.config().pack_size as usize,
+            pack_size: repo.config().pack_size as u64,
             tx: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),
             written,
@@ -146,7 +161,6 @@ impl Saver {
         sealed: &[u8],
         plaintext_len: usize,
     ) -> Result<(), RepoError> {
-        let codec = self.repo.codec();
         self.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .new_bytes
@@ -159,14 +173,11 @@ impl Saver {
                 BlobKind::Tree => self.tree_packer.lock().expect("tree packer"),
                 _ => self.packer.lock().expect("packer"),
             };
-            packer.add_sealed(kind, id, sealed, plaintext_len as u32);
-            (packer.size() >= self.pack_size).then(|| {
-                let fresh = match kind {
-                    BlobKind::Tree => PackWriter::new(codec.clone()),
-                    _ => new_pack(&self.repo, &self.buffers),
-                };
-                std::mem::replace(&mut *packer, fresh)
-            })
+            packer
+                .add_sealed(kind, id, sealed, plaintext_len as u32)
+                .map_err(|e| RepoError::io(packer.out().describe(), e))?;
+            (packer.size() >= self.pack_size)
+                .then(|| std::mem::replace(&mut *packer, new_pack(&self.repo, &self.buffers, kind)))
         };
         if let Some(pack) = full {
             self.send(pack)?;
@@ -174,10 +185,14 @@ impl Saver {
         Ok(())
     }
 
-    fn send(&self, pack: PackWriter) -> Result<(), RepoError> {
-        let (id, bytes, entries) = pack.finish().map_err(|source| RepoError::Seal {
-            what: "a pack header".into(),
-            source,
+    fn send(&self, pack: Packer) -> Result<(), RepoError> {
+        let place = pack.out().describe();
+        let (id, object, entries) = pack.finish().map_err(|e| match e {
+            PackWriteError::Header(source) => RepoError::Seal {
+                what: "a pack header".into(),
+                source,
+            },
+            PackWriteError::Write(e) => RepoError::io(place, e),
         })?;
         let tx = self.tx.lock().expect("sender").clone();
         let Some(tx) = tx else {
@@ -185,7 +200,7 @@ impl Saver {
         };
         tx.blocking_send(FinishedPack {
             id,
-            bytes: Bytes::from(bytes),
+            object,
             entries,
         })
         .map_err(|_| RepoError::Interrupted)
@@ -207,7 +222,7 @@ impl Saver {
         for packer in [&self.packer, &self.tree_packer] {
             let last = std::mem::replace(
                 &mut *packer.lock().expect("packer"),
-                PackWriter::new(self.repo.codec().clone()),
+                PackWriter::to(self.repo.codec().clone(), ObjectWriter::Memory(Vec::new())),
             );
             if !last.is_empty() && sent.is_ok() {
                 sent = self.send(last);
@@ -247,14 +262,14 @@ async fn upload(
                 Some(pack) => {
                     let (repo, buffers) = (repo.clone(), buffers.clone());
                     in_flight.push(async move {
-                        let size = pack.bytes.len() as u64;
-                        repo.backend().put(&format!("data/{}", pack.id), pack.bytes.clone()).await?;
+                        let size = pack.object.len();
+                        let key = format!("data/{}", pack.id);
+                        let buffer = repo.backend().put_written(&key, pack.object).await?;
                         tracing::debug!(pack = %pack.id, size, blobs = pack.entries.len(), "pack stored");
-                        // The store holds no reference once the put is done: the buffer is ours.
-                        if let Ok(buffer) = pack.bytes.try_into_mut() {
+                        if let Some(buffer) = buffer {
                             let mut kept = buffers.lock().expect("pack buffers");
                             if kept.is_empty() {
-                                kept.push(Vec::from(buffer));
+                                kept.push(buffer);
                             }
                         }
                         Ok::<_, RepoError>(IndexPack::new(pack.id, size, &pack.entries))

@@ -13,6 +13,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod local;
+pub use local::StagedFile;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("repository location {url:?}: {message}")]
@@ -67,145 +70,48 @@ fn transient(e: &object_store::Error) -> bool {
     )
 }
 
-/// Stores a local object as the object store would — written beside its name as `<name>#<n>`,
-/// then renamed into place, so a reader never sees half of it and a writer killed mid-way leaves
-/// a partial file `check` reports and `prune` removes — in megabyte writes ([`crate::pieces`]).
-async fn put_local(path: std::path::PathBuf, data: Bytes) -> Result<(), BackendError> {
-    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let key = path.display().to_string();
-    let failed = move |e: String| BackendError::Io { key, message: e };
-    tokio::task::spawn_blocking(move || {
-        // Digits only, unique to this process and this write: what `partial_uploads` looks for.
-        let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let staging = {
-            let mut name = path.clone().into_os_string();
-            name.push(format!("#{}{n:06}", std::process::id()));
-            std::path::PathBuf::from(name)
-        };
-        let written = (|| {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let mut file = std::fs::File::create(&staging)?;
-            crate::pieces::write_all(&mut file, &data)?;
-            // On disk before it has its name: an index written later may point into it.
-            file.sync_data()?;
-            release_cached(&file);
-            std::fs::rename(&staging, &path)
-        })();
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&staging);
-            e.to_string()
-        })
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .map_err(failed)
+/// A new object, written piece by piece: see [`Backend::writer`].
+pub enum ObjectWriter {
+    Memory(Vec<u8>),
+    Staged(StagedFile),
 }
 
-/// Drops a written (and synced) file's pages from the page cache: repository files are
-/// rarely read soon after they are written, and a backup of gigabytes should not push the
-/// applications' own cached data out (what `rsync --drop-cache` and `dd oflag=nocache` do).
-fn release_cached(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor is open for the duration of the call; advice has no memory effects.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-}
-
-/// Buffers of local reads, back in the pool when the last `Bytes` of a read is dropped. A
-/// restore reads one pack range after another; fresh memory for each costs page faults (and the
-/// object store's own local reader zero-fills every buffer before reading into it).
-#[derive(Clone, Default)]
-struct ReadBuffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
-
-/// Buffers kept: the reads a restore has in flight.
-const KEPT_READ_BUFFERS: usize = 8;
-/// Larger buffers (a rare large read) are not kept.
-const KEPT_READ_SIZE: usize = 16 << 20;
-
-impl ReadBuffers {
-    fn take(&self) -> Vec<u8> {
-        let mut b = self
-            .0
-            .lock()
-            .map(|mut kept| kept.pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        b.clear();
-        b
+impl ObjectWriter {
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        match self {
+            ObjectWriter::Memory(v) => v.len() as u64,
+            ObjectWriter::Staged(f) => f.len(),
+        }
     }
-}
 
-/// A read's bytes, lent out as `Bytes`; they return to the pool when dropped.
-struct PooledRead {
-    buf: Vec<u8>,
-    pool: ReadBuffers,
-}
-
-impl AsRef<[u8]> for PooledRead {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
-}
 
-impl Drop for PooledRead {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if buf.capacity() <= KEPT_READ_SIZE {
-            if let Ok(mut kept) = self.pool.0.lock() {
-                if kept.len() < KEPT_READ_BUFFERS {
-                    kept.push(buf);
-                }
-            }
+    /// Where the bytes go, for errors.
+    pub fn describe(&self) -> String {
+        match self {
+            ObjectWriter::Memory(_) => "a new object in memory".into(),
+            ObjectWriter::Staged(f) => f.path().display().to_string(),
         }
     }
 }
 
-/// Reads `range` of a local object into a pooled buffer, without zero-filling it first.
-async fn get_range_local(
-    path: std::path::PathBuf,
-    key: &str,
-    range: Range<u64>,
-    pool: ReadBuffers,
-) -> Result<Bytes, BackendError> {
-    let key = key.to_string();
-    let read_key = key.clone();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek, SeekFrom};
-        let failed = |message: String| BackendError::Io {
-            key: read_key.clone(),
-            message,
-        };
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(BackendError::NotFound { key: read_key })
-            }
-            Err(e) => return Err(failed(e.to_string())),
-        };
-        let wanted = range.end.saturating_sub(range.start);
-        let mut buf = pool.take();
-        buf.reserve(wanted as usize);
-        file.seek(SeekFrom::Start(range.start))
-            .and_then(|_| file.take(wanted).read_to_end(&mut buf))
-            .map_err(|e| failed(e.to_string()))?;
-        if buf.len() as u64 != wanted {
-            return Err(failed(format!(
-                "range {}..{} reaches past the end of the object ({} bytes read)",
-                range.start,
-                range.end,
-                buf.len()
-            )));
+impl std::io::Write for ObjectWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ObjectWriter::Memory(v) => v.write(buf),
+            ObjectWriter::Staged(f) => f.write(buf),
         }
-        Ok(Bytes::from_owner(PooledRead { buf, pool }))
-    })
-    .await
-    .map_err(|e| BackendError::Io {
-        key,
-        message: format!("reader failed: {e}"),
-    })?
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ObjectWriter::Memory(_) => Ok(()),
+            ObjectWriter::Staged(f) => f.flush(),
+        }
+    }
 }
 
 /// Tuning of the backend; the defaults suit S3-compatible stores.
@@ -245,7 +151,7 @@ pub struct Backend {
     /// The directory of a `file://` repository, where a killed writer can leave the partial
     /// upload files (`<key>#<n>`) that object_store's listings do not show.
     local_dir: Option<std::path::PathBuf>,
-    read_buffers: ReadBuffers,
+    read_buffers: local::ReadBuffers,
 }
 
 impl std::fmt::Debug for Backend {
@@ -321,7 +227,7 @@ impl Backend {
             url: url.to_string(),
             options,
             local_dir,
-            read_buffers: ReadBuffers::default(),
+            read_buffers: local::ReadBuffers::default(),
         })
     }
 
@@ -412,7 +318,7 @@ impl Backend {
 
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
         if let Some(dir) = &self.local_dir {
-            return get_range_local(dir.join(key), key, range, self.read_buffers.clone()).await;
+            return local::get_range(dir.join(key), key, range, self.read_buffers.clone()).await;
         }
         let path = self.path(key);
         self.retrying("get", key, || self.store.get_range(&path, range.clone()))
@@ -423,7 +329,7 @@ impl Backend {
     /// content hash, so a replacement has the same bytes).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
         if let Some(dir) = &self.local_dir {
-            return put_local(dir.join(key), data).await;
+            return local::put(dir.join(key), data).await;
         }
         let path = self.path(key);
         if data.len() >= self.options.multipart_threshold {
@@ -434,6 +340,40 @@ impl Backend {
         })
         .await
         .map(|_| ())
+    }
+
+    /// A writer for a new object in `folder`, to be stored by [`Backend::put_written`] once
+    /// its name is known. An object store needs the whole body, so it is held in `buffer()`; a
+    /// local repository writes it to its staging file as it comes.
+    pub fn writer(&self, folder: &str, buffer: impl FnOnce() -> Vec<u8>) -> ObjectWriter {
+        match &self.local_dir {
+            Some(dir) => ObjectWriter::Staged(StagedFile::new(dir.join(folder), "new")),
+            None => ObjectWriter::Memory(buffer()),
+        }
+    }
+
+    /// Stores what `writer` holds as `key` (in the folder it was made for). Returns the memory
+    /// it held when the store keeps no reference to it, for the next object.
+    pub async fn put_written(
+        &self,
+        key: &str,
+        writer: ObjectWriter,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
+        match (writer, &self.local_dir) {
+            (ObjectWriter::Staged(staged), Some(dir)) => {
+                local::store(staged, dir.join(key)).await?;
+                Ok(None)
+            }
+            (ObjectWriter::Staged(_), None) => Err(BackendError::Io {
+                key: key.to_string(),
+                message: "a staged file cannot be stored in an object store".into(),
+            }),
+            (ObjectWriter::Memory(body), _) => {
+                let body = Bytes::from(body);
+                self.put(key, body.clone()).await?;
+                Ok(body.try_into_mut().ok().map(Vec::from))
+            }
+        }
     }
 
     async fn put_multipart(&self, key: &str, path: &Path, data: Bytes) -> Result<(), BackendError> {
@@ -564,6 +504,45 @@ mod tests {
         b.delete("data/ab").await.unwrap();
         assert!(!b.exists("data/ab").await.unwrap());
         assert_eq!(b.list("data").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn written_objects_are_staged_until_stored_and_removed_when_dropped() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let b = Backend::open(&format!("file://{}", dir.path().display())).unwrap();
+        let mut w = b.writer("data", || {
+            panic!("a local repository holds no object in memory")
+        });
+        assert!(
+            b.partial_uploads("data").is_empty(),
+            "nothing staged before a write"
+        );
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        w.write_all(&body).unwrap();
+        assert_eq!(w.len(), body.len() as u64);
+        let staged = b.partial_uploads("data");
+        assert_eq!(staged.len(), 1, "{staged:?}");
+        assert!(staged[0].starts_with("data/new#"), "{staged:?}");
+        assert_eq!(b.put_written("data/abc", w).await.unwrap(), None);
+        assert!(b.partial_uploads("data").is_empty());
+        assert_eq!(&b.get("data/abc").await.unwrap()[..], &body[..]);
+
+        let mut dropped = b.writer("data", Vec::new);
+        dropped.write_all(b"abandoned").unwrap();
+        assert_eq!(b.partial_uploads("data").len(), 1);
+        drop(dropped);
+        assert!(
+            b.partial_uploads("data").is_empty(),
+            "a dropped writer leaves nothing"
+        );
+
+        // An object store holds the body; its buffer comes back once the store lets go of it.
+        let memory = Backend::open("memory://").unwrap();
+        let mut w = memory.writer("data", || Vec::with_capacity(64));
+        w.write_all(b"in memory").unwrap();
+        memory.put_written("data/m", w).await.unwrap();
+        assert_eq!(&memory.get("data/m").await.unwrap()[..], b"in memory");
     }
 
     #[test]
