@@ -9,12 +9,6 @@ mod run;
 
 use clap::{Parser, Subcommand};
 
-/// The data path allocates and frees megabyte buffers on many threads; glibc's allocator keeps
-/// them (peak memory doubles) or, told not to, maps and unmaps them (system time doubles).
-/// mimalloc reuses them per thread and returns what is idle.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "ferry-spoke", version, about = "Ferry's per-cluster agent")]
 struct Cli {
