@@ -155,7 +155,7 @@ pub async fn check(repo: Arc<Repository>, options: CheckOptions) -> Result<Check
     }
     for key in backend.partial_uploads("data") {
         report.warnings.push(format!(
-            "{key}: a partial pack, left by an interrupted backup or being written by a running one (prune removes it)"
+            "{key}: a partial upload, left by an interrupted backup or being written by a running one (prune removes it)"
         ));
     }
     for id in stored.keys() {

@@ -64,6 +64,9 @@ pub(crate) struct WritePlan {
     files: Vec<PathBuf>,
     blobs: HashMap<BlobId, Vec<Target>>,
     pub bytes: u64,
+    /// Written ranges go to disk and leave the page cache as they are written (one large file,
+    /// such as a volume image).
+    write_through: bool,
 }
 
 impl WritePlan {
@@ -274,11 +277,16 @@ pub async fn restore(
     for (path, node) in &planned.files {
         plan.add_file_content(&index, path, node)?;
     }
-    // One at a time: creating files in one directory from several threads only contends for
-    // the filesystem's inode allocator.
-    for (path, node) in &planned.files {
-        create_sized(path, node.size)?;
-    }
+    // Directories in parallel, each one's files by one thread: creating files in one
+    // directory from several threads only contends for the filesystem's inode allocator.
+    planned
+        .files
+        .par_chunk_by(|a, b| a.0.parent() == b.0.parent())
+        .try_for_each(|files| {
+            files
+                .iter()
+                .try_for_each(|(path, node)| create_sized(path, node.size))
+        })?;
     let progress = Progress::new("restore");
     progress.set_total(plan.bytes, planned.files.len() as u64);
     let reporter = progress.report(options.progress.clone(), Duration::from_millis(500));
@@ -418,6 +426,7 @@ fn write_group(
     progress: &Progress,
 ) -> Result<(), RepoError> {
     let mut open: HashMap<usize, File> = HashMap::new();
+    let mut written: Vec<(usize, u64, usize)> = Vec::new();
     for (offset, length, id) in group {
         let at = (offset - start) as usize;
         let sealed = bytes
@@ -451,6 +460,9 @@ fn write_group(
                     };
                     crate::pieces::write_all_at(file, plain, t.offset)
                         .map_err(|e| RepoError::io(&plan.files[t.file], e))?;
+                    if plan.write_through {
+                        written.push((t.file, t.offset, plain.len()));
+                    }
                 }
                 Ok::<(), RepoError>(())
             })
@@ -460,6 +472,27 @@ fn write_group(
                 source,
             })??;
     }
+    for (file, offset, len) in written {
+        if let Some(f) = open.get(&file) {
+            write_through(f, offset, len).map_err(|e| RepoError::io(&plan.files[file], e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until a written range is on disk, then drops it from the page cache.
+fn write_through(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: the descriptor is open for the duration of both calls; neither touches memory.
+    let rc = unsafe { libc::sync_file_range(fd, offset as i64, len as i64, flags) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    unsafe { libc::posix_fadvise(fd, offset as i64, len as i64, libc::POSIX_FADV_DONTNEED) };
     Ok(())
 }
 
@@ -532,7 +565,10 @@ pub async fn restore_block(
         create_sized(target, 0)?;
         create_sized(target, map.size)?;
     }
-    let mut plan = WritePlan::default();
+    let mut plan = WritePlan {
+        write_through: true,
+        ..Default::default()
+    };
     let file = plan.add_file(target.to_path_buf());
     plan.bytes = map.size;
     let mut holes = Vec::new();
