@@ -235,6 +235,49 @@ async fn the_target_directory_takes_the_roots_mode_owner_and_mtime() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_over_existing_entries_replaces_them_without_following_links() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // One chunk each: these are created by the write that fills them.
+    std::fs::write(src.join("config"), b"restored config\n").unwrap();
+    std::fs::write(src.join("was-a-dir"), b"a file now").unwrap();
+    std::fs::write(src.join("zeros"), vec![0u8; 300 * 1024]).unwrap();
+    std::fs::set_permissions(src.join("config"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    set_mtime(&src.join("config"), 1_200_000_000);
+    // Several chunks: created first, written, given metadata last.
+    std::fs::write(src.join("big"), noise(3 * 1024 * 1024, 3)).unwrap();
+    let repo = init("memory://").await;
+    let (_, snapshot) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
+
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("was-a-dir/inner")).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, b"must not change").unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("config")).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("big")).unwrap();
+    std::fs::write(out.join("zeros"), b"old content, longer than nothing").unwrap();
+    restore(repo, &snapshot, &out, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"must not change");
+    assert_eq!(describe(&out), describe(&src));
+    let config = std::fs::symlink_metadata(out.join("config")).unwrap();
+    assert!(config.is_file());
+    assert_eq!(config.mode() & 0o7777, 0o600);
+    assert_eq!(config.mtime(), 1_200_000_000);
+    let zeros = std::fs::metadata(out.join("zeros")).unwrap();
+    assert_eq!(zeros.len(), 300 * 1024);
+    assert!(
+        zeros.blocks() * 512 < 300 * 1024,
+        "zeros written: {zeros:?}"
+    );
+}
+
 #[tokio::test]
 async fn identical_directories_share_a_tree_and_both_restore() {
     let dir = tempfile::tempdir().unwrap();
