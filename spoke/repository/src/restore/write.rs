@@ -18,8 +18,11 @@ use std::sync::Arc;
 
 /// Blobs closer than this in a pack are fetched in one read...
 const COALESCE_GAP: u64 = 256 * 1024;
-/// ...of at most this many bytes (bounding memory: reads in flight × this).
+/// ...of at most this many bytes from an object store (bounding memory: reads in flight × this;
+/// fewer, larger requests cost less there)...
 const MAX_READ: u64 = 8 * 1024 * 1024;
+/// ...and from a local file, where a read costs little more than its bytes.
+const MAX_LOCAL_READ: u64 = 2 * 1024 * 1024;
 /// Reads in flight at once from an object store...
 const PARALLEL_READS: usize = 6;
 /// ...and from local files: enough to keep every core decoding, and the disk busy once packs
@@ -136,6 +139,8 @@ pub(crate) async fn execute(
             .or_default()
             .push((loc.offset, loc.length, *id));
     }
+    let local = repo.backend().is_local();
+    let max_read = if local { MAX_LOCAL_READ } else { MAX_READ };
     let mut reads = Vec::new();
     for (pack, mut blobs) in by_pack {
         blobs.sort();
@@ -143,7 +148,7 @@ pub(crate) async fn execute(
         for b in blobs {
             if let (Some(first), Some(last)) = (group.first(), group.last()) {
                 let gap = b.0.saturating_sub(last.0 + last.1 as u64);
-                if gap > COALESCE_GAP || b.0 + b.1 as u64 - first.0 > MAX_READ {
+                if gap > COALESCE_GAP || b.0 + b.1 as u64 - first.0 > max_read {
                     reads.push((pack, std::mem::take(&mut group)));
                 }
             }
@@ -177,7 +182,7 @@ pub(crate) async fn execute(
                     .map_err(|_| RepoError::Invalid("restore worker failed".into()))?
             }
         })
-        .buffer_unordered(if repo.backend().is_local() {
+        .buffer_unordered(if local {
             LOCAL_READS
         } else {
             PARALLEL_READS
