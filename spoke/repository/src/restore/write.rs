@@ -182,11 +182,7 @@ pub(crate) async fn execute(
                     .map_err(|_| RepoError::Invalid("restore worker failed".into()))?
             }
         })
-        .buffer_unordered(if local {
-            LOCAL_READS
-        } else {
-            PARALLEL_READS
-        })
+        .buffer_unordered(if local { LOCAL_READS } else { PARALLEL_READS })
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
