@@ -45,7 +45,14 @@ pub(crate) struct WritePlan {
     /// Written ranges go to disk and leave the page cache as they are written (one large file,
     /// such as a volume image).
     write_through: bool,
+    /// Written ranges whose writeback has started, oldest first (file, offset, length): each is
+    /// waited for and dropped once [`WRITEBACK_LAG`] newer ones follow, so a writer seldom
+    /// waits for the disk to finish what it has just written.
+    in_writeback: std::sync::Mutex<std::collections::VecDeque<(usize, u64, usize)>>,
 }
+
+/// Ranges (blobs: 512 KiB for volume images) in writeback before the oldest is waited for.
+const WRITEBACK_LAG: usize = 64;
 
 impl WritePlan {
     /// A plan for one large file, `path` (an image or a device), written through to disk.
@@ -55,6 +62,7 @@ impl WritePlan {
             blobs: HashMap::new(),
             bytes,
             write_through: true,
+            in_writeback: Default::default(),
         }
     }
 
@@ -244,27 +252,57 @@ fn write_group(
                 source,
             })??;
     }
-    for (file, offset, len) in written {
-        if let Some(f) = open.get(&file) {
-            write_through(f, offset, len).map_err(|e| RepoError::io(&plan.files[file], e))?;
+    if written.is_empty() {
+        return Ok(());
+    }
+    for (file, offset, len) in &written {
+        if let Some(f) = open.get(file) {
+            writeback(f, *offset, *len, false).map_err(|e| RepoError::io(&plan.files[*file], e))?;
         }
+    }
+    let due: Vec<(usize, u64, usize)> = {
+        let mut queue = plan.in_writeback.lock().expect("writeback queue");
+        queue.extend(written);
+        let excess = queue.len().saturating_sub(WRITEBACK_LAG);
+        queue.drain(..excess).collect()
+    };
+    // Any descriptor of a file reaches its pages: the one this group wrote with will do.
+    for (file, offset, len) in due {
+        let path = &plan.files[file];
+        let f = match open.get(&file) {
+            Some(f) => f,
+            None => &OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| RepoError::io(path, e))?,
+        };
+        writeback(f, offset, len, true).map_err(|e| RepoError::io(path, e))?;
     }
     Ok(())
 }
 
-/// Waits until a written range is on disk, then drops it from the page cache.
-fn write_through(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
+/// Starts writing a range to disk; with `finish`, waits until it is there and drops it from
+/// the page cache (a restored image of gigabytes should not fill memory with dirty pages, and
+/// on this kind of machine fresh page cache costs more than reused).
+fn writeback(file: &File, offset: u64, len: usize, finish: bool) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    let flags = if finish {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
     // SAFETY: the descriptor is open for the duration of both calls; neither touches memory.
     let rc = unsafe { libc::sync_file_range(fd, offset as i64, len as i64, flags) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    unsafe { libc::posix_fadvise(fd, offset as i64, len as i64, libc::POSIX_FADV_DONTNEED) };
+    if finish {
+        // SAFETY: as above; advice only.
+        unsafe { libc::posix_fadvise(fd, offset as i64, len as i64, libc::POSIX_FADV_DONTNEED) };
+    }
     Ok(())
 }
 
