@@ -173,9 +173,13 @@ impl Saver {
                 BlobKind::Tree => self.tree_packer.lock().expect("tree packer"),
                 _ => self.packer.lock().expect("packer"),
             };
-            packer
-                .add_sealed(kind, id, sealed, plaintext_len as u32)
-                .map_err(|e| RepoError::io(packer.out().describe(), e))?;
+            if let Err(e) = packer.add_sealed(kind, id, sealed, plaintext_len as u32) {
+                // Part of the blob may be in the pack: it must never be stored (finish() sends
+                // what is left). Dropping it removes its staging file.
+                let broken =
+                    std::mem::replace(&mut *packer, new_pack(&self.repo, &self.buffers, kind));
+                return Err(RepoError::io(broken.out().describe(), e));
+            }
             (packer.size() >= self.pack_size)
                 .then(|| std::mem::replace(&mut *packer, new_pack(&self.repo, &self.buffers, kind)))
         };

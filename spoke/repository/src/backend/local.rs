@@ -49,12 +49,15 @@ impl StagedFile {
     }
 
     fn file(&mut self) -> std::io::Result<&mut std::io::BufWriter<std::fs::File>> {
-        if self.file.is_none() {
-            std::fs::create_dir_all(&self.dir)?;
-            let file = std::fs::File::create(&self.staging)?;
-            self.file = Some(std::io::BufWriter::with_capacity(WRITE_PIECE, file));
-        }
-        Ok(self.file.as_mut().expect("created above"))
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => {
+                std::fs::create_dir_all(&self.dir)?;
+                let file = std::fs::File::create(&self.staging)?;
+                std::io::BufWriter::with_capacity(WRITE_PIECE, file)
+            }
+        };
+        Ok(self.file.insert(file))
     }
 
     /// Gives the staged bytes the name `path`, once they are on disk (an index written later
