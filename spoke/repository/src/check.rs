@@ -125,57 +125,76 @@ pub async fn check(repo: Arc<Repository>, options: CheckOptions) -> Result<Check
     // open was set aside, named, and is an error here.
     report.errors.extend(repo.damaged_index_files());
     let index = repo.index();
-    // The two listings at once: over an object store each is a round trip or more.
-    let (data, snapshot_files) = futures::join!(backend.list("data"), backend.list("snapshots"));
-    let stored: HashMap<String, u64> = data?
-        .into_iter()
-        .map(|l| (l.key.trim_start_matches("data/").to_string(), l.size))
-        .collect();
-    for (_, id, size) in index.packs() {
-        report.packs += 1;
-        match stored.get(id) {
-            None => report
-                .errors
-                .push(format!("pack {id}: in the index but not in the repository")),
-            Some(s) if *s != size => report.errors.push(format!(
-                "pack {id}: {s} bytes stored, the index says {size}"
-            )),
-            Some(_) => {}
+    // The packs are compared with the index while the snapshots and their trees are read: over
+    // an object store each listing and each level of trees is a round trip or more.
+    let packs = async {
+        let stored: HashMap<String, u64> = backend
+            .list("data")
+            .await?
+            .into_iter()
+            .map(|l| (l.key.trim_start_matches("data/").to_string(), l.size))
+            .collect();
+        let mut found = CheckReport::default();
+        for (_, id, size) in index.packs() {
+            found.packs += 1;
+            match stored.get(id) {
+                None => found
+                    .errors
+                    .push(format!("pack {id}: in the index but not in the repository")),
+                Some(s) if *s != size => found.errors.push(format!(
+                    "pack {id}: {s} bytes stored, the index says {size}"
+                )),
+                Some(_) => {}
+            }
         }
-    }
-    for key in backend.partial_uploads("data") {
-        report.warnings.push(format!(
-            "{key}: a partial upload, left by an interrupted backup or being written by a running one (prune removes it)"
-        ));
-    }
-    for id in stored.keys() {
-        if !index.has_pack(id) {
-            report.warnings.push(format!(
-                "pack {id}: not in any index (left by an interrupted backup; prune removes it)"
+        for key in backend.partial_uploads("data") {
+            found.warnings.push(format!(
+                "{key}: a partial upload, left by an interrupted backup or being written by a running one (prune removes it)"
             ));
         }
-    }
-    report.blobs = index.blob_count() as u64;
-    // Snapshots, several fetched at once; each that does not open is named, the rest checked.
-    let fetched: Vec<(String, Result<bytes::Bytes, _>)> = futures::stream::iter(snapshot_files?)
-        .map(|listed| async move {
-            let bytes = backend.get(&listed.key).await;
-            (listed.key, bytes)
-        })
-        .buffered(8)
-        .collect()
-        .await;
-    let mut snapshots = Vec::new();
-    for (key, bytes) in fetched {
-        match meta::open::<Snapshot>(repo.codec(), &key, &bytes?, true, "snapshot") {
-            Ok(s) => snapshots.push((key.trim_start_matches("snapshots/").to_string(), s)),
-            Err(e) => report.errors.push(e.to_string()),
+        for id in stored.keys() {
+            if !index.has_pack(id) {
+                found.warnings.push(format!(
+                    "pack {id}: not in any index (left by an interrupted backup; prune removes it)"
+                ));
+            }
         }
-    }
-    report.snapshots = snapshots.len() as u64;
-    let walked = referenced(&repo, &snapshots).await;
-    report.trees = walked.trees;
-    report.errors.extend(walked.errors);
+        Ok::<_, RepoError>(found)
+    };
+    let snapshots = async {
+        let listed = backend.list("snapshots").await?;
+        // Several fetched at once; each that does not open is named, the rest checked.
+        let fetched: Vec<(String, Result<bytes::Bytes, _>)> = futures::stream::iter(listed)
+            .map(|listed| async move {
+                let bytes = backend.get(&listed.key).await;
+                (listed.key, bytes)
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        let mut found = CheckReport::default();
+        let mut snapshots = Vec::new();
+        for (key, bytes) in fetched {
+            match meta::open::<Snapshot>(repo.codec(), &key, &bytes?, true, "snapshot") {
+                Ok(s) => snapshots.push((key.trim_start_matches("snapshots/").to_string(), s)),
+                Err(e) => found.errors.push(e.to_string()),
+            }
+        }
+        found.snapshots = snapshots.len() as u64;
+        let walked = referenced(&repo, &snapshots).await;
+        found.trees = walked.trees;
+        found.errors.extend(walked.errors);
+        Ok::<_, RepoError>(found)
+    };
+    let (packs, snapshots) = futures::join!(packs, snapshots);
+    let (packs, snapshots) = (packs?, snapshots?);
+    report.packs = packs.packs;
+    report.errors.extend(packs.errors);
+    report.warnings.extend(packs.warnings);
+    report.blobs = index.blob_count() as u64;
+    report.snapshots = snapshots.snapshots;
+    report.trees = snapshots.trees;
+    report.errors.extend(snapshots.errors);
     if options.read_data {
         read_all(&repo, &mut report, options.progress).await;
     }

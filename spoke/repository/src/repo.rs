@@ -193,19 +193,29 @@ impl Repository {
 
     /// Opens a repository with a passphrase and loads its index.
     pub async fn open(backend: Backend, passphrase: &[u8]) -> Result<Repository, RepoError> {
-        if !backend.exists("config").await? {
-            return Err(RepoError::NotARepository {
-                url: backend.url().into(),
-            });
-        }
-        let keys = backend.list("keys").await?;
-        let config_bytes = backend.get("config").await?;
+        // The config, the key files and the index files are fetched at once: none is needed to
+        // fetch another, only to open them, and over an object store each fetch is a round trip.
+        let keys = async {
+            let listed = backend.list("keys").await?;
+            fetch_all(&backend, listed).await
+        };
+        let (config, keys, index) =
+            futures::join!(backend.get("config"), keys, fetch_index_files(&backend));
+        let config_bytes = match config {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotARepository {
+                    url: backend.url().into(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let keys = keys?;
         let mut found = None;
         let mut unlocked_other = None;
-        for listed in &keys {
-            let bytes = backend.get(&listed.key).await?;
-            let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| RepoError::Key {
-                key: listed.key.clone(),
+        for (key, bytes) in &keys {
+            let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| RepoError::Key {
+                key: key.clone(),
                 source: KeyError::Malformed {
                     field: "(file)",
                     message: e.to_string(),
@@ -227,7 +237,7 @@ impl Repository {
                 Err(KeyError::WrongPassphrase) => continue,
                 Err(source) => {
                     return Err(RepoError::Key {
-                        key: listed.key.clone(),
+                        key: key.clone(),
                         source,
                     })
                 }
@@ -251,7 +261,7 @@ impl Repository {
             index: RwLock::new(Arc::new(Index::default())),
             damaged_index: RwLock::new(Vec::new()),
         };
-        repo.reload_index().await?;
+        repo.install_index(repo.open_index_files(index?));
         Ok(repo)
     }
 
@@ -290,54 +300,59 @@ impl Repository {
     /// opened (damaged, truncated, of another format version) is skipped and remembered; only
     /// storage errors fail the load.
     pub async fn reload_index(&self) -> Result<(), RepoError> {
-        let (files, damaged) = self.load_index_files().await?;
+        let fetched = fetch_index_files(&self.backend).await?;
+        self.install_index(self.open_index_files(fetched));
+        Ok(())
+    }
+
+    fn install_index(&self, (files, damaged): (Vec<(String, IndexFile)>, Vec<String>)) {
         for problem in &damaged {
             tracing::warn!(problem = %problem, "index file skipped: run `repair index`");
         }
         self.set_index(Index::from_files(files));
         *self.damaged_index.write().expect("damaged index lock") = damaged;
-        Ok(())
     }
 
     /// Every index file that opens, by name, and why each other one does not.
     pub(crate) async fn load_index_files(
         &self,
     ) -> Result<(Vec<(String, IndexFile)>, Vec<String>), RepoError> {
-        let listed = self.backend.list("index").await?;
-        let loaded: Vec<(String, Result<IndexFile, RepoError>)> = futures::stream::iter(listed)
-            .map(|l| async move {
-                let bytes = self.backend.get(&l.key).await?;
-                let name = l.key.rsplit('/').next().unwrap_or(&l.key).to_string();
-                let opened: Result<IndexFile, RepoError> =
-                    meta::open(&self.codec, &l.key, &bytes, true, "index file")
-                        .map_err(RepoError::from)
-                        .and_then(|f: IndexFile| {
-                            if f.version == FORMAT_VERSION {
-                                Ok(f)
-                            } else {
-                                Err(MetaError::Version {
-                                    key: l.key.clone(),
-                                    version: f.version,
-                                }
-                                .into())
-                            }
-                        });
-                Ok::<_, RepoError>((name, opened))
-            })
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
+        let fetched = fetch_index_files(&self.backend).await?;
+        Ok(self.open_index_files(fetched))
+    }
+
+    /// Opens fetched index files: those that open, by name, sorted, and why each other does not.
+    fn open_index_files(
+        &self,
+        fetched: Vec<(String, Bytes)>,
+    ) -> (Vec<(String, IndexFile)>, Vec<String>) {
         let mut files = Vec::new();
         let mut damaged = Vec::new();
-        for (name, opened) in loaded {
+        for (key, bytes) in fetched {
+            let opened = meta::open::<IndexFile>(&self.codec, &key, &bytes, true, "index file")
+                .map_err(RepoError::from)
+                .and_then(|f| {
+                    if f.version == FORMAT_VERSION {
+                        Ok(f)
+                    } else {
+                        Err(MetaError::Version {
+                            key: key.clone(),
+                            version: f.version,
+                        }
+                        .into())
+                    }
+                });
             match opened {
-                Ok(f) => files.push((name, f)),
+                Ok(f) => {
+                    let name = key.rsplit('/').next().unwrap_or(&key).to_string();
+                    files.push((name, f))
+                }
                 Err(e) => damaged.push(e.to_string()),
             }
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
         damaged.sort();
-        Ok((files, damaged))
+        (files, damaged)
     }
 
     /// Index files skipped at the last load, each with why.
@@ -539,4 +554,25 @@ impl Repository {
         }
         Ok(())
     }
+}
+
+/// Every index file's bytes, fetched eight at a time.
+async fn fetch_index_files(backend: &Backend) -> Result<Vec<(String, Bytes)>, RepoError> {
+    let listed = backend.list("index").await?;
+    fetch_all(backend, listed).await
+}
+
+/// The listed objects' bytes, by key, fetched eight at a time.
+async fn fetch_all(
+    backend: &Backend,
+    listed: Vec<crate::backend::Listed>,
+) -> Result<Vec<(String, Bytes)>, RepoError> {
+    futures::stream::iter(listed)
+        .map(|l| async move {
+            let bytes = backend.get(&l.key).await?;
+            Ok::<_, RepoError>((l.key, bytes))
+        })
+        .buffered(8)
+        .try_collect()
+        .await
 }
