@@ -344,3 +344,32 @@ async fn partial_uploads_are_reported_and_pruned() {
     let report = check(repo, CheckOptions::default()).await.unwrap();
     assert!(report.warnings.is_empty(), "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_tree_pack_is_named_whether_read_whole_or_by_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, root) = repo_with_data(dir.path()).await;
+    let structure = |repo| check(repo, CheckOptions::default());
+    // Structure alone reads trees only, so of all packs only a tree pack's damage shows.
+    let mut tree_packs = Vec::new();
+    for pack in files_under(&root, "data") {
+        let len = std::fs::metadata(&pack).unwrap().len() as usize;
+        flip(&pack, len / 2);
+        let report = structure(reopen(&url).await).await.unwrap();
+        flip(&pack, len / 2);
+        if !report.is_ok() {
+            assert_error(&report, &["snapshot", &name(&pack)]);
+            tree_packs.push(pack);
+        }
+    }
+    assert_eq!(tree_packs.len(), 1, "one tree pack for two directories");
+    // Cut short, the pack is not read whole (its size is not the index's): the ranged reads
+    // name each tree past the end.
+    let pack = &tree_packs[0];
+    let bytes = std::fs::read(pack).unwrap();
+    std::fs::write(pack, &bytes[..bytes.len() / 2]).unwrap();
+    let report = structure(reopen(&url).await).await.unwrap();
+    assert_error(&report, &["snapshot", &name(pack), "past the end"]);
+    std::fs::write(pack, &bytes).unwrap();
+    assert_reads_clean(&reopen(&url).await).await;
+}
