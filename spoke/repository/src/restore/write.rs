@@ -164,6 +164,10 @@ pub(crate) async fn execute(
         }
         reads.push((pack, group));
     }
+    let reads = two_lanes(reads, |(_, group)| {
+        let first = &plan.blobs[&group[0].2][0];
+        (first.file, first.offset)
+    });
     let plan = Arc::new(plan);
     futures::stream::iter(reads)
         .map(|(pack, group)| {
@@ -194,6 +198,22 @@ pub(crate) async fn execute(
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+/// Orders reads so that those in flight together write different files: sorted by where they
+/// write first (the plan's file order, then offset), then alternating between the first half and
+/// the second. Two threads writing one file wait for each other — a buffered write holds the
+/// file's lock while it copies — and a large file's blobs are spread over consecutive packs.
+fn two_lanes<T, K: Ord>(mut reads: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    reads.sort_by_cached_key(|r| key(r));
+    let second = reads.split_off(reads.len().div_ceil(2));
+    let mut out = Vec::with_capacity(reads.len() + second.len());
+    let mut second = second.into_iter();
+    for r in reads {
+        out.push(r);
+        out.extend(second.next());
+    }
+    out
 }
 
 fn write_group(
