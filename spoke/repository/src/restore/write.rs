@@ -362,3 +362,17 @@ pub(super) fn apply_metadata(path: &Path, node: &Node, chmod: bool) -> Result<bo
     }
     Ok(owned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::two_lanes;
+
+    #[test]
+    fn reads_alternate_between_the_two_halves_of_the_file_order() {
+        // (file, offset) of each read's first write, in pack order.
+        let reads = vec![(2, 0), (0, 5), (1, 0), (0, 0), (3, 0)];
+        let ordered = two_lanes(reads, |r| *r);
+        assert_eq!(ordered, vec![(0, 0), (2, 0), (0, 5), (3, 0), (1, 0)]);
+        assert!(two_lanes(Vec::<u8>::new(), |r| *r).is_empty());
+    }
+}
