@@ -8,7 +8,6 @@ use crate::progress::Progress;
 use crate::repo::{RepoError, Repository};
 use crate::saver::Saver;
 use crate::tree::{Node, NodeKind, Snapshot, SnapshotKind, Summary, Tree};
-use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
@@ -425,11 +424,111 @@ struct DirBuilder {
 /// while a batch is being stored and the walker fills the next.
 const RECYCLED_WINDOWS: usize = 2;
 
+/// Batches queued for sealing before the oldest is waited for (one more is being filled by the
+/// walker): 1 took 12 % off a mixed backup, 2 was no faster and held 15 MB more.
+const SEALING_BATCHES: usize = 1;
+
+/// A batch whose chunks are queued on the compute pool.
+struct Sealing {
+    events: Vec<Event>,
+    /// The batch's file bytes, shared with the tasks that seal them.
+    buffers: Vec<Arc<Vec<u8>>>,
+    /// Each chunk's id (by its position in the batch), as its task finishes.
+    results: Receiver<(usize, Result<BlobId, RepoError>)>,
+    chunks: usize,
+}
+
+/// Finished batch: its events, its chunks' ids in order, and its buffers for reuse.
+type Sealed = (Vec<Event>, Vec<BlobId>, Vec<Vec<u8>>);
+
+#[derive(Default)]
+struct SealingQueue {
+    batches: std::collections::VecDeque<Sealing>,
+}
+
+impl SealingQueue {
+    fn start(&mut self, saver: &Arc<Saver>, mut batch: Batch) {
+        let (tx, results) = std::sync::mpsc::channel();
+        let mut buffers = Vec::new();
+        let mut chunks = 0;
+        for event in &mut batch.events {
+            let (Event::File(_, FileData::Whole(part)) | Event::MorePart(part)) = event else {
+                continue;
+            };
+            let buf = Arc::new(std::mem::take(&mut part.buf));
+            for &(offset, len) in &part.cuts {
+                let (saver, buf, tx, at) = (saver.clone(), buf.clone(), tx.clone(), chunks);
+                rayon::spawn(move || {
+                    let id = saver.save(BlobKind::Data, &buf[offset..offset + len]);
+                    // Released before the id is sent, so that the batch's buffers are free
+                    // once every id has arrived.
+                    drop(buf);
+                    let _ = tx.send((at, id));
+                });
+                chunks += 1;
+            }
+            buffers.push(buf);
+        }
+        self.batches.push_back(Sealing {
+            events: batch.events,
+            buffers,
+            results,
+            chunks,
+        });
+    }
+
+    /// Waits for the oldest batch.
+    fn finish_oldest(&mut self) -> Result<Option<Sealed>, RepoError> {
+        self.batches.pop_front().map(Sealing::wait).transpose()
+    }
+}
+
+impl Sealing {
+    fn wait(self) -> Result<Sealed, RepoError> {
+        let mut ids = vec![None; self.chunks];
+        let mut failed = None;
+        for _ in 0..self.chunks {
+            // Every task sends once; a closed channel means one panicked.
+            let (at, id) = self.results.recv().map_err(|_| RepoError::Interrupted)?;
+            match id {
+                Ok(id) => ids[at] = Some(id),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let ids = ids.into_iter().flatten().collect();
+        let buffers = self
+            .buffers
+            .into_iter()
+            .filter_map(|b| Arc::try_unwrap(b).ok())
+            .collect();
+        Ok((self.events, ids, buffers))
+    }
+}
+
 fn process(
-    saver: &Saver,
+    saver: &Arc<Saver>,
     rx: Receiver<Batch>,
     progress: &Progress,
     recycle: SyncSender<Vec<u8>>,
+) -> Result<(BlobId, Summary), RepoError> {
+    let mut sealing = SealingQueue::default();
+    let result = process_batches(saver, rx, progress, recycle, &mut sealing);
+    // A failure leaves no task storing behind it: the saver is finished next.
+    for rest in sealing.batches.drain(..) {
+        let _ = rest.wait();
+    }
+    result
+}
+
+fn process_batches(
+    saver: &Arc<Saver>,
+    rx: Receiver<Batch>,
+    progress: &Progress,
+    recycle: SyncSender<Vec<u8>>,
+    sealing: &mut SealingQueue,
 ) -> Result<(BlobId, Summary), RepoError> {
     // Only full-size windows are worth keeping (small files' buffers are their size).
     let give_back = |buf: Vec<u8>, window: usize| {
@@ -449,22 +548,28 @@ fn process(
         let json = serde_json::to_vec(&Tree { nodes: children }).expect("tree serializes");
         saver.save(BlobKind::Tree, &json)
     };
-    for batch in rx {
-        let slices: Vec<&[u8]> = batch
-            .events
-            .iter()
-            .flat_map(|e| match e {
-                Event::File(_, FileData::Whole(p)) | Event::MorePart(p) => Some(p),
-                _ => None,
-            })
-            .flat_map(|p| p.cuts.iter().map(|&(o, l)| &p.buf[o..o + l]))
-            .collect();
-        let ids = slices
-            .par_iter()
-            .map(|s| saver.save(BlobKind::Data, s))
-            .collect::<Result<Vec<_>, _>>()?;
+    // Batches are sealed back to back: the next one's chunks are queued on the pool before the
+    // one before is done, so no thread idles at the end of a batch waiting for the last chunk.
+    loop {
+        let done = match rx.recv() {
+            Ok(batch) => {
+                sealing.start(saver, batch);
+                if sealing.batches.len() <= SEALING_BATCHES {
+                    continue;
+                }
+                sealing.finish_oldest()
+            }
+            Err(_) if sealing.batches.is_empty() => break,
+            Err(_) => sealing.finish_oldest(),
+        };
+        let Some((events, ids, buffers)) = done? else {
+            break;
+        };
+        for buf in buffers {
+            give_back(buf, window);
+        }
         let mut ids = ids.into_iter();
-        for event in batch.events {
+        for event in events {
             match event {
                 Event::EnterDir(node) => stack.push(DirBuilder {
                     node: Some(node),
@@ -482,7 +587,6 @@ fn process(
                         FileData::Whole(p) => {
                             node.content = ids.by_ref().take(p.cuts.len()).collect();
                             progress.add(node.size, 1);
-                            give_back(p.buf, window);
                         }
                         FileData::Reuse(content) => {
                             node.content = content;
@@ -503,8 +607,7 @@ fn process(
                 Event::MorePart(p) => {
                     let node = open_file.as_mut().expect("part of an open file");
                     node.content.extend(ids.by_ref().take(p.cuts.len()));
-                    progress.add(p.buf.len() as u64, 0);
-                    give_back(p.buf, window);
+                    progress.add(p.cuts.iter().map(|c| c.1 as u64).sum(), 0);
                 }
                 Event::EndFile => {
                     let node = open_file.take().expect("an open file ends");
