@@ -8,7 +8,7 @@ use crate::blob::{BlobId, BlobKind};
 use crate::meta;
 use crate::pack;
 use crate::progress::{Progress, ProgressFn};
-use crate::repo::{RepoError, Repository};
+use crate::repo::{fetch_all, RepoError, Repository};
 use crate::tree::{NodeKind, Snapshot, SnapshotKind};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -162,20 +162,12 @@ pub async fn check(repo: Arc<Repository>, options: CheckOptions) -> Result<Check
         Ok::<_, RepoError>(found)
     };
     let snapshots = async {
-        let listed = backend.list("snapshots").await?;
         // Several fetched at once; each that does not open is named, the rest checked.
-        let fetched: Vec<(String, Result<bytes::Bytes, _>)> = futures::stream::iter(listed)
-            .map(|listed| async move {
-                let bytes = backend.get(&listed.key).await;
-                (listed.key, bytes)
-            })
-            .buffered(8)
-            .collect()
-            .await;
+        let fetched = fetch_all(backend, backend.list("snapshots").await?).await?;
         let mut found = CheckReport::default();
         let mut snapshots = Vec::new();
         for (key, bytes) in fetched {
-            match meta::open::<Snapshot>(repo.codec(), &key, &bytes?, true, "snapshot") {
+            match meta::open::<Snapshot>(repo.codec(), &key, &bytes, true, "snapshot") {
                 Ok(s) => snapshots.push((key.trim_start_matches("snapshots/").to_string(), s)),
                 Err(e) => found.errors.push(e.to_string()),
             }

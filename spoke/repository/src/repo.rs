@@ -420,19 +420,16 @@ impl Repository {
         folder: &str,
         what: &'static str,
     ) -> Result<Vec<(String, T)>, RepoError> {
-        let listed = self.backend.list(folder).await?;
-        let mut loaded: Vec<(String, T)> = futures::stream::iter(listed)
-            .map(|l| async move {
-                let bytes = self.backend.get(&l.key).await?;
-                let value: T = meta::open(&self.codec, &l.key, &bytes, true, what)?;
-                let name = l.key.rsplit('/').next().unwrap_or(&l.key).to_string();
-                Ok::<_, RepoError>((name, value))
+        // In listing order, which is by name.
+        let fetched = fetch_all(&self.backend, self.backend.list(folder).await?).await?;
+        fetched
+            .into_iter()
+            .map(|(key, bytes)| {
+                let value: T = meta::open(&self.codec, &key, &bytes, true, what)?;
+                let name = key.rsplit('/').next().unwrap_or(&key).to_string();
+                Ok((name, value))
             })
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
-        loaded.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(loaded)
+            .collect()
     }
 
     /// Seals and stores a metadata file under `folder/`; returns its name.
@@ -562,8 +559,8 @@ async fn fetch_index_files(backend: &Backend) -> Result<Vec<(String, Bytes)>, Re
     fetch_all(backend, listed).await
 }
 
-/// The listed objects' bytes, by key, fetched eight at a time.
-async fn fetch_all(
+/// The listed objects' bytes, by key, in listing order, fetched eight at a time.
+pub(crate) async fn fetch_all(
     backend: &Backend,
     listed: Vec<crate::backend::Listed>,
 ) -> Result<Vec<(String, Bytes)>, RepoError> {

@@ -551,18 +551,18 @@ fn process_batches(
     // Batches are sealed back to back: the next one's chunks are queued on the pool before the
     // one before is done, so no thread idles at the end of a batch waiting for the last chunk.
     loop {
-        let done = match rx.recv() {
+        // Once the walker is done, the batches still sealing are finished one by one.
+        let walking = match rx.recv() {
             Ok(batch) => {
                 sealing.start(saver, batch);
-                if sealing.batches.len() <= SEALING_BATCHES {
-                    continue;
-                }
-                sealing.finish_oldest()
+                true
             }
-            Err(_) if sealing.batches.is_empty() => break,
-            Err(_) => sealing.finish_oldest(),
+            Err(_) => false,
         };
-        let Some((events, ids, buffers)) = done? else {
+        if walking && sealing.batches.len() <= SEALING_BATCHES {
+            continue;
+        }
+        let Some((events, ids, buffers)) = sealing.finish_oldest()? else {
             break;
         };
         for buf in buffers {
