@@ -1,9 +1,11 @@
 //! Child processes the harness owns: started with their output in a log file, waited on until
 //! they answer, and killed when dropped so a failing test leaves nothing running.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,15 +58,28 @@ pub fn find(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A port on loopback that was free a moment ago.
+/// A port on loopback that was free a moment ago, and that this process has not handed out
+/// before: tests run side by side in one process, and two servers told the same port race for
+/// it (the loser exits while the winner answers its readiness probe).
 pub fn free_port() -> Result<u16, ProcessError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| ProcessError::Io {
-            what: "finding a free port".into(),
-            source,
-        })
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..64 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|source| ProcessError::Io {
+                what: "finding a free port".into(),
+                source,
+            })?;
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(ProcessError::Io {
+        what: "finding a free port".into(),
+        source: std::io::Error::other("the kernel kept offering ports already handed out"),
+    })
 }
 
 fn tail(log: &Path) -> String {
@@ -105,6 +120,19 @@ impl Process {
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<(), ProcessError> {
+        self.wait_for(timeout, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(drop)
+        })
+    }
+
+    /// Waits until `probe` gives an answer, failing early if the process exits.
+    pub fn wait_for<T>(
+        &mut self,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> Result<T, ProcessError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -115,8 +143,8 @@ impl Process {
                     tail: tail(&self.log),
                 });
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
+            if let Some(answer) = probe() {
+                return Ok(answer);
             }
             if Instant::now() > deadline {
                 return Err(ProcessError::NotReady {
