@@ -37,9 +37,9 @@ if [ "$(id -u)" -eq 0 ] && command -v losetup >/dev/null && command -v mkfs.ext4
   truncate -s 16G "$fs_image"
   mkfs.ext4 -q -F "$fs_image"
   loop=$(losetup --find --show --direct-io=on "$fs_image")
+  trap 'mountpoint -q "$work/restore-fs" && umount "$work/restore-fs"; losetup -d "$loop"; rm -f "$fs_image"' EXIT
   mkdir -p "$work/restore-fs"
   mount "$loop" "$work/restore-fs"
-  trap 'umount "$work/restore-fs"; losetup -d "$loop"; rm -f "$fs_image"' EXIT
   out="$work/restore-fs"
 else
   echo "restores go to $work (not root, or no losetup/mkfs.ext4): small-file restores may vary" >&2
