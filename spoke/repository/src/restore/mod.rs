@@ -20,7 +20,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use write::{apply_metadata, clear_path, create_file, create_sized, Target};
+use write::{apply_metadata, clear_path, create_file, create_sized, created_size, Target};
 pub(crate) use write::{execute, WritePlan};
 
 #[derive(Clone, Default)]
@@ -224,7 +224,7 @@ pub async fn restore(
                 if !fresh {
                     clear_path(path)?;
                 }
-                create_file(path, node.size)
+                create_file(path, created_size(node))
             })
         })?;
     let progress = Progress::new("restore");
@@ -304,7 +304,14 @@ pub async fn restore_block(
     for (i, chunk) in map.chunks.iter().enumerate() {
         let offset = i as u64 * map.chunk_size as u64;
         match chunk {
-            Some(id) => plan.add_target(*id, Target { file: 0, offset }),
+            Some(id) => plan.add_target(
+                *id,
+                Target {
+                    file: 0,
+                    offset,
+                    whole: false,
+                },
+            ),
             None => holes.push(offset),
         }
     }

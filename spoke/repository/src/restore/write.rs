@@ -34,6 +34,9 @@ const LOCAL_READS: usize = 4;
 pub(super) struct Target {
     pub file: usize,
     pub offset: u64,
+    /// The blob is the file's whole content: the file was created empty (see
+    /// [`created_size`]) and gets its size here, by a length change when the blob is all zeros.
+    pub whole: bool,
 }
 
 /// What to write: files and the blobs that fill them.
@@ -81,12 +84,20 @@ impl WritePlan {
         let file = self.files.len();
         self.files.push(path.to_path_buf());
         let mut offset = 0u64;
+        let whole = node.content.len() == 1;
         for id in &node.content {
             let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
                 id: *id,
                 context: format!("content of {}", path.display()),
             })?;
-            self.add_target(*id, Target { file, offset });
+            self.add_target(
+                *id,
+                Target {
+                    file,
+                    offset,
+                    whole,
+                },
+            );
             offset += loc.raw_length as u64;
         }
         if offset != node.size {
@@ -110,6 +121,16 @@ pub(super) fn clear_path(path: &Path) -> Result<(), RepoError> {
     }
 }
 
+/// The size a restored file is created with: files of one blob get theirs from its write (one
+/// call fewer per small file), others are sized first so blobs of zeros need no write.
+pub(super) fn created_size(node: &Node) -> u64 {
+    if node.content.len() == 1 {
+        0
+    } else {
+        node.size
+    }
+}
+
 /// Creates (or truncates) the file at `path` and gives it its size; the caller has cleared the
 /// path.
 pub(super) fn create_file(path: &Path, size: u64) -> Result<(), RepoError> {
@@ -120,6 +141,9 @@ pub(super) fn create_file(path: &Path, size: u64) -> Result<(), RepoError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| RepoError::io(path, e))?;
+    if size == 0 {
+        return Ok(());
+    }
     f.set_len(size).map_err(|e| RepoError::io(path, e))
 }
 
@@ -238,7 +262,7 @@ fn write_group(
                 let zero = is_zero(plain);
                 for t in &plan.blobs[id] {
                     progress.add(plain.len() as u64, 0);
-                    if zero {
+                    if zero && !t.whole {
                         continue;
                     }
                     // Small files come many to a read: keep few descriptors open, whatever the
@@ -258,6 +282,12 @@ fn write_group(
                             )
                         }
                     };
+                    if zero {
+                        // Created empty: it gets its size, its zeros stay unwritten (sparse).
+                        file.set_len(plain.len() as u64)
+                            .map_err(|e| RepoError::io(&plan.files[t.file], e))?;
+                        continue;
+                    }
                     crate::pieces::write_all_at(file, plain, t.offset)
                         .map_err(|e| RepoError::io(&plan.files[t.file], e))?;
                     if plan.write_through {
