@@ -20,7 +20,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use write::{apply_metadata, clear_path, create_file, create_sized, created_size, Target};
+use write::{apply_metadata, clear_path, create_file, create_sized, sized_by_write, Target};
 pub(crate) use write::{execute, WritePlan};
 
 #[derive(Clone, Default)]
@@ -224,7 +224,8 @@ pub async fn restore(
                 if !fresh {
                     clear_path(path)?;
                 }
-                create_file(path, created_size(node))
+                let size = if sized_by_write(node) { 0 } else { node.size };
+                create_file(path, size)
             })
         })?;
     let progress = Progress::new("restore");

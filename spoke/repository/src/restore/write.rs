@@ -35,7 +35,7 @@ pub(super) struct Target {
     pub file: usize,
     pub offset: u64,
     /// The blob is the file's whole content: the file was created empty (see
-    /// [`created_size`]) and gets its size here, by a length change when the blob is all zeros.
+    /// [`sized_by_write`]) and gets its size here, by a length change when the blob is all zeros.
     pub whole: bool,
 }
 
@@ -84,7 +84,7 @@ impl WritePlan {
         let file = self.files.len();
         self.files.push(path.to_path_buf());
         let mut offset = 0u64;
-        let whole = node.content.len() == 1;
+        let whole = sized_by_write(node);
         for id in &node.content {
             let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
                 id: *id,
@@ -121,14 +121,11 @@ pub(super) fn clear_path(path: &Path) -> Result<(), RepoError> {
     }
 }
 
-/// The size a restored file is created with: files of one blob get theirs from its write (one
-/// call fewer per small file), others are sized first so blobs of zeros need no write.
-pub(super) fn created_size(node: &Node) -> u64 {
-    if node.content.len() == 1 {
-        0
-    } else {
-        node.size
-    }
+/// Whether a restored file is created empty and gets its size from its one blob's write (one
+/// call fewer per small file); files of several blobs are sized first, so that blobs of zeros
+/// need no write.
+pub(super) fn sized_by_write(node: &Node) -> bool {
+    node.content.len() == 1
 }
 
 /// Creates (or truncates) the file at `path` and gives it its size; the caller has cleared the
