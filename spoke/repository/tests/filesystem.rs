@@ -235,6 +235,58 @@ async fn the_target_directory_takes_the_roots_mode_owner_and_mtime() {
     }
 }
 
+/// A restore creates files with their mode and sets owner and mode only where the created file
+/// does not already have them: each case where it does not must still end right.
+#[tokio::test]
+async fn every_restored_file_gets_its_mode_and_owner_whatever_it_was_created_with() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let as_root = nix_is_root();
+    // (name, mode, owner): the usual case, wider than the umask, narrower, setgid, another
+    // user's (root only), and one already present in the target with another mode.
+    let mut cases = vec![
+        ("plain", 0o644, None),
+        ("wide", 0o666, None),
+        ("private", 0o600, None),
+        ("setgid", 0o2755, None),
+        ("existing", 0o644, None),
+    ];
+    if as_root {
+        cases.push(("theirs", 0o640, Some(999)));
+        cases.push(("theirs-setuid", 0o4755, Some(998)));
+    }
+    for (name, mode, owner) in &cases {
+        let path = src.join(name);
+        std::fs::write(&path, name.as_bytes()).unwrap();
+        if let Some(id) = owner {
+            std::os::unix::fs::chown(&path, Some(*id), Some(*id)).unwrap();
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let repo = init("memory://").await;
+    let (_, snapshot) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("existing"), b"old").unwrap();
+    std::fs::set_permissions(out.join("existing"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let summary = restore(repo, &snapshot, &out, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.ownership_skipped, 0);
+    let me = std::fs::metadata(&src).unwrap();
+    for (name, mode, owner) in &cases {
+        let meta = std::fs::metadata(out.join(name)).unwrap();
+        assert_eq!(meta.mode() & 0o7777, *mode, "{name}: mode");
+        let want = owner.map_or((me.uid(), me.gid()), |id| (id, id));
+        assert_eq!((meta.uid(), meta.gid()), want, "{name}: owner");
+        assert_eq!(std::fs::read(out.join(name)).unwrap(), name.as_bytes());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_over_existing_entries_replaces_them_without_following_links() {
     use std::os::unix::fs::MetadataExt;

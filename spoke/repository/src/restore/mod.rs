@@ -20,7 +20,9 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use write::{apply_metadata, clear_path, create_file, create_sized, sized_by_write, Target};
+use write::{
+    apply_metadata, clear_path, create_file, create_sized, sized_by_write, Pending, Target,
+};
 pub(crate) use write::{execute, WritePlan};
 
 #[derive(Clone, Default)]
@@ -216,18 +218,23 @@ pub async fn restore(
     // directory from several threads only contends for the filesystem's inode allocator.
     // (Creating files as their data arrives, in pack order from every thread, was slower, and
     // so was setting each file's metadata right after its write.)
-    planned
+    let pending = planned
         .files
         .par_chunk_by(|a, b| a.0.parent() == b.0.parent())
-        .try_for_each(|files| {
-            files.iter().try_for_each(|(path, node)| {
-                if !fresh {
-                    clear_path(path)?;
-                }
-                let size = if sized_by_write(node) { 0 } else { node.size };
-                create_file(path, size)
-            })
-        })?;
+        .map(|files| {
+            files
+                .iter()
+                .map(|(path, node)| {
+                    if !fresh {
+                        clear_path(path)?;
+                    }
+                    let size = if sized_by_write(node) { 0 } else { node.size };
+                    create_file(path, node, size)
+                })
+                .collect::<Result<Vec<Pending>, RepoError>>()
+        })
+        .collect::<Result<Vec<Vec<Pending>>, RepoError>>()?
+        .concat();
     let progress = Progress::new("restore");
     progress.set_total(plan.bytes, planned.files.len() as u64);
     let reporter = progress.report(options.progress.clone(), Duration::from_millis(500));
@@ -238,7 +245,14 @@ pub async fn restore(
             .map_err(|m| RepoError::Invalid(format!("{}: {m}", path.display())))?;
         let _ = std::fs::remove_file(&path);
         std::os::unix::fs::symlink(&target, &path).map_err(|e| RepoError::io(&path, e))?;
-        summary.ownership_skipped += u64::from(!apply_metadata(&path, &node, false)?);
+        summary.ownership_skipped += u64::from(!apply_metadata(
+            &path,
+            &node,
+            Pending {
+                owner: true,
+                mode: false,
+            },
+        )?);
         summary.symlinks += 1;
     }
     for (first, other) in &planned.hardlinks {
@@ -249,7 +263,8 @@ pub async fn restore(
     let owned = planned
         .files
         .par_iter()
-        .map(|(path, node)| apply_metadata(path, node, true))
+        .zip(pending)
+        .map(|((path, node), pending)| apply_metadata(path, node, pending))
         .collect::<Result<Vec<bool>, RepoError>>()?;
     summary.ownership_skipped += owned.iter().filter(|o| !**o).count() as u64;
     summary.files += planned.files.len() as u64;
@@ -258,11 +273,11 @@ pub async fn restore(
         .dirs
         .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (path, node) in &planned.dirs {
-        summary.ownership_skipped += u64::from(!apply_metadata(path, node, true)?);
+        summary.ownership_skipped += u64::from(!apply_metadata(path, node, Pending::ALL)?);
         summary.dirs += 1;
     }
     if let Some(node) = &target_node {
-        summary.ownership_skipped += u64::from(!apply_metadata(target, node, true)?);
+        summary.ownership_skipped += u64::from(!apply_metadata(target, node, Pending::ALL)?);
     }
     reporter.finish();
     Ok(summary)

@@ -128,9 +128,49 @@ pub(super) fn sized_by_write(node: &Node) -> bool {
     node.content.len() == 1
 }
 
-/// Creates (or truncates) the file at `path` and gives it its size; the caller has cleared the
-/// path.
-pub(super) fn create_file(path: &Path, size: u64) -> Result<(), RepoError> {
+/// What a restored file still needs after its creation, besides its modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Pending {
+    pub owner: bool,
+    pub mode: bool,
+}
+
+impl Pending {
+    /// Everything: for what the restore did not create itself (directories, symlinks).
+    pub const ALL: Pending = Pending {
+        owner: true,
+        mode: true,
+    };
+}
+
+/// Creates (or truncates) the file at `path` with the node's mode and gives it its size; the
+/// caller has cleared the path. Says which of owner and mode the file does not have yet: a file
+/// created by its owner with its mode (the usual case: a restore by the files' owner, or root
+/// restoring root's files) needs neither call, two path lookups fewer per small file.
+pub(super) fn create_file(path: &Path, node: &Node, size: u64) -> Result<Pending, RepoError> {
+    use std::os::unix::fs::MetadataExt;
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(node.mode & 0o777)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| RepoError::io(path, e))?;
+    if size != 0 {
+        f.set_len(size).map_err(|e| RepoError::io(path, e))?;
+    }
+    let created = f.metadata().map_err(|e| RepoError::io(path, e))?;
+    Ok(Pending {
+        owner: created.uid() != node.uid || created.gid() != node.gid,
+        // Setuid, setgid and sticky are always set last: the umask does not cover them, and a
+        // write by anyone but root clears the first two.
+        mode: created.mode() & 0o7777 != node.mode || node.mode & 0o7000 != 0,
+    })
+}
+
+pub(super) fn create_sized(path: &Path, size: u64) -> Result<(), RepoError> {
+    clear_path(path)?;
     let f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -138,15 +178,7 @@ pub(super) fn create_file(path: &Path, size: u64) -> Result<(), RepoError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| RepoError::io(path, e))?;
-    if size == 0 {
-        return Ok(());
-    }
     f.set_len(size).map_err(|e| RepoError::io(path, e))
-}
-
-pub(super) fn create_sized(path: &Path, size: u64) -> Result<(), RepoError> {
-    clear_path(path)?;
-    create_file(path, size)
 }
 
 /// Fetches and writes every blob of a plan: packs in parallel, nearby blobs in one read.
@@ -353,14 +385,20 @@ fn writeback(file: &File, offset: u64, len: usize, finish: bool) -> std::io::Res
     Ok(())
 }
 
-/// Sets mode (when `chmod`), owner and modification time, without following symlinks; says
-/// whether the owner could be set (not running as root, it cannot: counted, not fatal).
-pub(super) fn apply_metadata(path: &Path, node: &Node, chmod: bool) -> Result<bool, RepoError> {
+/// Sets what is `pending` of owner and mode, and the modification time, without following
+/// symlinks; says whether the node's owner is in place (not running as root, it cannot be:
+/// counted, not fatal).
+pub(super) fn apply_metadata(
+    path: &Path,
+    node: &Node,
+    pending: Pending,
+) -> Result<bool, RepoError> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| RepoError::Invalid(format!("{}: path contains NUL", path.display())))?;
     // SAFETY: c is a valid NUL-terminated path; the calls only read it.
-    let owned = unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } == 0;
-    if chmod {
+    let owned = !pending.owner || unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } == 0;
+    // After the owner: a change of owner clears setuid and setgid.
+    if pending.mode {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| RepoError::io(path, e))?;
