@@ -287,6 +287,42 @@ async fn every_restored_file_gets_its_mode_and_owner_whatever_it_was_created_wit
     }
 }
 
+/// Files of one blob get their modification time from their writer, the others after all
+/// writes: files sharing one blob, an all-zero one, and a file of several blobs each keep
+/// their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_sharing_content_keep_their_own_modification_times() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    let files = [
+        ("a/same", b"shared content\n".to_vec(), 1_100_000_000),
+        ("b/same", b"shared content\n".to_vec(), 1_300_000_000),
+        ("zeros", vec![0u8; 4096], 1_400_000_000),
+        ("big", noise(2 * 1024 * 1024 + 5, 11), 1_500_000_000),
+    ];
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    for (name, content, mtime) in &files {
+        std::fs::write(src.join(name), content).unwrap();
+        set_mtime(&src.join(name), *mtime);
+    }
+    let repo = init("memory://").await;
+    let (_, snapshot) = fs::backup(repo.clone(), &src, BackupOptions::default())
+        .await
+        .unwrap();
+    let out = dir.path().join("out");
+    restore(repo, &snapshot, &out, RestoreOptions::default())
+        .await
+        .unwrap();
+    for (name, content, mtime) in &files {
+        let meta = std::fs::metadata(out.join(name)).unwrap();
+        assert_eq!(meta.mtime(), *mtime, "{name}: mtime");
+        assert_eq!(&std::fs::read(out.join(name)).unwrap(), content, "{name}");
+    }
+    assert_eq!(describe(&out), describe(&src));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_over_existing_entries_replaces_them_without_following_links() {
     use std::os::unix::fs::MetadataExt;

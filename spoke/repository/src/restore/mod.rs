@@ -251,6 +251,7 @@ pub async fn restore(
             Pending {
                 owner: true,
                 mode: false,
+                mtime: true,
             },
         )?);
         summary.symlinks += 1;

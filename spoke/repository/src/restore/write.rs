@@ -43,6 +43,9 @@ pub(super) struct Target {
 #[derive(Default)]
 pub(crate) struct WritePlan {
     files: Vec<PathBuf>,
+    /// Per file, the modification time its writer sets once the file's one blob is written
+    /// (files [`sized_by_write`]); the others get theirs after every write.
+    mtimes: Vec<Option<libc::timespec>>,
     blobs: HashMap<BlobId, Vec<Target>>,
     pub bytes: u64,
     /// Written ranges go to disk and leave the page cache as they are written (one large file,
@@ -62,6 +65,7 @@ impl WritePlan {
     pub(super) fn for_image(path: &Path, bytes: u64) -> WritePlan {
         WritePlan {
             files: vec![path.to_path_buf()],
+            mtimes: vec![None],
             blobs: HashMap::new(),
             bytes,
             write_through: true,
@@ -85,6 +89,7 @@ impl WritePlan {
         self.files.push(path.to_path_buf());
         let mut offset = 0u64;
         let whole = sized_by_write(node);
+        self.mtimes.push(whole.then(|| mtime(node)));
         for id in &node.content {
             let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
                 id: *id,
@@ -133,6 +138,7 @@ pub(super) fn sized_by_write(node: &Node) -> bool {
 pub(super) struct Pending {
     pub owner: bool,
     pub mode: bool,
+    pub mtime: bool,
 }
 
 impl Pending {
@@ -140,6 +146,7 @@ impl Pending {
     pub const ALL: Pending = Pending {
         owner: true,
         mode: true,
+        mtime: true,
     };
 }
 
@@ -163,6 +170,7 @@ pub(super) fn create_file(path: &Path, node: &Node, size: u64) -> Result<Pending
     let created = f.metadata().map_err(|e| RepoError::io(path, e))?;
     Ok(Pending {
         owner: created.uid() != node.uid || created.gid() != node.gid,
+        mtime: !sized_by_write(node),
         // Setuid, setgid and sticky are always set last: the umask does not cover them, and a
         // write by anyone but root clears the first two.
         mode: created.mode() & 0o7777 != node.mode || node.mode & 0o7000 != 0,
@@ -311,15 +319,20 @@ fn write_group(
                             )
                         }
                     };
+                    let path = &plan.files[t.file];
                     if zero {
                         // Created empty: it gets its size, its zeros stay unwritten (sparse).
                         file.set_len(plain.len() as u64)
-                            .map_err(|e| RepoError::io(&plan.files[t.file], e))?;
+                            .map_err(|e| RepoError::io(path, e))?;
+                    } else {
+                        crate::pieces::write_all_at(file, plain, t.offset)
+                            .map_err(|e| RepoError::io(path, e))?;
+                    }
+                    if let Some(time) = &plan.mtimes[t.file] {
+                        set_mtime_fd(file, time).map_err(|e| RepoError::io(path, e))?;
                         continue;
                     }
-                    crate::pieces::write_all_at(file, plain, t.offset)
-                        .map_err(|e| RepoError::io(&plan.files[t.file], e))?;
-                    if plan.write_through {
+                    if plan.write_through && !zero {
                         written.push((t.file, t.offset, plain.len()));
                     }
                 }
@@ -385,14 +398,17 @@ fn writeback(file: &File, offset: u64, len: usize, finish: bool) -> std::io::Res
     Ok(())
 }
 
-/// Sets what is `pending` of owner and mode, and the modification time, without following
-/// symlinks; says whether the node's owner is in place (not running as root, it cannot be:
-/// counted, not fatal).
+/// Sets what is `pending` of owner, mode and modification time, without following symlinks;
+/// says whether the node's owner is in place (not running as root, it cannot be: counted, not
+/// fatal).
 pub(super) fn apply_metadata(
     path: &Path,
     node: &Node,
     pending: Pending,
 ) -> Result<bool, RepoError> {
+    if !(pending.owner || pending.mode || pending.mtime) {
+        return Ok(true);
+    }
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| RepoError::Invalid(format!("{}: path contains NUL", path.display())))?;
     // SAFETY: c is a valid NUL-terminated path; the calls only read it.
@@ -403,16 +419,10 @@ pub(super) fn apply_metadata(
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| RepoError::io(path, e))?;
     }
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: node.mtime as libc::time_t,
-            tv_nsec: node.mtime_nsec as libc::c_long,
-        },
-    ];
+    if !pending.mtime {
+        return Ok(owned);
+    }
+    let times = [omit_atime(), mtime(node)];
     // SAFETY: as above; times points at two timespecs as utimensat requires.
     let rc = unsafe {
         libc::utimensat(
@@ -426,6 +436,31 @@ pub(super) fn apply_metadata(
         return Err(RepoError::io(path, std::io::Error::last_os_error()));
     }
     Ok(owned)
+}
+
+fn mtime(node: &Node) -> libc::timespec {
+    libc::timespec {
+        tv_sec: node.mtime as libc::time_t,
+        tv_nsec: node.mtime_nsec as libc::c_long,
+    }
+}
+
+fn omit_atime() -> libc::timespec {
+    libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    }
+}
+
+/// Sets a file's modification time through its descriptor (no path lookup).
+fn set_mtime_fd(file: &File, mtime: &libc::timespec) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let times = [omit_atime(), *mtime];
+    // SAFETY: the descriptor is open; times points at two timespecs as futimens requires.
+    if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
