@@ -4,8 +4,9 @@
 //! Plan, then execute: the trees are read first into a list of what goes where; then packs are
 //! fetched in parallel (neighbouring blobs in one range read), every blob is verified as it is
 //! opened, and each is written to every place that needs it. Chunks of zeroes are not written,
-//! so files and images come back sparse. Metadata is applied last, directories deepest first,
-//! so writing into them does not disturb their times.
+//! so files and images come back sparse. Files are created with their mode; a file of one blob
+//! gets its modification time from the writer that fills it; what else is missing is applied
+//! last, directories deepest first, so writing into them does not disturb their times.
 
 mod write;
 
@@ -216,8 +217,7 @@ pub async fn restore(
     }
     // Directories in parallel, each one's files by one thread: creating files in one
     // directory from several threads only contends for the filesystem's inode allocator.
-    // (Creating files as their data arrives, in pack order from every thread, was slower, and
-    // so was setting each file's metadata right after its write.)
+    // (Creating files as their data arrives, in pack order from every thread, was slower.)
     let pending = planned
         .files
         .par_chunk_by(|a, b| a.0.parent() == b.0.parent())
@@ -245,15 +245,7 @@ pub async fn restore(
             .map_err(|m| RepoError::Invalid(format!("{}: {m}", path.display())))?;
         let _ = std::fs::remove_file(&path);
         std::os::unix::fs::symlink(&target, &path).map_err(|e| RepoError::io(&path, e))?;
-        summary.ownership_skipped += u64::from(!apply_metadata(
-            &path,
-            &node,
-            Pending {
-                owner: true,
-                mode: false,
-                mtime: true,
-            },
-        )?);
+        summary.ownership_skipped += u64::from(!apply_metadata(&path, &node, Pending::SYMLINK)?);
         summary.symlinks += 1;
     }
     for (first, other) in &planned.hardlinks {

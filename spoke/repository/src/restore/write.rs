@@ -133,7 +133,7 @@ pub(super) fn sized_by_write(node: &Node) -> bool {
     node.content.len() == 1
 }
 
-/// What a restored file still needs after its creation, besides its modification time.
+/// What of its metadata a restored file still needs after its creation and its writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Pending {
     pub owner: bool,
@@ -148,12 +148,18 @@ impl Pending {
         mode: true,
         mtime: true,
     };
+    /// A symlink's: Linux keeps no mode of a link's own.
+    pub const SYMLINK: Pending = Pending {
+        mode: false,
+        ..Pending::ALL
+    };
 }
 
 /// Creates (or truncates) the file at `path` with the node's mode and gives it its size; the
-/// caller has cleared the path. Says which of owner and mode the file does not have yet: a file
-/// created by its owner with its mode (the usual case: a restore by the files' owner, or root
-/// restoring root's files) needs neither call, two path lookups fewer per small file.
+/// caller has cleared the path. Says what the file will still lack: owner and mode unless it
+/// was created with them (the usual case: a restore by the files' owner, or root restoring
+/// root's files), and its modification time unless its writer sets it (files of one blob). A
+/// small file usually needs nothing more: three path lookups fewer per file.
 pub(super) fn create_file(path: &Path, node: &Node, size: u64) -> Result<Pending, RepoError> {
     use std::os::unix::fs::MetadataExt;
     let f = OpenOptions::new()
