@@ -265,17 +265,11 @@ async fn every_restored_file_gets_its_mode_and_owner_whatever_it_was_created_wit
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).unwrap();
     }
-    let repo = init("memory://").await;
-    let (_, snapshot) = fs::backup(repo.clone(), &src, BackupOptions::default())
-        .await
-        .unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("existing"), b"old").unwrap();
     std::fs::set_permissions(out.join("existing"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let summary = restore(repo, &snapshot, &out, RestoreOptions::default())
-        .await
-        .unwrap();
+    let summary = backup_and_restore(&src, &out).await;
     assert_eq!(summary.ownership_skipped, 0);
     let me = std::fs::metadata(&src).unwrap();
     for (name, mode, owner) in &cases {
@@ -307,14 +301,8 @@ async fn files_sharing_content_keep_their_own_modification_times() {
         std::fs::write(src.join(name), content).unwrap();
         set_mtime(&src.join(name), *mtime);
     }
-    let repo = init("memory://").await;
-    let (_, snapshot) = fs::backup(repo.clone(), &src, BackupOptions::default())
-        .await
-        .unwrap();
     let out = dir.path().join("out");
-    restore(repo, &snapshot, &out, RestoreOptions::default())
-        .await
-        .unwrap();
+    backup_and_restore(&src, &out).await;
     for (name, content, mtime) in &files {
         let meta = std::fs::metadata(out.join(name)).unwrap();
         assert_eq!(meta.mtime(), *mtime, "{name}: mtime");
@@ -374,15 +362,20 @@ async fn identical_directories_share_a_tree_and_both_restore() {
     for twin in ["a", "b", "c/d"] {
         std::fs::create_dir_all(src.join(twin).join("empty")).unwrap();
     }
-    let repo = init("memory://").await;
-    let (_, snapshot) = fs::backup(repo.clone(), &src, BackupOptions::default())
-        .await
-        .unwrap();
     let out = dir.path().join("out");
-    restore(repo, &snapshot, &out, RestoreOptions::default())
+    backup_and_restore(&src, &out).await;
+    assert_eq!(describe(&out), describe(&src));
+}
+
+/// Backs `src` up into a memory repository and restores that snapshot into `out`.
+async fn backup_and_restore(src: &Path, out: &Path) -> ferry_repository::restore::RestoreSummary {
+    let repo = init("memory://").await;
+    let (_, snapshot) = fs::backup(repo.clone(), src, BackupOptions::default())
         .await
         .unwrap();
-    assert_eq!(describe(&out), describe(&src));
+    restore(repo, &snapshot, out, RestoreOptions::default())
+        .await
+        .unwrap()
 }
 
 fn nix_is_root() -> bool {

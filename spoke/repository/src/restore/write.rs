@@ -162,14 +162,7 @@ impl Pending {
 /// small file usually needs nothing more: three path lookups fewer per file.
 pub(super) fn create_file(path: &Path, node: &Node, size: u64) -> Result<Pending, RepoError> {
     use std::os::unix::fs::MetadataExt;
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(node.mode & 0o777)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| RepoError::io(path, e))?;
+    let f = create_truncated(path, node.mode & 0o777)?;
     if size != 0 {
         f.set_len(size).map_err(|e| RepoError::io(path, e))?;
     }
@@ -185,14 +178,21 @@ pub(super) fn create_file(path: &Path, node: &Node, size: u64) -> Result<Pending
 
 pub(super) fn create_sized(path: &Path, size: u64) -> Result<(), RepoError> {
     clear_path(path)?;
-    let f = OpenOptions::new()
+    let f = create_truncated(path, 0o666)?;
+    f.set_len(size).map_err(|e| RepoError::io(path, e))
+}
+
+/// Opens `path` for writing, created with `mode` (less the umask) or truncated, never through a
+/// symlink.
+fn create_truncated(path: &Path, mode: u32) -> Result<File, RepoError> {
+    OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| RepoError::io(path, e))?;
-    f.set_len(size).map_err(|e| RepoError::io(path, e))
+        .map_err(|e| RepoError::io(path, e))
 }
 
 /// Fetches and writes every blob of a plan: packs in parallel, nearby blobs in one read.
