@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Ferry's repository engine against restic, same data, same machine, same run.
 #
-#   bash spoke/repository/bench/compare.sh [WORKDIR]
+#   REPEAT=3 bash spoke/repository/bench/compare.sh [WORKDIR]
 #
 # Generates the datasets (once; kept in WORKDIR, default /tmp/ferry-bench), builds ferry-spoke
-# in release mode, and prints one markdown table row per (dataset, operation, tool): wall time,
-# CPU time (user + system), peak RSS, throughput, and bytes stored. Both tools write to a local
-# directory repository and read from the page cache; both are warm-cache runs.
+# in release mode, and measures every step REPEAT times (default 3), each repetition into fresh
+# repositories, the two tools taking turns. It prints one markdown table row per (dataset,
+# operation, tool): the median wall time and the range of all repetitions, median CPU time (user
+# + system), the highest peak RSS seen, throughput at the median, and bytes stored; restic's rows
+# add Ferry's speed-up, median and lowest of the repetitions (each against the same repetition's
+# restic). Both tools write to a local directory repository and read from the page cache.
+#
+# Why repetitions: on a virtual machine one run of a step varies by 10-25 % (restic's mixed
+# backup took 4.5-6.1 s in runs minutes apart); one sample per tool made the ratio as noisy.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
@@ -16,6 +22,8 @@ command -v restic >/dev/null || { echo "restic is needed: apt-get install restic
 [ -x /usr/bin/time ] || { echo "GNU time is needed: apt-get install time" >&2; exit 1; }
 (cd "$root" && cargo build --release -q -p ferry-spoke)
 ferry="$root/target/release/ferry-spoke"
+repeat="${REPEAT:-3}"
+[[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { echo "REPEAT must be a positive number, not '$repeat'" >&2; exit 1; }
 export RESTIC_PASSWORD=bench FERRY_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache"
 
 [ -d "$work/mixed" ] || python3 "$here/gen.py" mixed "$work/mixed"
@@ -45,8 +53,8 @@ else
   echo "restores go to $work (not root, or no losetup/mkfs.ext4): small-file restores may vary" >&2
 fi
 
-echo "| dataset | operation | tool | wall s | CPU s | peak RSS MiB | MiB/s | stored MiB |"
-echo "|---|---|---|---:|---:|---:|---:|---:|"
+results="$work/results.tsv"
+: >"$results"
 
 # Every measured step starts from the same memory state: the page cache dropped, the step's
 # input read back into it, and a pause. On a virtual machine whose hypervisor takes back free
@@ -63,6 +71,8 @@ settle() {
 }
 
 # run DATASET OPERATION TOOL BYTES REPO INPUT -- command...   (INPUT: what the step reads)
+# Appends one line to $results: repetition, dataset, operation, tool, wall, CPU, RSS KiB, bytes,
+# stored bytes.
 run() {
   local dataset=$1 op=$2 tool=$3 bytes=$4 repo=$5 input=$6
   shift 7
@@ -72,46 +82,55 @@ run() {
   read -r wall user sys rss <"$work/time"
   local stored
   stored=$(du -sb "$repo" | cut -f1)
-  awk -v d="$dataset" -v o="$op" -v t="$tool" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" \
-      -v b="$bytes" -v st="$stored" 'BEGIN {
-    printf "| %s | %s | %s | %.2f | %.2f | %.0f | %.0f | %.1f |\n",
-      d, o, t, w, u + s, r / 1024, (b / 1048576) / (w > 0 ? w : 0.01), st / 1048576 }'
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$dataset" "$op" "$tool" "$wall" \
+    "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" "$rss" "$bytes" "$stored" >>"$results"
 }
 
-for dataset in mixed small; do
-  src="$work/$dataset"
-  bytes=$(du -sb --apparent-size "$src" | cut -f1)
-  rm -rf "$work/ferry-$dataset" "$work/restic-$dataset" "$out/out-ferry" "$out/out-restic" "$RESTIC_CACHE_DIR"
-  "$ferry" repo -r "$work/ferry-$dataset" init >/dev/null
-  restic -r "$work/restic-$dataset" init >/dev/null
-  run "$dataset" backup ferry "$bytes" "$work/ferry-$dataset" "$src" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none backup "$src"
-  run "$dataset" backup restic "$bytes" "$work/restic-$dataset" "$src" -- restic -r "$work/restic-$dataset" backup -q "$src"
-  run "$dataset" restore ferry "$bytes" "$work/ferry-$dataset" "$work/ferry-$dataset" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none restore latest "$out/out-ferry"
-  run "$dataset" restore restic "$bytes" "$work/restic-$dataset" "$work/restic-$dataset" -- restic -r "$work/restic-$dataset" restore -q latest --target "$out/out-restic"
-  diff -r "$src" "$out/out-ferry" >/dev/null || { echo "ferry restored $dataset wrongly" >&2; exit 1; }
-  rm -rf "$out/out-ferry" "$out/out-restic"
+new_bytes=()
+for rep in $(seq "$repeat"); do
+  echo "repetition $rep of $repeat" >&2
+
+  for dataset in mixed small; do
+    src="$work/$dataset"
+    bytes=$(du -sb --apparent-size "$src" | cut -f1)
+    rm -rf "$work/ferry-$dataset" "$work/restic-$dataset" "$out/out-ferry" "$out/out-restic" "$RESTIC_CACHE_DIR"
+    "$ferry" repo -r "$work/ferry-$dataset" init >/dev/null
+    restic -r "$work/restic-$dataset" init >/dev/null
+    run "$dataset" backup ferry "$bytes" "$work/ferry-$dataset" "$src" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none backup "$src"
+    run "$dataset" backup restic "$bytes" "$work/restic-$dataset" "$src" -- restic -r "$work/restic-$dataset" backup -q "$src"
+    run "$dataset" restore ferry "$bytes" "$work/ferry-$dataset" "$work/ferry-$dataset" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none restore latest "$out/out-ferry"
+    run "$dataset" restore restic "$bytes" "$work/restic-$dataset" "$work/restic-$dataset" -- restic -r "$work/restic-$dataset" restore -q latest --target "$out/out-restic"
+    diff -r "$src" "$out/out-ferry" >/dev/null || { echo "ferry restored $dataset wrongly" >&2; exit 1; }
+    rm -rf "$out/out-ferry" "$out/out-restic"
+  done
+
+  img="$work/block.img"
+  bytes=$(stat -c %s "$img")
+  rm -rf "$work/ferry-block" "$work/restic-block" "$RESTIC_CACHE_DIR"
+  cp --sparse=always "$img" "$work/block-changed.img"
+  "$ferry" repo -r "$work/ferry-block" init >/dev/null
+  restic -r "$work/restic-block" init >/dev/null
+  run block "initial export" ferry "$bytes" "$work/ferry-block" "$work/block-changed.img" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
+  run block "initial export" restic "$bytes" "$work/restic-block" "$work/block-changed.img" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
+  python3 "$here/gen.py" change "$work/block-changed.img" "$work/changes.txt"
+  before_ferry=$(du -sb "$work/ferry-block" | cut -f1)
+  before_restic=$(du -sb "$work/restic-block" | cut -f1)
+  run block "re-export, 1 % changed" ferry "$bytes" "$work/ferry-block" "$work/block-changed.img" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
+  run block "re-export, 1 % changed" restic "$bytes" "$work/restic-block" "$work/block-changed.img" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
+  mid_ferry=$(du -sb "$work/ferry-block" | cut -f1)
+  run block "re-export with change list" ferry "$bytes" "$work/ferry-block" "$work/block-changed.img" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk --changed-blocks "$work/changes.txt"
+  after_restic=$(du -sb "$work/restic-block" | cut -f1)
+  new_bytes+=("ferry $(( (mid_ferry - before_ferry) / 1048576 )) MiB, restic $(( (after_restic - before_restic) / 1048576 )) MiB")
+  run block restore ferry "$bytes" "$work/ferry-block" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none restore latest "$out/block-out.img"
+  cmp "$work/block-changed.img" "$out/block-out.img" || { echo "ferry restored the image wrongly" >&2; exit 1; }
+  rm -f "$out/block-out.img"
+  run block restore restic "$bytes" "$work/restic-block" "$work/restic-block" -- restic -r "$work/restic-block" restore -q latest --target "$out/out-restic"
+  rm -rf "$out/out-restic"
 done
 
-img="$work/block.img"
-bytes=$(stat -c %s "$img")
-rm -rf "$work/ferry-block" "$work/restic-block" "$RESTIC_CACHE_DIR"
-cp --sparse=always "$img" "$work/block-changed.img"
-"$ferry" repo -r "$work/ferry-block" init >/dev/null
-restic -r "$work/restic-block" init >/dev/null
-run block "initial export" ferry "$bytes" "$work/ferry-block" "$work/block-changed.img" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
-run block "initial export" restic "$bytes" "$work/restic-block" "$work/block-changed.img" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
-python3 "$here/gen.py" change "$work/block-changed.img" "$work/changes.txt"
-before_ferry=$(du -sb "$work/ferry-block" | cut -f1)
-before_restic=$(du -sb "$work/restic-block" | cut -f1)
-run block "re-export, 1 % changed" ferry "$bytes" "$work/ferry-block" "$work/block-changed.img" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk
-run block "re-export, 1 % changed" restic "$bytes" "$work/restic-block" "$work/block-changed.img" -- restic -r "$work/restic-block" backup -q "$work/block-changed.img"
-mid_ferry=$(du -sb "$work/ferry-block" | cut -f1)
-run block "re-export with change list" ferry "$bytes" "$work/ferry-block" "$work/block-changed.img" -- "$ferry" repo -r "$work/ferry-block" --progress none backup --block "$work/block-changed.img" --source disk --changed-blocks "$work/changes.txt"
-after_restic=$(du -sb "$work/restic-block" | cut -f1)
+echo "| dataset | operation | tool | wall s (median) | wall s (range) | CPU s | peak RSS MiB | MiB/s | stored MiB | Ferry's speed-up (median / lowest) |"
+echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+awk -F '\t' -f "$here/report.awk" "$results"
 echo
-echo "New bytes stored by the 1 % re-export: ferry $(( (mid_ferry - before_ferry) / 1048576 )) MiB, restic $(( (after_restic - before_restic) / 1048576 )) MiB."
-run block restore ferry "$bytes" "$work/ferry-block" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none restore latest "$out/block-out.img"
-cmp "$work/block-changed.img" "$out/block-out.img" || { echo "ferry restored the image wrongly" >&2; exit 1; }
-rm -f "$out/block-out.img"
-run block restore restic "$bytes" "$work/restic-block" "$work/restic-block" -- restic -r "$work/restic-block" restore -q latest --target "$out/out-restic"
-rm -rf "$out/out-restic"
+echo "New bytes stored by the 1 % re-export, each repetition:"
+printf -- '- %s\n' "${new_bytes[@]}"
