@@ -368,6 +368,34 @@ async fn identical_directories_share_a_tree_and_both_restore() {
 }
 
 /// Backs `src` up into a memory repository and restores that snapshot into `out`.
+/// Files of several blobs are allocated whole before their writes, unless a blob may be all
+/// zeros: a long run of zeros inside a file stays a hole, and every file reads back the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_zeros_stay_holes_in_files_allocated_ahead() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut holey = noise(2 << 20, 1);
+    holey.extend(vec![0u8; 20 << 20]);
+    holey.extend(noise(2 << 20, 2));
+    std::fs::write(src.join("holey"), &holey).unwrap();
+    std::fs::write(src.join("dense"), noise(5 << 20, 3)).unwrap();
+    std::fs::write(src.join("text"), b"line of text\n".repeat(400_000)).unwrap();
+    let out = dir.path().join("out");
+    backup_and_restore(&src, &out).await;
+    assert_eq!(describe(&out), describe(&src));
+    let holey = std::fs::metadata(out.join("holey")).unwrap();
+    assert!(
+        holey.blocks() * 512 <= 16 << 20,
+        "zeros written or allocated: {} of {} bytes",
+        holey.blocks() * 512,
+        holey.len()
+    );
+    let dense = std::fs::metadata(out.join("dense")).unwrap();
+    assert!(dense.blocks() * 512 >= dense.len());
+}
+
 async fn backup_and_restore(src: &Path, out: &Path) -> ferry_repository::restore::RestoreSummary {
     let repo = init("memory://").await;
     let (_, snapshot) = fs::backup(repo.clone(), src, BackupOptions::default())

@@ -4,7 +4,8 @@
 //! Plan, then execute: the trees are read first into a list of what goes where; then packs are
 //! fetched in parallel (neighbouring blobs in one range read), every blob is verified as it is
 //! opened, and each is written to every place that needs it. Chunks of zeroes are not written,
-//! so files and images come back sparse. Files are created with their mode; a file of one blob
+//! so files and images come back sparse; a file of several blobs none of which can be zeroes
+//! is allocated whole when it is created (less kernel work per write). Files are created with their mode; a file of one blob
 //! gets its modification time from the writer that fills it; what else is missing is applied
 //! last, directories deepest first, so writing into them does not disturb their times.
 
@@ -21,9 +22,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use write::{
-    apply_metadata, clear_path, create_file, create_sized, sized_by_write, Pending, Target,
-};
+use write::{apply_metadata, clear_path, create_file, create_sized, Pending, Target};
 pub(crate) use write::{execute, WritePlan};
 
 #[derive(Clone, Default)]
@@ -212,24 +211,24 @@ pub async fn restore(
     // The whole plan is checked against the index before the first file is touched.
     let index = repo.index();
     let mut plan = WritePlan::default();
-    for (path, node) in &planned.files {
-        plan.add_file_content(&index, path, node)?;
-    }
+    let files = planned
+        .files
+        .iter()
+        .map(|(path, node)| Ok((path, node, plan.add_file_content(&index, path, node)?)))
+        .collect::<Result<Vec<_>, RepoError>>()?;
     // Directories in parallel, each one's files by one thread: creating files in one
     // directory from several threads only contends for the filesystem's inode allocator.
     // (Creating files as their data arrives, in pack order from every thread, was slower.)
-    let pending = planned
-        .files
+    let pending = files
         .par_chunk_by(|a, b| a.0.parent() == b.0.parent())
         .map(|files| {
             files
                 .iter()
-                .map(|(path, node)| {
+                .map(|(path, node, sizing)| {
                     if !fresh {
                         clear_path(path)?;
                     }
-                    let size = if sized_by_write(node) { 0 } else { node.size };
-                    create_file(path, node, size)
+                    create_file(path, node, *sizing)
                 })
                 .collect::<Result<Vec<Pending>, RepoError>>()
         })
