@@ -5,9 +5,10 @@
 //! fetched in parallel (neighbouring blobs in one range read), every blob is verified as it is
 //! opened, and each is written to every place that needs it. Chunks of zeroes are not written,
 //! so files and images come back sparse; a file of several blobs none of which can be zeroes
-//! is allocated whole when it is created (less kernel work per write). Files are created with their mode; a file of one blob
-//! gets its modification time from the writer that fills it; what else is missing is applied
-//! last, directories deepest first, so writing into them does not disturb their times.
+//! is allocated whole when it is created (less kernel work per write). Files are created with
+//! their mode; a file of one blob gets its modification time from the writer that fills it;
+//! what else is missing is applied last, directories deepest first, so writing into them does
+//! not disturb their times.
 
 mod write;
 
