@@ -7,18 +7,15 @@ function median(list,    v, n, i, j, t) {
     for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
   return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
 }
-function lowest(list,    v, n, i, m) {
+# The smallest value of a list (sign 1) or the largest (sign -1).
+function extreme(list, sign,    v, n, i, m) {
   n = split(list, v, " ")
   m = v[1]
-  for (i = 2; i <= n; i++) if (v[i] + 0 < m + 0) m = v[i]
+  for (i = 2; i <= n; i++) if (sign * v[i] < sign * m) m = v[i]
   return m
 }
-function highest(list,    v, n, i, m) {
-  n = split(list, v, " ")
-  m = v[1]
-  for (i = 2; i <= n; i++) if (v[i] + 0 > m + 0) m = v[i]
-  return m
-}
+function lowest(list) { return extreme(list, 1) }
+function highest(list) { return extreme(list, -1) }
 {
   key = $2 SUBSEP $3 SUBSEP $4
   if (!(key in walls)) order[++steps] = key

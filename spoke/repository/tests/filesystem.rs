@@ -367,7 +367,6 @@ async fn identical_directories_share_a_tree_and_both_restore() {
     assert_eq!(describe(&out), describe(&src));
 }
 
-/// Backs `src` up into a memory repository and restores that snapshot into `out`.
 /// Files of several blobs are allocated whole before their writes, unless a blob may be all
 /// zeros: a long run of zeros inside a file stays a hole, and every file reads back the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,6 +395,7 @@ async fn runs_of_zeros_stay_holes_in_files_allocated_ahead() {
     assert!(dense.blocks() * 512 >= dense.len());
 }
 
+/// Backs `src` up into a memory repository and restores that snapshot into `out`.
 async fn backup_and_restore(src: &Path, out: &Path) -> ferry_repository::restore::RestoreSummary {
     let repo = init("memory://").await;
     let (_, snapshot) = fs::backup(repo.clone(), src, BackupOptions::default())

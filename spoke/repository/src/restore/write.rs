@@ -116,7 +116,7 @@ impl WritePlan {
             )));
         }
         self.bytes += node.size;
-        Ok(match (whole, may_have_holes) {
+        Ok(match (whole || node.size == 0, may_have_holes) {
             (true, _) => Sizing::ByWrite,
             (false, true) => Sizing::Sparse(node.size),
             (false, false) => Sizing::Allocated(node.size),
@@ -131,7 +131,8 @@ const HOLE_RATIO: u64 = 64;
 /// How a restored file gets its size before its blobs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Sizing {
-    /// Created empty; its one blob's write (or length change) sizes it ([`sized_by_write`]).
+    /// Created empty; its one blob's write (or length change) sizes it ([`sized_by_write`]),
+    /// or it has no content.
     ByWrite,
     /// Given its length, unallocated: blobs of zeros stay holes.
     Sparse(u64),
@@ -188,7 +189,7 @@ pub(super) fn create_file(path: &Path, node: &Node, sizing: Sizing) -> Result<Pe
     use std::os::unix::fs::MetadataExt;
     let f = create_truncated(path, node.mode & 0o777)?;
     match sizing {
-        Sizing::ByWrite | Sizing::Sparse(0) | Sizing::Allocated(0) => {}
+        Sizing::ByWrite => {}
         Sizing::Sparse(size) => f.set_len(size).map_err(|e| RepoError::io(path, e))?,
         Sizing::Allocated(size) => {
             // A filesystem that cannot allocate ahead (or is short of space for it, while
