@@ -1,15 +1,17 @@
 //! What a `file://` repository does beside object_store's local store: objects are written to a
 //! staging file in their folder, synced, dropped from the page cache and renamed to their name;
+//! the directories holding new names are synced before anything that may name them is stored;
 //! ranges are read into pooled buffers.
 
 use super::BackendError;
 use crate::pieces::WRITE_PIECE;
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A local object being written, in a staging file beside its final name: a reader never sees
 /// half an object, and a writer killed mid-way leaves `<stem>#<pid><n>`, the partial file
@@ -20,6 +22,8 @@ pub struct StagedFile {
     staging: PathBuf,
     file: Option<std::io::BufWriter<std::fs::File>>,
     len: u64,
+    /// Whether this writer created its folder: the folder's own name is then new too.
+    created_dir: bool,
 }
 
 impl StagedFile {
@@ -33,6 +37,7 @@ impl StagedFile {
             staging,
             file: None,
             len: 0,
+            created_dir: false,
         }
     }
 
@@ -52,7 +57,10 @@ impl StagedFile {
         let file = match self.file.take() {
             Some(file) => file,
             None => {
-                std::fs::create_dir_all(&self.dir)?;
+                if !self.dir.is_dir() {
+                    std::fs::create_dir_all(&self.dir)?;
+                    self.created_dir = true;
+                }
                 let file = std::fs::File::create(&self.staging)?;
                 std::io::BufWriter::with_capacity(WRITE_PIECE, file)
             }
@@ -61,15 +69,36 @@ impl StagedFile {
     }
 
     /// Gives the staged bytes the name `path`, once they are on disk (an index written later
-    /// may point into them), and drops them from the page cache. Blocking.
-    pub(super) fn store_as(mut self, path: &Path) -> std::io::Result<()> {
+    /// may point into them), and drops them from the page cache. Returns the directories whose
+    /// entries changed, for [`UnsyncedDirs`]. Blocking.
+    pub(super) fn store_as(mut self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
         let file = self.file()?;
         file.flush()?;
         file.get_ref().sync_data()?;
         release_cached(file.get_ref());
         std::fs::rename(&self.staging, path)?;
         self.file = None;
-        Ok(())
+        let mut changed = vec![self.dir.clone()];
+        if self.created_dir {
+            changed.extend(self.dir.parent().map(Path::to_path_buf));
+        }
+        Ok(changed)
+    }
+}
+
+impl StagedFile {
+    /// Like [`StagedFile::store_as`], but fails with `AlreadyExists` when `path` exists; the
+    /// staging file is removed either way.
+    fn link_as(mut self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let file = self.file()?;
+        file.flush()?;
+        file.get_ref().sync_data()?;
+        std::fs::hard_link(&self.staging, path)?;
+        let mut changed = vec![self.dir.clone()];
+        if self.created_dir {
+            changed.extend(self.dir.parent().map(Path::to_path_buf));
+        }
+        Ok(changed)
     }
 }
 
@@ -98,21 +127,157 @@ impl Drop for StagedFile {
     }
 }
 
-/// Stores a whole local object under `path`, through a staging file.
-pub(super) async fn put(path: PathBuf, data: Bytes) -> Result<(), BackendError> {
+/// Stores a whole local object under `path`, through a staging file. Whole objects are the
+/// repository's records (index, snapshots, keys, locks), which may name packs stored before
+/// them: those names are made durable first, and the object's own name before this returns.
+pub(super) async fn put(
+    path: PathBuf,
+    data: Bytes,
+    unsynced: UnsyncedDirs,
+) -> Result<(), BackendError> {
     blocking_write(path, move |path| {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let stem = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let mut staged = StagedFile::new(dir, stem.as_deref().unwrap_or("object"));
         staged.write_all(&data)?;
-        staged.store_as(path)
+        unsynced.commit(|| staged.store_as(path))
     })
     .await
 }
 
-/// Stores a staged object under `path`.
-pub(super) async fn store(staged: StagedFile, path: PathBuf) -> Result<(), BackendError> {
-    blocking_write(path, move |path| staged.store_as(path)).await
+/// Stores a whole local object under `path` only if no object has that name (config, locks):
+/// linked from its staging file, which fails when the name exists.
+pub(super) async fn put_new(
+    path: PathBuf,
+    data: Bytes,
+    unsynced: UnsyncedDirs,
+) -> Result<(), BackendError> {
+    blocking_write(path, move |path| {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let stem = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let mut staged = StagedFile::new(dir, stem.as_deref().unwrap_or("object"));
+        staged.write_all(&data)?;
+        unsynced.commit(|| staged.link_as(path))
+    })
+    .await
+}
+
+/// Removes a local object (gone already is fine).
+pub(super) async fn delete(path: PathBuf, unsynced: UnsyncedDirs) -> Result<(), BackendError> {
+    blocking_write(path, move |path| {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        unsynced.remove_in(&dir, || match std::fs::remove_file(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+    })
+    .await
+}
+
+/// Stores a staged object under `path`; its name is made durable with the next record.
+pub(super) async fn store(
+    staged: StagedFile,
+    path: PathBuf,
+    unsynced: UnsyncedDirs,
+) -> Result<(), BackendError> {
+    blocking_write(path, move |path| {
+        let changed = staged.store_as(path)?;
+        unsynced.add(changed);
+        Ok(())
+    })
+    .await
+}
+
+/// Directories of a local repository holding names (new, renamed or removed) not yet known to
+/// be on disk: a file's `fsync` makes its bytes durable, not its name; its directory's `fsync`
+/// does. Packs are named in bulk, so their directory is synced once, before the next record
+/// that may name them is stored, not once per pack: a crash cannot then leave an index naming
+/// a pack whose name was lost.
+#[derive(Clone, Default)]
+pub(super) struct UnsyncedDirs(Arc<Mutex<BTreeSet<PathBuf>>>);
+
+impl UnsyncedDirs {
+    pub(super) fn add(&self, dirs: impl IntoIterator<Item = PathBuf>) {
+        self.lock().extend(dirs);
+    }
+
+    /// Runs a record's `change` (which returns the directories it changed) once every name
+    /// before it is durable, then makes its own names durable. The lock is held throughout: a
+    /// record stored by another task meanwhile must not reach the disk before the names it may
+    /// point at. Blocking.
+    pub(super) fn commit(
+        &self,
+        change: impl FnOnce() -> std::io::Result<Vec<PathBuf>>,
+    ) -> std::io::Result<()> {
+        let mut unsynced = self.lock();
+        sync_all_but(&mut unsynced, None)?;
+        for dir in change()? {
+            sync_dir(&dir)?;
+            unsynced.remove(&dir);
+        }
+        Ok(())
+    }
+
+    /// Runs a removal in `dir` once names in other directories are durable (an index is removed
+    /// only after its replacement is on disk, a pack only after no durable index names it); the
+    /// removal itself becomes durable with the next record. Blocking.
+    pub(super) fn remove_in(
+        &self,
+        dir: &Path,
+        change: impl FnOnce() -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut unsynced = self.lock();
+        sync_all_but(&mut unsynced, Some(dir))?;
+        change()?;
+        unsynced.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<PathBuf>> {
+        // The set stays valid when a holder panicked: at worst a directory is synced twice.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[cfg(test)]
+    pub(super) fn pending(&self) -> Vec<PathBuf> {
+        self.lock().iter().cloned().collect()
+    }
+}
+
+/// Syncs every directory in `unsynced` but `keep`, taking each out once it is synced.
+fn sync_all_but(unsynced: &mut BTreeSet<PathBuf>, keep: Option<&Path>) -> std::io::Result<()> {
+    let due: Vec<PathBuf> = unsynced
+        .iter()
+        .filter(|d| Some(d.as_path()) != keep)
+        .cloned()
+        .collect();
+    for dir in due {
+        sync_dir(&dir)?;
+        unsynced.remove(&dir);
+    }
+    Ok(())
+}
+
+/// Syncs a directory's entries. Filesystems that cannot sync a directory (some network and
+/// FUSE filesystems answer `EINVAL`) are taken as they are, as restic does; a directory that is
+/// gone has nothing to sync.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::Unsupported
+                || e.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("syncing directory {}: {e}", dir.display()),
+        )),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Runs a blocking write of the object at `path`; errors name it.
@@ -121,11 +286,20 @@ async fn blocking_write(
     write: impl FnOnce(&Path) -> std::io::Result<()> + Send + 'static,
 ) -> Result<(), BackendError> {
     let key = path.display().to_string();
-    tokio::task::spawn_blocking(move || write(&path))
-        .await
-        .map_err(|e| format!("writer failed: {e}"))
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|message| BackendError::Io { key, message })
+    match tokio::task::spawn_blocking(move || write(&path)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(BackendError::AlreadyExists { key })
+        }
+        Ok(Err(e)) => Err(BackendError::Io {
+            key,
+            message: e.to_string(),
+        }),
+        Err(e) => Err(BackendError::Io {
+            key,
+            message: format!("writer failed: {e}"),
+        }),
+    }
 }
 
 /// Drops a written (and synced) file's pages from the page cache: repository files are

@@ -151,6 +151,8 @@ pub struct Backend {
     /// The directory of a `file://` repository, where a killed writer can leave the partial
     /// upload files (`<key>#<n>`) that object_store's listings do not show.
     local_dir: Option<std::path::PathBuf>,
+    /// A local repository's directories with names not yet synced.
+    unsynced: local::UnsyncedDirs,
     read_buffers: local::ReadBuffers,
 }
 
@@ -227,6 +229,7 @@ impl Backend {
             url: url.to_string(),
             options,
             local_dir,
+            unsynced: local::UnsyncedDirs::default(),
             read_buffers: local::ReadBuffers::default(),
         })
     }
@@ -329,7 +332,7 @@ impl Backend {
     /// content hash, so a replacement has the same bytes).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
         if let Some(dir) = &self.local_dir {
-            return local::put(dir.join(key), data).await;
+            return local::put(dir.join(key), data, self.unsynced.clone()).await;
         }
         let path = self.path(key);
         if data.len() >= self.options.multipart_threshold {
@@ -361,7 +364,7 @@ impl Backend {
     ) -> Result<Option<Vec<u8>>, BackendError> {
         match (writer, &self.local_dir) {
             (ObjectWriter::Staged(staged), Some(dir)) => {
-                local::store(staged, dir.join(key)).await?;
+                local::store(staged, dir.join(key), self.unsynced.clone()).await?;
                 Ok(None)
             }
             (ObjectWriter::Staged(_), None) => Err(BackendError::Io {
@@ -392,6 +395,9 @@ impl Backend {
     /// Stores an object only if no object of that name exists (used for lock files). Stores that
     /// cannot do conditional writes fall back to a plain write.
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        if let Some(dir) = &self.local_dir {
+            return local::put_new(dir.join(key), data, self.unsynced.clone()).await;
+        }
         let path = self.path(key);
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -411,6 +417,9 @@ impl Backend {
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        if let Some(dir) = &self.local_dir {
+            return local::delete(dir.join(key), self.unsynced.clone()).await;
+        }
         let path = self.path(key);
         let remove = || async {
             match self.store.delete(&path).await {
@@ -500,6 +509,11 @@ mod tests {
             b.put_new("locks/x", Bytes::from_static(b"2")).await,
             Err(BackendError::AlreadyExists { .. })
         ));
+        assert!(
+            b.partial_uploads("locks").is_empty(),
+            "a refused create leaves no staging file"
+        );
+        assert_eq!(&b.get("locks/x").await.unwrap()[..], b"1");
         b.delete("data/ab").await.unwrap();
         b.delete("data/ab").await.unwrap();
         assert!(!b.exists("data/ab").await.unwrap());
@@ -543,6 +557,42 @@ mod tests {
         w.write_all(b"in memory").unwrap();
         memory.put_written("data/m", w).await.unwrap();
         assert_eq!(&memory.get("data/m").await.unwrap()[..], b"in memory");
+    }
+
+    /// What makes a crash safe: pack names reach the disk before a record that may name them,
+    /// and a removal only after the names elsewhere it may depend on.
+    #[tokio::test]
+    async fn local_names_are_synced_before_the_records_that_follow_them() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = Backend::open(&format!("file://{}", root.display())).unwrap();
+        let pending = || b.unsynced.pending();
+        let mut w = b.writer("data", Vec::new);
+        w.write_all(b"pack").unwrap();
+        b.put_written("data/aa", w).await.unwrap();
+        assert_eq!(
+            pending(),
+            vec![root.clone(), root.join("data")],
+            "a new pack's name, and its new folder's, wait for the next record"
+        );
+        b.put("index/i1", Bytes::from_static(b"names aa"))
+            .await
+            .unwrap();
+        assert_eq!(pending(), Vec::<std::path::PathBuf>::new());
+
+        b.delete("index/i1").await.unwrap();
+        assert_eq!(pending(), vec![root.join("index")]);
+        b.delete("data/aa").await.unwrap();
+        assert_eq!(
+            pending(),
+            vec![root.join("data")],
+            "the index's removal was synced before the pack's"
+        );
+        b.put_new("locks/l", Bytes::from_static(b"lock"))
+            .await
+            .unwrap();
+        assert_eq!(pending(), Vec::<std::path::PathBuf>::new());
     }
 
     #[test]
