@@ -102,6 +102,11 @@ for rep in $(seq "$repeat"); do
     run "$dataset" restore restic "$bytes" "$work/restic-$dataset" "$work/restic-$dataset" -- restic -r "$work/restic-$dataset" restore -q latest --target "$out/out-restic"
     diff -r "$src" "$out/out-ferry" >/dev/null || { echo "ferry restored $dataset wrongly" >&2; exit 1; }
     rm -rf "$out/out-ferry" "$out/out-restic"
+    # Until the restored files are on disk: Ferry's --sync (what its mover uses), restic
+    # followed by a sync of the target's filesystem (restic has no such option).
+    run "$dataset" "restore, durable" ferry "$bytes" "$work/ferry-$dataset" "$work/ferry-$dataset" -- "$ferry" repo -r "$work/ferry-$dataset" --progress none restore --sync latest "$out/out-ferry"
+    run "$dataset" "restore, durable" restic "$bytes" "$work/restic-$dataset" "$work/restic-$dataset" -- sh -c 'restic -r "$1" restore -q latest --target "$2" && sync -f "$2"' _ "$work/restic-$dataset" "$out/out-restic"
+    rm -rf "$out/out-ferry" "$out/out-restic"
   done
 
   img="$work/block.img"
@@ -126,12 +131,12 @@ for rep in $(seq "$repeat"); do
   rm -f "$out/block-out.img"
   run block restore restic "$bytes" "$work/restic-block" "$work/restic-block" -- restic -r "$work/restic-block" restore -q latest --target "$out/out-restic"
   rm -rf "$out/out-restic"
-  # Ferry's block restore returns once the image is on disk; restic's returns with most of it
-  # still dirty in the page cache (2.3 of 4 GiB here). Both again, each followed by a sync of the
-  # target's filesystem: the time until the restored volume is durable.
-  run block "restore, then sync" ferry "$bytes" "$work/ferry-block" "$work/ferry-block" -- sh -c '"$1" repo -r "$2" --progress none restore latest "$3" && sync -f "$3"' _ "$ferry" "$work/ferry-block" "$out/block-out.img"
+  # Ferry's block restore returns once the image's data is on disk (--sync adds its name);
+  # restic's returns with most of it still dirty in the page cache (2.3 of 4 GiB here), so it
+  # is followed by a sync of the target's filesystem: the time until the volume is durable.
+  run block "restore, durable" ferry "$bytes" "$work/ferry-block" "$work/ferry-block" -- "$ferry" repo -r "$work/ferry-block" --progress none restore --sync latest "$out/block-out.img"
   rm -f "$out/block-out.img"
-  run block "restore, then sync" restic "$bytes" "$work/restic-block" "$work/restic-block" -- sh -c 'restic -r "$1" restore -q latest --target "$2" && sync -f "$2"' _ "$work/restic-block" "$out/out-restic"
+  run block "restore, durable" restic "$bytes" "$work/restic-block" "$work/restic-block" -- sh -c 'restic -r "$1" restore -q latest --target "$2" && sync -f "$2"' _ "$work/restic-block" "$out/out-restic"
   rm -rf "$out/out-restic"
 done
 

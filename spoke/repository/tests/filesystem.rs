@@ -69,9 +69,12 @@ async fn round_trip_keeps_content_and_metadata() {
     let (found, snap) = repo.find_snapshot(&name[..8], None).await.unwrap();
     assert_eq!(found, name);
     let out = dir.path().join("out");
-    restore(repo.clone(), &snap, &out, RestoreOptions::default())
-        .await
-        .unwrap();
+    // Synced to disk before it returns, as a mover's restore is; the holes stay holes.
+    let synced = RestoreOptions {
+        sync: true,
+        ..Default::default()
+    };
+    restore(repo.clone(), &snap, &out, synced).await.unwrap();
     std::fs::remove_file(src.join("pipe")).unwrap();
     assert_eq!(describe(&out), describe(&src));
     // Restored sparse: the zero chunks of `mostly-zero` were not written.

@@ -73,6 +73,12 @@ impl WritePlan {
         }
     }
 
+    /// Files of several blobs go to disk range by range as they are written, not all at the
+    /// end: for a restore that must be on disk when it returns.
+    pub(super) fn write_through(&mut self) {
+        self.write_through = true;
+    }
+
     pub(super) fn add_target(&mut self, id: BlobId, target: Target) {
         self.blobs.entry(id).or_default().push(target);
     }

@@ -95,10 +95,16 @@ pub async fn run(args: MoverArgs) -> anyhow::Result<ExitCode> {
         } => {
             let path = mounted(path);
             let (name, snap) = repo.find_snapshot(&snapshot, None).await?;
+            // The workload starts on this volume once the mover reports: what it reports
+            // restored must survive the node going down.
+            let options = RestoreOptions {
+                sync: true,
+                ..Default::default()
+            };
             let summary = if is_block {
-                restore_block(repo, &snap, &path, RestoreOptions::default()).await?
+                restore_block(repo, &snap, &path, options).await?
             } else {
-                restore(repo, &snap, &path, RestoreOptions::default()).await?
+                restore(repo, &snap, &path, options).await?
             };
             println!(
                 "{}",

@@ -66,6 +66,9 @@ enum RepoCommand {
         /// Only this file or directory of the snapshot.
         #[arg(long)]
         path: Option<String>,
+        /// Return only once the restored data is on disk (syncs the target's filesystem).
+        #[arg(long)]
+        sync: bool,
     },
     /// List snapshots.
     Snapshots {
@@ -225,9 +228,14 @@ pub async fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
             snapshot,
             target,
             path,
+            sync,
         } => {
             let (name, snap) = repo.find_snapshot(&snapshot, None).await?;
-            let options = RestoreOptions { path, progress };
+            let options = RestoreOptions {
+                path,
+                progress,
+                sync,
+            };
             let summary = match snap.kind {
                 SnapshotKind::Filesystem => restore(repo, &snap, &target, options).await?,
                 SnapshotKind::Block => restore_block(repo, &snap, &target, options).await?,
@@ -451,6 +459,7 @@ pub async fn run(args: RepoArgs) -> anyhow::Result<ExitCode> {
                     RestoreOptions {
                         path: None,
                         progress,
+                        sync: false,
                     },
                 )
                 .await?;
