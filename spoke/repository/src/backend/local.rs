@@ -71,13 +71,23 @@ impl StagedFile {
     /// Gives the staged bytes the name `path`, once they are on disk (an index written later
     /// may point into them), and drops them from the page cache. Returns the directories whose
     /// entries changed, for [`UnsyncedDirs`]. Blocking.
-    pub(super) fn store_as(mut self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    pub(super) fn store_as(self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
+        self.name(path, Naming::Replace)
+    }
+
+    fn name(mut self, path: &Path, naming: Naming) -> std::io::Result<Vec<PathBuf>> {
         let file = self.file()?;
         file.flush()?;
         file.get_ref().sync_data()?;
         release_cached(file.get_ref());
-        std::fs::rename(&self.staging, path)?;
-        self.file = None;
+        match naming {
+            Naming::Replace => {
+                std::fs::rename(&self.staging, path)?;
+                self.file = None;
+            }
+            // A second name, never replacing one; the staging name goes when `self` is dropped.
+            Naming::New => std::fs::hard_link(&self.staging, path)?,
+        }
         let mut changed = vec![self.dir.clone()];
         if self.created_dir {
             changed.extend(self.dir.parent().map(Path::to_path_buf));
@@ -86,20 +96,12 @@ impl StagedFile {
     }
 }
 
-impl StagedFile {
-    /// Like [`StagedFile::store_as`], but fails with `AlreadyExists` when `path` exists; the
-    /// staging file is removed either way.
-    fn link_as(mut self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
-        let file = self.file()?;
-        file.flush()?;
-        file.get_ref().sync_data()?;
-        std::fs::hard_link(&self.staging, path)?;
-        let mut changed = vec![self.dir.clone()];
-        if self.created_dir {
-            changed.extend(self.dir.parent().map(Path::to_path_buf));
-        }
-        Ok(changed)
-    }
+/// How a stored object takes its name.
+pub(super) enum Naming {
+    /// Replacing an object of that name (objects named by their content have the same bytes).
+    Replace,
+    /// Failing with `AlreadyExists` if the name is taken.
+    New,
 }
 
 impl Write for StagedFile {
@@ -127,12 +129,14 @@ impl Drop for StagedFile {
     }
 }
 
-/// Stores a whole local object under `path`, through a staging file. Whole objects are the
-/// repository's records (index, snapshots, keys, locks), which may name packs stored before
-/// them: those names are made durable first, and the object's own name before this returns.
+/// Stores a whole local object under `path`, through a staging file; with `Naming::New`, only
+/// if no object has that name (config, locks). Whole objects are the repository's records
+/// (index, snapshots, keys, config, locks), which may name packs stored before them: those
+/// names are made durable first, and the object's own name before this returns.
 pub(super) async fn put(
     path: PathBuf,
     data: Bytes,
+    naming: Naming,
     unsynced: UnsyncedDirs,
 ) -> Result<(), BackendError> {
     blocking_write(path, move |path| {
@@ -140,24 +144,7 @@ pub(super) async fn put(
         let stem = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let mut staged = StagedFile::new(dir, stem.as_deref().unwrap_or("object"));
         staged.write_all(&data)?;
-        unsynced.commit(|| staged.store_as(path))
-    })
-    .await
-}
-
-/// Stores a whole local object under `path` only if no object has that name (config, locks):
-/// linked from its staging file, which fails when the name exists.
-pub(super) async fn put_new(
-    path: PathBuf,
-    data: Bytes,
-    unsynced: UnsyncedDirs,
-) -> Result<(), BackendError> {
-    blocking_write(path, move |path| {
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let stem = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let mut staged = StagedFile::new(dir, stem.as_deref().unwrap_or("object"));
-        staged.write_all(&data)?;
-        unsynced.commit(|| staged.link_as(path))
+        unsynced.commit(|| staged.name(path, naming))
     })
     .await
 }

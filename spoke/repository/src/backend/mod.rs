@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod local;
+use local::Naming;
 pub use local::StagedFile;
 
 #[derive(Debug, thiserror::Error)]
@@ -332,7 +333,7 @@ impl Backend {
     /// content hash, so a replacement has the same bytes).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
         if let Some(dir) = &self.local_dir {
-            return local::put(dir.join(key), data, self.unsynced.clone()).await;
+            return local::put(dir.join(key), data, Naming::Replace, self.unsynced.clone()).await;
         }
         let path = self.path(key);
         if data.len() >= self.options.multipart_threshold {
@@ -396,7 +397,7 @@ impl Backend {
     /// cannot do conditional writes fall back to a plain write.
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
         if let Some(dir) = &self.local_dir {
-            return local::put_new(dir.join(key), data, self.unsynced.clone()).await;
+            return local::put(dir.join(key), data, Naming::New, self.unsynced.clone()).await;
         }
         let path = self.path(key);
         let opts = PutOptions {
