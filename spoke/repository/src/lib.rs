@@ -34,6 +34,7 @@ pub mod lock;
 pub mod meta;
 pub mod pack;
 mod pieces;
+mod pool;
 pub mod progress;
 pub mod prune;
 mod read;

@@ -458,7 +458,7 @@ impl SealingQueue {
             let buf = Arc::new(std::mem::take(&mut part.buf));
             for &(offset, len) in &part.cuts {
                 let (saver, buf, tx, at) = (saver.clone(), buf.clone(), tx.clone(), chunks);
-                rayon::spawn(move || {
+                crate::pool::spawn(move || {
                     let id = saver.save(BlobKind::Data, &buf[offset..offset + len]);
                     // Released before the id is sent, so that the batch's buffers are free
                     // once every id has arrived.
@@ -488,8 +488,10 @@ impl Sealing {
         let mut ids = vec![None; self.chunks];
         let mut failed = None;
         for _ in 0..self.chunks {
-            // Every task sends once; a closed channel means one panicked.
-            let (at, id) = self.results.recv().map_err(|_| RepoError::Interrupted)?;
+            // Every task sends once; a closed channel means one panicked (the log says where).
+            let (at, id) = self.results.recv().map_err(|_| {
+                RepoError::Invalid("a task sealing this backup's blobs failed".into())
+            })?;
             match id {
                 Ok(id) => ids[at] = Some(id),
                 Err(e) => failed = failed.or(Some(e)),

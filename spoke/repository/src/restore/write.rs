@@ -303,13 +303,13 @@ pub(crate) async fn execute(
                 // the compute pool, one per core, so only those threads hold decoding buffers
                 // and no more writers than cores contend for the same files.
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                rayon::spawn(move || {
+                let failed = format!("data/{pack_id}: the restore task writing its blobs failed");
+                crate::pool::spawn(move || {
                     let _ = tx.send(write_group(
                         &repo, &plan, &pack_id, start, &bytes, &group, &progress,
                     ));
                 });
-                rx.await
-                    .map_err(|_| RepoError::Invalid("restore worker failed".into()))?
+                rx.await.map_err(|_| RepoError::Invalid(failed))?
             }
         })
         .buffer_unordered(if local { LOCAL_READS } else { PARALLEL_READS })
