@@ -303,3 +303,79 @@ async fn a_read_only_clone_shares_its_snapshot_and_mounts_only_read_only() {
     .await;
     assert_eq!(std::fs::read(&snapshot_file).unwrap(), b"at the snapshot");
 }
+
+#[tokio::test]
+async fn a_block_claim_is_a_device_not_a_mount() {
+    let (server, client, _dir) = stand_in("devices", "*/shell:*", "/bin/sh").await;
+    let pp = PostParams::default();
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &create(json!({"metadata": {"name": "disks"}})))
+        .await
+        .unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "disks");
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    pvcs.create(
+        &pp,
+        &create(json!({"metadata": {"name": "disk"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Block",
+                     "resources": {"requests": {"storage": "1Mi"}}}})),
+    )
+    .await
+    .unwrap();
+    let pv = eventually("the claim bound", || async {
+        let pvc = pvcs.get("disk").await.ok()?;
+        pvs.get(pvc.spec?.volume_name.as_deref()?).await.ok()
+    })
+    .await;
+    let image = std::path::PathBuf::from(&pv.spec.unwrap().host_path.unwrap().path);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .unwrap();
+        f.write_all_at(b"DISK", 4096).unwrap();
+    }
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "disks");
+    let pod = |name: &str, as_device: bool| {
+        let mut container = json!({"name": "c", "image": "example.com/shell:1",
+            "args": ["-c", "tail -c +4097 $FERRY_SANDBOX/dev/xvda | head -c 4 > $FERRY_SANDBOX/out"]});
+        if as_device {
+            container["volumeDevices"] = json!([{"name": "v", "devicePath": "/dev/xvda"}]);
+        } else {
+            container["volumeMounts"] = json!([{"name": "v", "mountPath": "/dev/xvda"}]);
+        }
+        create::<Pod>(json!({"metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "containers": [container],
+                     "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "disk"}}]}}))
+    };
+    let finished = |name: &'static str| {
+        let pods = pods.clone();
+        eventually(name, move || {
+            let pods = pods.clone();
+            async move {
+                let status = pods.get(name).await.ok()?.status?;
+                matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")).then_some(status)
+            }
+        })
+    };
+    pods.create(&pp, &pod("reader", true)).await.unwrap();
+    let read = finished("reader").await;
+    assert_eq!(read.phase.as_deref(), Some("Succeeded"), "{read:?}");
+    let sandbox = server.config().data_root.join("pods/disks/reader");
+    assert_eq!(std::fs::read(sandbox.join("out")).unwrap(), b"DISK");
+
+    // As the kubelet refuses it: a Block claim in volumeMounts.
+    pods.create(&pp, &pod("mounted", false)).await.unwrap();
+    let refused = finished("mounted").await;
+    assert_eq!(refused.phase.as_deref(), Some("Failed"));
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("volume v has volumeMode Block, but is specified in volumeMounts"),
+        "{refused:?}"
+    );
+}

@@ -749,7 +749,8 @@ pub(crate) fn volume_source(
     Ok(dir)
 }
 
-/// The (host source, mount path) pairs of a container's volume mounts.
+/// The (host source, path) pairs of a container's volume mounts and devices (`volumeDevices`:
+/// a Block claim's image file stands for the device).
 pub(crate) fn container_mounts(
     core: &super::core::ApiCore,
     pod: &Value,
@@ -770,20 +771,29 @@ pub(crate) fn container_mounts(
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for m in c
-        .get("volumeMounts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let vname = str_at(m, "/name");
-        let mount_path = str_at(m, "/mountPath");
-        mount_target(sandbox, mount_path).map_err(|e| format!("volumeMounts {vname}: {e}"))?;
-        if let Some(v) = volumes.iter().find(|v| v["name"] == json!(vname)) {
-            out.push((
-                volume_source(core, ns, sandbox, vname, v)?,
-                mount_path.to_string(),
-            ));
+    for (field, path_field, device) in [
+        ("volumeMounts", "/mountPath", false),
+        ("volumeDevices", "/devicePath", true),
+    ] {
+        for m in c.get(field).and_then(Value::as_array).into_iter().flatten() {
+            let vname = str_at(m, "/name");
+            let path = str_at(m, path_field);
+            mount_target(sandbox, path).map_err(|e| format!("{field} {vname}: {e}"))?;
+            let Some(v) = volumes.iter().find(|v| v["name"] == json!(vname)) else {
+                continue;
+            };
+            let source = volume_source(core, ns, sandbox, vname, v)?;
+            // As the kubelet refuses it: a claim is used as what its volume mode says.
+            if v.get("persistentVolumeClaim").is_some() {
+                let block = std::fs::metadata(&source).is_ok_and(|m| m.is_file());
+                if block != device {
+                    let mode = if block { "Block" } else { "Filesystem" };
+                    return Err(format!(
+                        "volume {vname} has volumeMode {mode}, but is specified in {field}"
+                    ));
+                }
+            }
+            out.push((source, path.to_string()));
         }
     }
     Ok(out)

@@ -55,6 +55,28 @@ async fn sparse_images_round_trip_sparse_and_changes_store_only_their_chunks() {
         "restored sparse: {allocated} bytes allocated"
     );
 
+    // Through a link (how a pod reaches its device): the volume it names gets the data, and
+    // the link stays a link.
+    let volume = dir.path().join("volume.img");
+    image(&volume, size, &[]);
+    let device = dir.path().join("ferry-volume");
+    std::os::unix::fs::symlink(&volume, &device).unwrap();
+    let synced = RestoreOptions {
+        sync: true,
+        ..Default::default()
+    };
+    restore_block(repo.clone(), &s1, &device, synced)
+        .await
+        .unwrap();
+    assert!(std::fs::symlink_metadata(&device)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read(&volume).unwrap(),
+        std::fs::read(&img).unwrap()
+    );
+
     // Scattered writes: only the chunks they touch are new.
     let f = std::fs::File::options().write(true).open(&img).unwrap();
     let changes = [

@@ -316,6 +316,17 @@ pub async fn restore_block(
         ));
     }
     let map = repo.load_block_map(&snapshot.tree).await?;
+    // A link named as the target is written through, whatever it points at: devices are often
+    // reached by links (`/dev/disk/by-id/…`, a pod's `devicePath`), and replacing the link with
+    // an image file would leave the volume it names untouched.
+    let resolved;
+    let target = match std::fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = std::fs::canonicalize(target).map_err(|e| RepoError::io(target, e))?;
+            resolved.as_path()
+        }
+        _ => target,
+    };
     let device = std::fs::metadata(target)
         .map(|m| m.file_type().is_block_device())
         .unwrap_or(false);
