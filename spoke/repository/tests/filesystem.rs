@@ -227,15 +227,33 @@ async fn the_target_directory_takes_the_roots_mode_owner_and_mtime() {
     let out = dir.path().join("restored");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
-    restore(repo, &snapshot, &out, RestoreOptions::default())
+    restore(repo.clone(), &snapshot, &out, RestoreOptions::default())
         .await
         .unwrap();
-    let meta = std::fs::metadata(&out).unwrap();
-    assert_eq!(meta.mode() & 0o7777, 0o700);
-    assert_eq!(meta.mtime(), 1_650_000_000);
-    if as_root {
-        assert_eq!((meta.uid(), meta.gid()), (999, 999));
-    }
+    let is_the_root = |meta: std::fs::Metadata| {
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        assert_eq!(meta.mtime(), 1_650_000_000);
+        if as_root {
+            assert_eq!((meta.uid(), meta.gid()), (999, 999));
+        }
+    };
+    is_the_root(std::fs::metadata(&out).unwrap());
+
+    // Through a link to the volume (how a pod's mount path can reach it): the volume takes
+    // the root's metadata, not the link.
+    let volume = dir.path().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let mount = dir.path().join("mount");
+    std::os::unix::fs::symlink(&volume, &mount).unwrap();
+    restore(repo, &snapshot, &mount, RestoreOptions::default())
+        .await
+        .unwrap();
+    is_the_root(std::fs::metadata(&volume).unwrap());
+    assert_eq!(std::fs::read(volume.join("PG_VERSION")).unwrap(), b"16\n");
+    assert!(std::fs::symlink_metadata(&mount)
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 /// A restore creates files with their mode and sets owner and mode only where the created file

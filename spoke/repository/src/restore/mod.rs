@@ -158,6 +158,19 @@ async fn plan_tree(repo: &Repository, root: BlobId, target: &Path) -> Result<Pla
     Ok(planned)
 }
 
+/// The target a restore writes: a link named as the target is followed, whatever it points at.
+/// Volumes are often reached by links (a device at `/dev/disk/by-id/…`, a pod's `devicePath`, a
+/// mount point linked into place); replacing the link with an image file, or giving the link
+/// the snapshot root's owner and times, would leave the volume it names without them.
+fn followed(target: &Path) -> Result<PathBuf, RepoError> {
+    match std::fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(target).map_err(|e| RepoError::io(target, e))
+        }
+        _ => Ok(target.to_path_buf()),
+    }
+}
+
 /// Restores a filesystem snapshot into `target` (created if missing; existing files of the same
 /// names are replaced).
 pub async fn restore(
@@ -171,6 +184,7 @@ pub async fn restore(
             "a block snapshot restores to an image file or a device (restore_block)".into(),
         ));
     }
+    let target = &followed(target)?;
     // Into a new or empty directory, nothing is in the way of what is restored: no path needs
     // to be looked at before it is written.
     let fresh = std::fs::read_dir(target).map_or(true, |mut entries| entries.next().is_none());
@@ -316,17 +330,7 @@ pub async fn restore_block(
         ));
     }
     let map = repo.load_block_map(&snapshot.tree).await?;
-    // A link named as the target is written through, whatever it points at: devices are often
-    // reached by links (`/dev/disk/by-id/…`, a pod's `devicePath`), and replacing the link with
-    // an image file would leave the volume it names untouched.
-    let resolved;
-    let target = match std::fs::symlink_metadata(target) {
-        Ok(m) if m.file_type().is_symlink() => {
-            resolved = std::fs::canonicalize(target).map_err(|e| RepoError::io(target, e))?;
-            resolved.as_path()
-        }
-        _ => target,
-    };
+    let target = &followed(target)?;
     let device = std::fs::metadata(target)
         .map(|m| m.file_type().is_block_device())
         .unwrap_or(false);
