@@ -195,12 +195,18 @@ impl Repository {
     pub async fn open(backend: Backend, passphrase: &[u8]) -> Result<Repository, RepoError> {
         // The config, the key files and the index files are fetched at once: none is needed to
         // fetch another, only to open them, and over an object store each fetch is a round trip.
+        // The index goes on in the background while the passphrase is tried, and is dropped
+        // (its requests cancelled) when the repository does not open: a wrong passphrase is
+        // reported without waiting for a large repository's whole index.
+        let index = IndexFetch(tokio::spawn({
+            let backend = backend.clone();
+            async move { fetch_index_files(&backend).await }
+        }));
         let keys = async {
             let listed = backend.list("keys").await?;
             fetch_all(&backend, listed).await
         };
-        let (config, keys, index) =
-            futures::join!(backend.get("config"), keys, fetch_index_files(&backend));
+        let (config, keys) = futures::join!(backend.get("config"), keys);
         let config_bytes = match config {
             Ok(bytes) => bytes,
             Err(e) if e.is_not_found() => {
@@ -261,7 +267,8 @@ impl Repository {
             index: RwLock::new(Arc::new(Index::default())),
             damaged_index: RwLock::new(Vec::new()),
         };
-        repo.install_index(repo.open_index_files(index?));
+        let index = index.finish().await?;
+        repo.install_index(repo.open_index_files(index));
         Ok(repo)
     }
 
@@ -554,6 +561,24 @@ impl Repository {
 }
 
 /// Every index file's bytes, fetched eight at a time.
+/// The index files being fetched while a repository is opened; dropped unfinished, the fetch
+/// stops.
+struct IndexFetch(tokio::task::JoinHandle<Result<Vec<(String, Bytes)>, RepoError>>);
+
+impl IndexFetch {
+    async fn finish(mut self) -> Result<Vec<(String, Bytes)>, RepoError> {
+        (&mut self.0)
+            .await
+            .map_err(|e| RepoError::Invalid(format!("fetching the index files: {e}")))?
+    }
+}
+
+impl Drop for IndexFetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn fetch_index_files(backend: &Backend) -> Result<Vec<(String, Bytes)>, RepoError> {
     let listed = backend.list("index").await?;
     fetch_all(backend, listed).await
