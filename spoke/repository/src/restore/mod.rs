@@ -8,8 +8,8 @@
 //! is allocated whole when it is created (less kernel work per write). Files are created with
 //! their mode; a file of one blob gets its modification time from the writer that fills it;
 //! what else is missing is applied last, directories deepest first, so writing into them does
-//! not disturb their times. A restore asked to `sync` writes files through to disk as it goes
-//! and syncs the target's filesystem before it returns.
+//! not disturb their times. A restore asked to `sync` starts each written range's writeback as
+//! it goes and syncs the target's filesystem before it returns.
 
 mod write;
 
@@ -232,7 +232,7 @@ pub async fn restore(
     let index = repo.index();
     let mut plan = WritePlan::default();
     if options.sync {
-        plan.write_through();
+        plan.start_writeback();
     }
     let files = planned
         .files

@@ -48,9 +48,8 @@ pub(crate) struct WritePlan {
     mtimes: Vec<Option<libc::timespec>>,
     blobs: HashMap<BlobId, Vec<Target>>,
     pub bytes: u64,
-    /// Written ranges go to disk and leave the page cache as they are written (one large file,
-    /// such as a volume image).
-    write_through: bool,
+    /// What happens to written ranges.
+    writeback: Writeback,
     /// Written ranges whose writeback has started, oldest first (file, offset, length): each is
     /// waited for and dropped once [`WRITEBACK_LAG`] newer ones follow, so a writer seldom
     /// waits for the disk to finish what it has just written.
@@ -60,6 +59,20 @@ pub(crate) struct WritePlan {
 /// Ranges (blobs: 512 KiB for volume images) in writeback before the oldest is waited for.
 const WRITEBACK_LAG: usize = 64;
 
+/// What a restore does with the ranges it has written.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Writeback {
+    /// Left to the kernel.
+    #[default]
+    Later,
+    /// Their writeback starts at once, so a restore that syncs at the end waits for little.
+    /// Waiting for each range as `Through` does was slower for many files: mixed 1 GiB durable
+    /// in 0.63-0.69 s against 0.69-0.79 (nine alternated pairs).
+    Started,
+    /// Started at once, waited for [`WRITEBACK_LAG`] ranges later and dropped from the page
+    /// cache: one large file, such as a volume image, does not fill memory.
+    Through,
+}
 impl WritePlan {
     /// A plan for one large file, `path` (an image or a device), written through to disk.
     pub(super) fn for_image(path: &Path, bytes: u64) -> WritePlan {
@@ -68,15 +81,15 @@ impl WritePlan {
             mtimes: vec![None],
             blobs: HashMap::new(),
             bytes,
-            write_through: true,
+            writeback: Writeback::Through,
             in_writeback: Default::default(),
         }
     }
 
-    /// Files of several blobs go to disk range by range as they are written, not all at the
-    /// end: for a restore that must be on disk when it returns.
-    pub(super) fn write_through(&mut self) {
-        self.write_through = true;
+    /// Files of several blobs start going to disk range by range as they are written, not all
+    /// at the end: for a restore that must be on disk when it returns.
+    pub(super) fn start_writeback(&mut self) {
+        self.writeback = Writeback::Started;
     }
 
     pub(super) fn add_target(&mut self, id: BlobId, target: Target) {
@@ -389,7 +402,7 @@ fn write_group(
                         set_mtime_fd(file, time).map_err(|e| RepoError::io(path, e))?;
                         continue;
                     }
-                    if plan.write_through && !zero {
+                    if plan.writeback != Writeback::Later && !zero {
                         written.push((t.file, t.offset, plain.len()));
                     }
                 }
@@ -408,6 +421,9 @@ fn write_group(
         if let Some(f) = open.get(file) {
             writeback(f, *offset, *len, false).map_err(|e| RepoError::io(&plan.files[*file], e))?;
         }
+    }
+    if plan.writeback != Writeback::Through {
+        return Ok(());
     }
     let due: Vec<(usize, u64, usize)> = {
         let mut queue = plan.in_writeback.lock().expect("writeback queue");
