@@ -147,9 +147,9 @@ pub async fn check(repo: Arc<Repository>, options: CheckOptions) -> Result<Check
                 Some(_) => {}
             }
         }
-        for key in backend.partial_uploads("data") {
+        for key in backend.partial_uploads_everywhere() {
             found.warnings.push(format!(
-                "{key}: a partial upload, left by an interrupted backup or being written by a running one (prune removes it)"
+                "{key}: a partial upload, left by an interrupted write or being written by a running one (prune removes it)"
             ));
         }
         for id in stored.keys() {

@@ -81,7 +81,7 @@ async fn run(repo: &Arc<Repository>, options: &PruneOptions) -> Result<PruneRepo
     }
     let index = repo.index();
     let mut report = PruneReport::default();
-    let partial = repo.backend().partial_uploads("data");
+    let partial = repo.backend().partial_uploads_everywhere();
     report.partial_uploads = partial.len() as u64;
     if !options.dry_run {
         for key in &partial {

@@ -326,21 +326,28 @@ async fn partial_uploads_are_reported_and_pruned() {
     // What a writer killed during a local multipart upload leaves beside the packs.
     let partial = root.join("data").join(format!("{}#2", "ab".repeat(32)));
     std::fs::write(&partial, vec![7u8; 1000]).unwrap();
+    // ... and beside the index files and the config, from a killed index write or init.
+    let partial_index = root.join("index").join(format!("{}#31", "cd".repeat(32)));
+    std::fs::write(&partial_index, b"half an index").unwrap();
+    let partial_config = root.join("config#4000001");
+    std::fs::write(&partial_config, b"half a config").unwrap();
     let repo = reopen(&url).await;
     let report = check(repo.clone(), CheckOptions::default()).await.unwrap();
     assert!(report.is_ok());
-    assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.contains("#2") && w.contains("partial upload")),
-        "{report:?}"
-    );
+    for key in ["data/abab", "index/cdcd", "config#4000001"] {
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.starts_with(key) && w.contains("partial upload")),
+            "{key}: {report:?}"
+        );
+    }
     let pruned = ferry_repository::prune::prune(repo.clone(), Default::default())
         .await
         .unwrap();
-    assert_eq!(pruned.partial_uploads, 1);
-    assert!(!partial.exists());
+    assert_eq!(pruned.partial_uploads, 3);
+    assert!(!partial.exists() && !partial_index.exists() && !partial_config.exists());
     let report = check(repo, CheckOptions::default()).await.unwrap();
     assert!(report.warnings.is_empty(), "{report:?}");
 }

@@ -241,8 +241,9 @@ impl Backend {
         self.local_dir.is_some()
     }
 
-    /// Partial uploads a killed writer left in `folder` (local repositories only: object
-    /// stores discard unfinished multipart uploads themselves), as keys.
+    /// Partial uploads a killed writer left in `folder` (`""`: the repository's top, where
+    /// the config is written; local repositories only: object stores discard unfinished
+    /// multipart uploads themselves), as keys.
     pub fn partial_uploads(&self, folder: &str) -> Vec<String> {
         let Some(dir) = &self.local_dir else {
             return Vec::new();
@@ -257,10 +258,22 @@ impl Backend {
                 name.rsplit_once('#')
                     .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             })
-            .map(|name| format!("{folder}/{name}"))
+            .map(|name| match folder {
+                "" => name,
+                _ => format!("{folder}/{name}"),
+            })
             .collect();
         found.sort();
         found
+    }
+
+    /// Partial uploads in every folder a writer stages objects in but `locks/` (where a
+    /// process taking a lock stages its lock file for a moment, under no lock of its own).
+    pub fn partial_uploads_everywhere(&self) -> Vec<String> {
+        ["", "data", "index", "snapshots", "keys"]
+            .iter()
+            .flat_map(|folder| self.partial_uploads(folder))
+            .collect()
     }
 
     /// Removes a partial upload found by `partial_uploads`.
