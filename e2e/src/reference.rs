@@ -141,7 +141,12 @@ pub fn objects() -> Vec<Value> {
 }
 
 /// Writes `objects` as one YAML stream (JSON documents) and applies it with kubectl.
-fn apply(kubeconfig: &Path, dir: &Path, name: &str, objects: &[Value]) -> anyhow::Result<String> {
+pub fn apply(
+    kubeconfig: &Path,
+    dir: &Path,
+    name: &str,
+    objects: &[Value],
+) -> anyhow::Result<String> {
     let manifest = objects
         .iter()
         .map(Value::to_string)

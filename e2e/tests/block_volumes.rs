@@ -3,22 +3,17 @@
 //! the snapshot as a device into the repository, and in the target a mover writes it onto the new
 //! claim's device.
 
+mod common;
+
+use common::{logs, text};
 use ferry_e2e::harness::ferry::{mover_program, Fleet};
 use ferry_e2e::harness::{kubectl, Environment, EnvironmentOptions};
-use ferry_e2e::reference::{storage_class, volume_path, SOURCE_CLASS, TARGET_CLASS};
+use ferry_e2e::reference::{apply, storage_class, volume_path, SOURCE_CLASS, TARGET_CLASS};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SIZE: usize = 8 << 20;
-
-fn apply(kubeconfig: &Path, dir: &Path, name: &str, objects: &[Value]) {
-    let manifest: Vec<String> = objects.iter().map(Value::to_string).collect();
-    let file = dir.join(name);
-    std::fs::write(&file, manifest.join("\n---\n")).unwrap();
-    kubectl(kubeconfig, &["apply", "-f", &file.display().to_string()])
-        .unwrap_or_else(|e| panic!("kubectl apply {name}: {e:#}"));
-}
 
 /// The claim's volume, once the provisioner has bound it.
 fn bound_volume(kubeconfig: &Path, namespace: &str, claim: &str) -> std::path::PathBuf {
@@ -63,7 +58,8 @@ fn a_block_volume_moves_byte_for_byte() {
         &env.dir,
         "target.yaml",
         &[storage_class(TARGET_CLASS)],
-    );
+    )
+    .unwrap();
     apply(
         &source,
         &env.dir,
@@ -77,7 +73,8 @@ fn a_block_volume_moves_byte_for_byte() {
                             "storageClassName": SOURCE_CLASS,
                             "resources": {"requests": {"storage": "8Mi"}}}}),
         ],
-    );
+    )
+    .unwrap();
     // What the disk's user wrote to it.
     let disk = disk_content();
     std::fs::write(bound_volume(&source, "disks", "vm-disk"), &disk).unwrap();
@@ -90,26 +87,7 @@ fn a_block_volume_moves_byte_for_byte() {
     )
     .unwrap();
     let out = fleet.migrate("disks", &rules, &["-o", "json"]);
-    let logs = || {
-        let mut all = String::new();
-        for entry in std::fs::read_dir(&env.dir).unwrap().flatten() {
-            if entry.path().extension().is_some_and(|e| e == "log") {
-                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                all += &format!("== {}\n", entry.path().display());
-                all += &tail.into_iter().rev().collect::<Vec<_>>().join("\n");
-                all += "\n";
-            }
-        }
-        all
-    };
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        logs()
-    );
+    assert!(out.status.success(), "{}\n{}", text(&out), logs(&env.dir));
     let op: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(op["phase"], "succeeded", "{op}");
     assert_eq!(op["steps"][1]["output"]["restored"]["volumes"], 1, "{op}");
@@ -129,6 +107,6 @@ fn a_block_volume_moves_byte_for_byte() {
         "the target's disk differs from the source's: {:?} / {} nonzero\n{op}\n{}",
         &restored[..8],
         restored.iter().filter(|b| **b != 0).count(),
-        logs()
+        logs(&env.dir)
     );
 }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{logs, text};
+
 use ferry_e2e::harness::ferry::Fleet;
 use ferry_e2e::harness::{kubectl, Environment, EnvironmentOptions, StoreKind};
 use ferry_e2e::reference::{self, volume_path, RULES};
@@ -12,33 +14,6 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The end of every Ferry log, for failure messages.
-fn logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for name in [
-        "ferry-hub.log",
-        "ferry-spoke-source.log",
-        "ferry-spoke-target.log",
-    ] {
-        let t = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        let lines: Vec<&str> = t.lines().collect();
-        out.push_str(&format!(
-            "== {name}\n{}\n",
-            lines[lines.len().saturating_sub(20)..].join("\n")
-        ));
-    }
-    out
-}
 
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))

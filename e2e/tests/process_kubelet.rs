@@ -21,6 +21,28 @@ fn create<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).unwrap()
 }
 
+/// The pod's status once it has ended (Succeeded or Failed).
+async fn finished(pods: &Api<Pod>, name: &str) -> k8s_openapi::api::core::v1::PodStatus {
+    eventually(name, || async {
+        let status = pods.get(name).await.ok()?.status?;
+        matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")).then_some(status)
+    })
+    .await
+}
+
+/// The volume a claim is bound to, once it is.
+async fn bound_volume(
+    pvcs: &Api<PersistentVolumeClaim>,
+    pvs: &Api<PersistentVolume>,
+    name: &str,
+) -> PersistentVolume {
+    eventually(name, || async {
+        let pvc = pvcs.get(name).await.ok()?;
+        pvs.get(pvc.spec?.volume_name.as_deref()?).await.ok()
+    })
+    .await
+}
+
 /// A stand-in whose process kubelet runs `program` for images matching `image`; the directory
 /// it lives in goes with the last of the returned values.
 async fn stand_in(
@@ -182,23 +204,13 @@ async fn a_read_only_clone_shares_its_snapshot_and_mounts_only_read_only() {
         }
         create::<PersistentVolumeClaim>(json!({"metadata": {"name": name}, "spec": spec}))
     };
-    let bound_volume = |name: &'static str| {
-        let (pvcs, pvs) = (pvcs.clone(), pvs.clone());
-        eventually(name, move || {
-            let (pvcs, pvs) = (pvcs.clone(), pvs.clone());
-            async move {
-                let pvc = pvcs.get(name).await.ok()?;
-                pvs.get(pvc.spec?.volume_name.as_deref()?).await.ok()
-            }
-        })
-    };
     let path_of = |pv: &PersistentVolume| {
         std::path::PathBuf::from(&pv.spec.as_ref().unwrap().host_path.as_ref().unwrap().path)
     };
     pvcs.create(&pp, &claim("source", "ReadWriteOnce", false))
         .await
         .unwrap();
-    let source = path_of(&bound_volume("source").await);
+    let source = path_of(&bound_volume(&pvcs, &pvs, "source").await);
     std::fs::write(source.join("f"), b"at the snapshot").unwrap();
 
     let ar = ApiResource::from_gvk_with_plural(
@@ -228,8 +240,8 @@ async fn a_read_only_clone_shares_its_snapshot_and_mounts_only_read_only() {
     pvcs.create(&pp, &claim("deep", "ReadWriteOnce", true))
         .await
         .unwrap();
-    let shallow_pv = bound_volume("shallow").await;
-    let deep_pv = bound_volume("deep").await;
+    let shallow_pv = bound_volume(&pvcs, &pvs, "shallow").await;
+    let deep_pv = bound_volume(&pvcs, &pvs, "deep").await;
     let inode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().ino();
     assert_eq!(
         inode(path_of(&shallow_pv).join("f")),
@@ -257,18 +269,8 @@ async fn a_read_only_clone_shares_its_snapshot_and_mounts_only_read_only() {
                                      "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
                      "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "shallow", "readOnly": read_only}}]}}))
     };
-    let finished = |name: &'static str| {
-        let pods = pods.clone();
-        eventually(name, move || {
-            let pods = pods.clone();
-            async move {
-                let status = pods.get(name).await.ok()?.status?;
-                matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")).then_some(status)
-            }
-        })
-    };
     pods.create(&pp, &pod("writer", false)).await.unwrap();
-    let refused = finished("writer").await;
+    let refused = finished(&pods, "writer").await;
     assert_eq!(refused.phase.as_deref(), Some("Failed"));
     assert!(
         refused
@@ -279,7 +281,10 @@ async fn a_read_only_clone_shares_its_snapshot_and_mounts_only_read_only() {
         "{refused:?}"
     );
     pods.create(&pp, &pod("reader", true)).await.unwrap();
-    assert_eq!(finished("reader").await.phase.as_deref(), Some("Succeeded"));
+    assert_eq!(
+        finished(&pods, "reader").await.phase.as_deref(),
+        Some("Succeeded")
+    );
     let sandbox = server.config().data_root.join("pods/data/reader");
     assert_eq!(
         std::fs::read(sandbox.join("out")).unwrap(),
@@ -322,11 +327,7 @@ async fn a_block_claim_is_a_device_not_a_mount() {
     )
     .await
     .unwrap();
-    let pv = eventually("the claim bound", || async {
-        let pvc = pvcs.get("disk").await.ok()?;
-        pvs.get(pvc.spec?.volume_name.as_deref()?).await.ok()
-    })
-    .await;
+    let pv = bound_volume(&pvcs, &pvs, "disk").await;
     let image = std::path::PathBuf::from(&pv.spec.unwrap().host_path.unwrap().path);
     {
         use std::os::unix::fs::FileExt;
@@ -350,25 +351,15 @@ async fn a_block_claim_is_a_device_not_a_mount() {
             "spec": {"restartPolicy": "Never", "containers": [container],
                      "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "disk"}}]}}))
     };
-    let finished = |name: &'static str| {
-        let pods = pods.clone();
-        eventually(name, move || {
-            let pods = pods.clone();
-            async move {
-                let status = pods.get(name).await.ok()?.status?;
-                matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")).then_some(status)
-            }
-        })
-    };
     pods.create(&pp, &pod("reader", true)).await.unwrap();
-    let read = finished("reader").await;
+    let read = finished(&pods, "reader").await;
     assert_eq!(read.phase.as_deref(), Some("Succeeded"), "{read:?}");
     let sandbox = server.config().data_root.join("pods/disks/reader");
     assert_eq!(std::fs::read(sandbox.join("out")).unwrap(), b"DISK");
 
     // As the kubelet refuses it: a Block claim in volumeMounts.
     pods.create(&pp, &pod("mounted", false)).await.unwrap();
-    let refused = finished("mounted").await;
+    let refused = finished(&pods, "mounted").await;
     assert_eq!(refused.phase.as_deref(), Some("Failed"));
     assert!(
         refused

@@ -4,6 +4,7 @@
 use serde_json::Value;
 use std::future::Future;
 use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 /// Polls `f` until it yields a value, for state that controllers reach eventually.
@@ -38,4 +39,32 @@ pub async fn client(kubeconfig: &Path) -> kube::Client {
 /// Runs a Helm action through the real library; its JSON result.
 pub fn helm(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Value {
     ferry_e2e::helm::run(kubeconfig, namespace, args).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A finished command's status and output, for failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The end of every Ferry log, for failure messages.
+pub fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for name in [
+        "ferry-hub.log",
+        "ferry-spoke-source.log",
+        "ferry-spoke-target.log",
+    ] {
+        let t = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        out.push_str(&format!(
+            "== {name}\n{}\n",
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        ));
+    }
+    out
 }

@@ -27,6 +27,7 @@ pub mod backup;
 pub mod blob;
 pub mod check;
 pub mod chunker;
+mod durable;
 pub mod export;
 pub mod index;
 pub mod keys;

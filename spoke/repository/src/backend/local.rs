@@ -4,6 +4,7 @@
 //! ranges are read into pooled buffers.
 
 use super::BackendError;
+use crate::durable::sync_dir;
 use crate::pieces::WRITE_PIECE;
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -245,26 +246,6 @@ fn sync_all_but(unsynced: &mut BTreeSet<PathBuf>, keep: Option<&Path>) -> std::i
         unsynced.remove(&dir);
     }
     Ok(())
-}
-
-/// Syncs a directory's entries. Filesystems that cannot sync a directory (some network and
-/// FUSE filesystems answer `EINVAL`) are taken as they are, as restic does; a directory that is
-/// gone has nothing to sync.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                || e.kind() == std::io::ErrorKind::Unsupported
-                || e.raw_os_error() == Some(libc::EINVAL) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(std::io::Error::new(
-            e.kind(),
-            format!("syncing directory {}: {e}", dir.display()),
-        )),
-        Ok(()) => Ok(()),
-    }
 }
 
 /// Runs a blocking write of the object at `path`; errors name it.

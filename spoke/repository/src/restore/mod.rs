@@ -295,25 +295,12 @@ pub async fn restore(
         summary.ownership_skipped += u64::from(!apply_metadata(target, node, Pending::ALL)?);
     }
     if options.sync {
-        sync_filesystem(target)?;
+        let started = std::time::Instant::now();
+        crate::durable::sync_filesystem(target).map_err(|e| RepoError::io(target, e))?;
+        tracing::debug!(target = %target.display(), elapsed = ?started.elapsed(), "restore synced");
     }
     reporter.finish();
     Ok(summary)
-}
-
-/// Flushes the filesystem holding `target`, in one call: every restored file's data and
-/// metadata and the directories naming them. It also reports a write that failed on its way to
-/// disk (Linux 5.8 and later), which a restore returning before writeback never sees.
-fn sync_filesystem(target: &Path) -> Result<(), RepoError> {
-    use std::os::fd::AsRawFd;
-    let started = std::time::Instant::now();
-    let dir = File::open(target).map_err(|e| RepoError::io(target, e))?;
-    // SAFETY: `syncfs` takes a descriptor that stays open for the call and touches no memory.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(RepoError::io(target, std::io::Error::last_os_error()));
-    }
-    tracing::debug!(target = %target.display(), elapsed = ?started.elapsed(), "restore synced");
-    Ok(())
 }
 
 /// Restores a block snapshot into an image file (created sparse) or onto a block device (holes
@@ -389,9 +376,7 @@ pub async fn restore_block(
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| RepoError::io(dir, e))?;
+        crate::durable::sync_dir(dir).map_err(|e| RepoError::io(dir, e))?;
     }
     progress.add(0, 1);
     reporter.finish();

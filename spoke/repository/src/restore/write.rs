@@ -73,6 +73,7 @@ enum Writeback {
     /// cache: one large file, such as a volume image, does not fill memory.
     Through,
 }
+
 impl WritePlan {
     /// A plan for one large file, `path` (an image or a device), written through to disk.
     pub(super) fn for_image(path: &Path, bytes: u64) -> WritePlan {
@@ -308,21 +309,20 @@ pub(crate) async fn execute(
                 let pack_id = index.pack_id(pack).to_string();
                 let start = group[0].0;
                 let end = group.last().map(|b| b.0 + b.1 as u64).unwrap_or(start);
-                let bytes = repo
-                    .backend()
-                    .get_range(&format!("data/{pack_id}"), start..end)
-                    .await?;
+                let key = format!("data/{pack_id}");
+                let bytes = repo.backend().get_range(&key, start..end).await?;
                 // Reads overlap (an object store answers slowly); decoding and writing run on
                 // the compute pool, one per core, so only those threads hold decoding buffers
                 // and no more writers than cores contend for the same files.
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                let failed = format!("data/{pack_id}: the restore task writing its blobs failed");
                 crate::pool::spawn(move || {
                     let _ = tx.send(write_group(
                         &repo, &plan, &pack_id, start, &bytes, &group, &progress,
                     ));
                 });
-                rx.await.map_err(|_| RepoError::Invalid(failed))?
+                rx.await.map_err(|_| {
+                    RepoError::Invalid(format!("{key}: the restore task writing its blobs failed"))
+                })?
             }
         })
         .buffer_unordered(if local { LOCAL_READS } else { PARALLEL_READS })
