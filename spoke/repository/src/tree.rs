@@ -19,6 +19,27 @@ pub enum NodeKind {
     Symlink,
 }
 
+/// What a file on disk is, in words, for messages about files a snapshot cannot hold or a
+/// restore will not replace.
+pub(crate) fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "directory"
+    } else if ft.is_file() {
+        "regular file"
+    } else if ft.is_symlink() {
+        "symbolic link"
+    } else if ft.is_fifo() {
+        "named pipe"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block device"
+    } else {
+        "character device"
+    }
+}
+
 /// One directory entry. Names and link targets that are not UTF-8 are kept byte for byte in
 /// `nameBytes` / `targetBytes` (base64); `name` / `target` then hold a lossy rendering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
