@@ -130,6 +130,59 @@ async fn sparse_images_round_trip_sparse_and_changes_store_only_their_chunks() {
     assert!(err.to_string().contains("needs a parent snapshot"), "{err}");
 }
 
+/// A volume restored into an existing image (a claim's, perhaps larger than the snapshot)
+/// keeps the image's size, as a device would, with nothing of its old bytes left; a smaller
+/// image grows to the snapshot. What is not an image or a device is refused, not replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_images_keep_their_size_and_other_targets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let size = 3 * CHUNK + 100;
+    image(&img, size, &[(0, noise(size as usize, 9))]);
+    let repo = init("memory://").await;
+    let (_, snap) = block::backup(repo.clone(), &img, BackupOptions::default(), None)
+        .await
+        .unwrap();
+    let snapshot = std::fs::read(&img).unwrap();
+
+    let larger = dir.path().join("larger.img");
+    std::fs::write(&larger, vec![0xAA; 8 * CHUNK as usize]).unwrap();
+    restore_block(repo.clone(), &snap, &larger, RestoreOptions::default())
+        .await
+        .unwrap();
+    let restored = std::fs::read(&larger).unwrap();
+    assert_eq!(
+        restored.len() as u64,
+        8 * CHUNK,
+        "the volume keeps its size"
+    );
+    assert_eq!(&restored[..snapshot.len()], &snapshot[..]);
+    assert!(
+        restored[snapshot.len()..].iter().all(|b| *b == 0),
+        "the old bytes beyond the snapshot are gone"
+    );
+
+    let smaller = dir.path().join("smaller.img");
+    std::fs::write(&smaller, vec![0xAA; 100]).unwrap();
+    restore_block(repo.clone(), &snap, &smaller, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&smaller).unwrap(), snapshot);
+
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join("notes"), b"keep me").unwrap();
+    let err = restore_block(repo, &snap, &home, RestoreOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("home: is a directory") && err.contains("image file or a block device"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(home.join("notes")).unwrap(), b"keep me");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 

@@ -16,7 +16,7 @@ mod write;
 use crate::blob::{BlobId, BlobKind};
 use crate::progress::{Progress, ProgressFn};
 use crate::repo::{RepoError, Repository};
-use crate::tree::{Node, NodeKind, Snapshot, SnapshotKind};
+use crate::tree::{file_kind, Node, NodeKind, Snapshot, SnapshotKind};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -318,9 +318,22 @@ pub async fn restore_block(
     }
     let map = repo.load_block_map(&snapshot.tree).await?;
     let target = &followed(target)?;
-    let device = std::fs::metadata(target)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
+    let existing = match std::fs::metadata(target) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(RepoError::io(target, e)),
+    };
+    let device = existing
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_block_device());
+    if let Some(m) = existing.as_ref().filter(|m| !m.is_file() && !device) {
+        // Anything else there is the user's: a directory is not replaced by an image.
+        return Err(RepoError::Invalid(format!(
+            "{}: is a {}; a block snapshot restores to an image file or a block device",
+            target.display(),
+            file_kind(m.file_type())
+        )));
+    }
     if device {
         let mut f = File::open(target).map_err(|e| RepoError::io(target, e))?;
         let size = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
@@ -333,8 +346,10 @@ pub async fn restore_block(
             )));
         }
     } else {
-        create_sized(target, 0)?;
-        create_sized(target, map.size)?;
+        // An image that is there already is a volume, and keeps its size when larger than the
+        // snapshot, as a device does (a claim restored into a larger one); its old bytes go.
+        let volume = existing.map_or(0, |m| m.len());
+        create_sized(target, map.size.max(volume))?;
     }
     let mut plan = WritePlan::for_image(target, map.size);
     let mut holes = Vec::new();
@@ -376,7 +391,8 @@ pub async fn restore_block(
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        crate::durable::sync_dir(dir).map_err(|e| RepoError::io(dir, e))?;
+        // The error names the directory; the restore is named by its target.
+        crate::durable::sync_dir(dir).map_err(|e| RepoError::io(target, e))?;
     }
     progress.add(0, 1);
     reporter.finish();
