@@ -9,11 +9,13 @@
 //! - [`spoke`]: registration and heartbeats; [`command`]: hub → spoke; [`event`]: spoke → hub;
 //! - [`operation`], [`api`]: operations as clients start and watch them;
 //! - [`selection`], [`hooks`], [`rules`]: what to capture, how to quiesce it, how to transform it;
-//! - [`restore_point`]: restore points as stored in the repository.
+//! - [`restore_point`]: restore points as stored in the repository;
+//! - [`error_text`]: how an error, with its causes, is told in one line (CLIs, operation messages).
 
 pub mod api;
 pub mod command;
 pub mod envelope;
+mod error_text;
 pub mod event;
 pub mod hooks;
 pub mod object_ref;
@@ -25,6 +27,7 @@ pub mod spoke;
 pub mod subjects;
 
 pub use envelope::{Envelope, EnvelopeError, PROTOCOL_VERSION};
+pub use error_text::error_text;
 pub use object_ref::ObjectRef;
 
 /// serde's default for flags that are on unless a message says otherwise.

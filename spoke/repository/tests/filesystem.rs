@@ -245,7 +245,7 @@ async fn the_target_directory_takes_the_roots_mode_owner_and_mtime() {
     std::fs::create_dir_all(&volume).unwrap();
     let mount = dir.path().join("mount");
     std::os::unix::fs::symlink(&volume, &mount).unwrap();
-    restore(repo, &snapshot, &mount, RestoreOptions::default())
+    restore(repo.clone(), &snapshot, &mount, RestoreOptions::default())
         .await
         .unwrap();
     is_the_root(std::fs::metadata(&volume).unwrap());
@@ -254,6 +254,19 @@ async fn the_target_directory_takes_the_roots_mode_owner_and_mtime() {
         .unwrap()
         .file_type()
         .is_symlink());
+
+    // A file where the directory should be is the user's: told, not touched.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"mine").unwrap();
+    let err = restore(repo, &snapshot, &file, RestoreOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("a-file: is a regular file; a filesystem snapshot restores into a directory"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
 }
 
 /// A restore creates files with their mode and sets owner and mode only where the created file

@@ -62,7 +62,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", ferry_protocol::error_text(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -188,6 +188,13 @@ pub async fn restore(
     // Into a new or empty directory, nothing is in the way of what is restored: no path needs
     // to be looked at before it is written.
     let fresh = std::fs::read_dir(target).map_or(true, |mut entries| entries.next().is_none());
+    if let Some(m) = std::fs::metadata(target).ok().filter(|m| !m.is_dir()) {
+        return Err(RepoError::Invalid(format!(
+            "{}: is a {}; a filesystem snapshot restores into a directory",
+            target.display(),
+            file_kind(m.file_type())
+        )));
+    }
     std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
     // The target directory takes the metadata of what is restored into it: the snapshot's
     // root, or the directory a `path` selects.
