@@ -5,7 +5,7 @@
 mod common;
 
 use ferry_e2e::apiserver::{StandIn, StandInConfig};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -115,4 +115,36 @@ async fn applies_own_fields_and_remove_what_they_drop() {
         }
         other => panic!("expected an API error, got {other}"),
     }
+}
+
+/// An operator applies its StatefulSet on every reconcile: applying it unchanged changes nothing,
+/// and the claim templates (a list without a merge key) are replaced whole, never appended to
+/// (a second "data" template made every re-apply a forbidden change of the spec).
+#[tokio::test]
+async fn a_statefulset_applied_again_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = StandIn::start(StandInConfig::new("ssa", dir.path().join("cluster")))
+        .await
+        .unwrap();
+    let client = common::client(&server.kubeconfig_path).await;
+    let sets: Api<StatefulSet> = Api::namespaced(client, "default");
+    let apply = PatchParams::apply("cache-operator").force();
+    let set = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "cache"},
+        "spec": {"serviceName": "cache", "selector": {"matchLabels": {"app": "cache"}},
+                 "template": {"metadata": {"labels": {"app": "cache"}},
+                              "spec": {"containers": [{"name": "cache", "image": "cache:1",
+                                                       "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                 "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}});
+    let first = sets
+        .patch("cache", &apply, &Patch::Apply(&set))
+        .await
+        .unwrap();
+    let again = sets
+        .patch("cache", &apply, &Patch::Apply(&set))
+        .await
+        .unwrap();
+    let templates = again.spec.as_ref().unwrap().volume_claim_templates.as_ref();
+    assert_eq!(templates.map(Vec::len), Some(1));
+    assert_eq!(first.spec, again.spec);
 }

@@ -159,7 +159,9 @@ pub fn merge_patch(doc: &Value, patch: &Value) -> Value {
 /// The merge key of a list field in the built-in types, by field name. Kubernetes keeps this
 /// in struct tags (`patchMergeKey`); the field names Ferry and `kubectl apply` meet are
 /// unambiguous enough to key on the name alone, except `ports`, which is decided per element.
-/// Server-side apply keys list items by the same fields.
+/// Server-side apply keys list items by the same fields. Lists without one are atomic: a patch
+/// replaces them whole (a StatefulSet's `volumeClaimTemplates`, whose items are named in their
+/// metadata, is one).
 pub fn merge_key(field: &str, element: &Value) -> Option<&'static str> {
     Some(match field {
         "containers"
@@ -168,8 +170,7 @@ pub fn merge_key(field: &str, element: &Value) -> Option<&'static str> {
         | "volumes"
         | "env"
         | "imagePullSecrets"
-        | "resourceClaims"
-        | "volumeClaimTemplates" => "name",
+        | "resourceClaims" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "hostAliases" => "ip",
@@ -288,6 +289,12 @@ fn smp_list(field: &str, doc: Option<&Vec<Value>>, patch: &[Value]) -> Result<Va
             let mut out: Vec<Value> = doc.cloned().unwrap_or_default();
             for pe in patch {
                 let id = pe.get(key);
+                if id.is_none() && pe.is_object() {
+                    // As the API server answers: an element a keyed list cannot place.
+                    return Err(format!(
+                        "{field}: an element does not contain declared merge key: {key}"
+                    ));
+                }
                 let pos = out.iter().position(|e| id.is_some() && e.get(key) == id);
                 let directive = pe.get("$patch").and_then(Value::as_str);
                 match (pos, directive) {
@@ -414,5 +421,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!([]));
+    }
+
+    #[test]
+    fn lists_without_a_merge_key_are_replaced_and_keyed_elements_need_their_key() {
+        let template = json!({"metadata": {"name": "data"},
+                              "spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        let doc = json!({"spec": {"volumeClaimTemplates": [template.clone()]}});
+        // Applying the same StatefulSet again changes nothing (an operator's every reconcile).
+        let again = strategic_merge_patch(&doc, &doc).unwrap();
+        assert_eq!(again, doc);
+        let other = json!({"spec": {"volumeClaimTemplates": [{"metadata": {"name": "logs"}}]}});
+        let replaced = strategic_merge_patch(&doc, &other).unwrap();
+        assert_eq!(replaced, other);
+
+        let err = strategic_merge_patch(
+            &json!({"spec": {"containers": [{"name": "a"}]}}),
+            &json!({"spec": {"containers": [{"image": "b:1"}]}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "containers: an element does not contain declared merge key: name"
+        );
     }
 }
