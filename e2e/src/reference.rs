@@ -85,7 +85,7 @@ pub fn objects() -> Vec<Value> {
                "metadata": {"name": "caches.example.com"},
                "spec": {"group": "example.com", "scope": "Namespaced",
                         "names": {"plural": "caches", "singular": "cache", "kind": "Cache"},
-                        "versions": [{"name": "v1", "served": true, "storage": true,
+                        "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
                                       "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
                                       "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}]}]}}),
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db-credentials", "namespace": NAMESPACE},

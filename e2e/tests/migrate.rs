@@ -287,6 +287,29 @@ fn migrate_moves_the_application_through_hub_and_spokes() {
         5,
         "2 web, db-0, the operator and hot-cache-0"
     );
+    // The restored operator reconciles the restored Cache (its StatefulSet was left to it) and
+    // marks it ready, without failing once on the way (a failure restarts it).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = || {
+        get(&target, &["caches.example.com", "hot", "-n", "shop-dr"])
+            .is_some_and(|c| c["status"]["ready"] == true)
+    };
+    while !ready() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ready(), "the Cache in the target is reconciled");
+    let operator = get(
+        &target,
+        &["pods", "-n", "shop-dr", "-l", "app=cache-operator"],
+    )
+    .unwrap();
+    let restarts: Vec<&Value> = operator["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["status"]["containerStatuses"][0]["restartCount"])
+        .collect();
+    assert_eq!(restarts, [&serde_json::json!(0)], "{operator}");
 
     // The same request again (same idempotency key) is the same operation; a second migration
     // finds everything already restored.
