@@ -119,7 +119,8 @@ async fn applies_own_fields_and_remove_what_they_drop() {
 
 /// An operator applies its StatefulSet on every reconcile: applying it unchanged changes nothing,
 /// and the claim templates (a list without a merge key) are replaced whole, never appended to
-/// (a second "data" template made every re-apply a forbidden change of the spec).
+/// (a second "data" template made every re-apply a forbidden change of the spec), and the
+/// defaults the server gives them are given again, not taken for a change.
 #[tokio::test]
 async fn a_statefulset_applied_again_is_unchanged() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,7 +145,23 @@ async fn a_statefulset_applied_again_is_unchanged() {
         .patch("cache", &apply, &Patch::Apply(&set))
         .await
         .unwrap();
-    let templates = again.spec.as_ref().unwrap().volume_claim_templates.as_ref();
-    assert_eq!(templates.map(Vec::len), Some(1));
+    let spec = again.spec.as_ref().unwrap();
+    let templates = spec.volume_claim_templates.as_deref().unwrap();
+    assert_eq!(templates.len(), 1);
+    // Served as a real API server serves them: whole claims with a claim's defaults.
+    let claim = &templates[0];
+    assert_eq!(
+        claim.spec.as_ref().unwrap().volume_mode.as_deref(),
+        Some("Filesystem")
+    );
+    assert_eq!(
+        claim.status.as_ref().unwrap().phase.as_deref(),
+        Some("Pending")
+    );
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .unwrap();
+    assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
     assert_eq!(first.spec, again.spec);
 }

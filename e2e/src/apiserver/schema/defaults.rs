@@ -156,6 +156,25 @@ pub fn apply(rt: &ResourceType, obj: &mut Value) {
                 json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
             );
             set_default(obj, "/spec/revisionHistoryLimit", json!(10));
+            set_default(
+                obj,
+                "/spec/persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+            // Claim templates come back as whole claims, as apps/v1 serves them: typed, with
+            // a claim's defaults and an empty status (`kubectl get sts -o yaml` shows them so).
+            for claim in obj
+                .pointer_mut("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+                .filter(|c| c.is_object())
+            {
+                set_default(claim, "/apiVersion", json!("v1"));
+                set_default(claim, "/kind", json!("PersistentVolumeClaim"));
+                set_default(claim, "/spec/volumeMode", json!("Filesystem"));
+                set_default(claim, "/status/phase", json!("Pending"));
+            }
         }
         ("apps", "ReplicaSet") | ("", "ReplicationController") => {
             set_default(obj, "/spec/replicas", json!(1));
