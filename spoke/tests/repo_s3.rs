@@ -103,4 +103,22 @@ fn repository_on_garage_s3() {
     run(&["restore", "latest", target.to_str().unwrap()]);
     assert_eq!(std::fs::read(target.join("text")).unwrap(), b"changed\n");
     assert!(run(&["check", "--read-data"]).contains("no errors"));
+
+    // Without credentials, object_store asks the instance metadata service (here an address
+    // that refuses); the error says that is what happened and what to set.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-spoke"))
+        .args(["repo", "snapshots"])
+        .env("FERRY_REPOSITORY", &url)
+        .env("FERRY_PASSWORD", "s3 pass")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error: get config (no S3 credentials in AWS_* variables, so they were asked from the instance metadata service; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): "),
+        "{stderr}"
+    );
 }

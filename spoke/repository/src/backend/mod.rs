@@ -27,17 +27,57 @@ pub enum BackendError {
     AlreadyExists { key: String },
     #[error("{key}: {message}")]
     Io { key: String, message: String },
-    #[error("{op} {key}: {source}")]
+    #[error("{op} {key}{}: {source}", credentials.map(|c| format!(" ({c})")).unwrap_or_default())]
     Store {
         op: &'static str,
         key: String,
+        /// Where the store's credentials came from, when that is what a user must know to
+        /// understand the failure (none configured: the cloud's metadata service was asked).
+        credentials: Option<&'static str>,
+        /// Boxed: object_store's errors are large, and every result of the backend carries room
+        /// for one.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 
+/// Said of an S3 store given no credentials: object_store then asks the instance metadata
+/// service, and off a cloud instance its refusal names neither S3 nor what to set.
+const S3_METADATA_CREDENTIALS: &str = "no S3 credentials in AWS_* variables, so they were asked \
+     from the instance metadata service; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
+
+/// object_store's own retry policy for cloud stores: none. Retries are the backend's (backon,
+/// each one logged, bounded by [`BackendOptions`]); object_store's, 10 per request for up to 3
+/// minutes by default, multiplied with them: a call to a store that was down, or credentials
+/// that could not be had, took 80 s to fail instead of 6.
+fn one_attempt() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    }
+}
+
+/// Whether an S3 store would take its credentials from the instance metadata service: none of
+/// the other sources object_store tries first is configured.
+fn s3_credentials_from_metadata(builder: &object_store::aws::AmazonS3Builder) -> bool {
+    use object_store::aws::AmazonS3ConfigKey as Key;
+    let set = |key: Key| builder.get_config_value(&key).is_some();
+    let unsigned = builder.get_config_value(&Key::SkipSignature).as_deref() == Some("true");
+    !(unsigned
+        || set(Key::AccessKeyId)
+        || set(Key::SecretAccessKey)
+        || (set(Key::WebIdentityTokenFile) && set(Key::RoleArn))
+        || set(Key::ContainerCredentialsRelativeUri)
+        || set(Key::ContainerCredentialsFullUri))
+}
+
 impl BackendError {
-    fn from_store(op: &'static str, key: &str, source: object_store::Error) -> BackendError {
+    fn from_store(
+        op: &'static str,
+        key: &str,
+        credentials: Option<&'static str>,
+        source: object_store::Error,
+    ) -> BackendError {
         match source {
             object_store::Error::NotFound { .. } => BackendError::NotFound { key: key.into() },
             object_store::Error::AlreadyExists { .. } => {
@@ -46,7 +86,8 @@ impl BackendError {
             source => BackendError::Store {
                 op,
                 key: key.into(),
-                source,
+                credentials,
+                source: Box::new(source),
             },
         }
     }
@@ -155,6 +196,8 @@ pub struct Backend {
     /// A local repository's directories with names not yet synced.
     unsynced: local::UnsyncedDirs,
     read_buffers: local::ReadBuffers,
+    /// Said with the store's errors: where its credentials came from, when that matters.
+    credentials: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -178,22 +221,28 @@ impl Backend {
         };
         let (scheme, rest) = url.split_once("://").unwrap_or(("file", url));
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut credentials = None;
         let cloud: Option<Result<Arc<dyn ObjectStore>, object_store::Error>> = match scheme {
-            "s3" => Some(
-                object_store::aws::AmazonS3Builder::from_env()
+            "s3" => {
+                let builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .build()
-                    .map(|s| Arc::new(s) as _),
-            ),
+                    .with_retry(one_attempt());
+                if s3_credentials_from_metadata(&builder) {
+                    credentials = Some(S3_METADATA_CREDENTIALS);
+                }
+                Some(builder.build().map(|s| Arc::new(s) as _))
+            }
             "gs" => Some(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
+                    .with_retry(one_attempt())
                     .build()
                     .map(|s| Arc::new(s) as _),
             ),
             "az" => Some(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(bucket)
+                    .with_retry(one_attempt())
                     .build()
                     .map(|s| Arc::new(s) as _),
             ),
@@ -232,6 +281,7 @@ impl Backend {
             local_dir,
             unsynced: local::UnsyncedDirs::default(),
             read_buffers: local::ReadBuffers::default(),
+            credentials,
         })
     }
 
@@ -322,7 +372,7 @@ impl Backend {
             .when(transient)
             .notify(|e, d| tracing::warn!(op, key, error = %e, retry_in = ?d, "retrying"))
             .await
-            .map_err(|e| BackendError::from_store(op, key, e))
+            .map_err(|e| BackendError::from_store(op, key, self.credentials, e))
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, BackendError> {
@@ -426,7 +476,7 @@ impl Backend {
             | Err(object_store::Error::NotSupported { .. }) => self.put(key, data).await,
             other => other
                 .map(|_| ())
-                .map_err(|e| BackendError::from_store("put", key, e)),
+                .map_err(|e| BackendError::from_store("put", key, self.credentials, e)),
         }
     }
 
@@ -474,7 +524,7 @@ impl Backend {
         match self.store.head(&self.path(key)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(BackendError::from_store("head", key, e)),
+            Err(e) => Err(BackendError::from_store("head", key, self.credentials, e)),
         }
     }
 }
@@ -482,6 +532,33 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_s3_store_without_credentials_says_where_it_asked_for_them() {
+        use object_store::aws::AmazonS3Builder;
+        let bare = AmazonS3Builder::new().with_bucket_name("b");
+        assert!(s3_credentials_from_metadata(&bare));
+        let keyed = AmazonS3Builder::new()
+            .with_access_key_id("GK1")
+            .with_secret_access_key("secret");
+        assert!(!s3_credentials_from_metadata(&keyed));
+        assert!(!s3_credentials_from_metadata(
+            &AmazonS3Builder::new().with_skip_signature(true)
+        ));
+        let refused = object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing PUT http://169.254.169.254/latest/api/token".into(),
+        };
+        let told =
+            BackendError::from_store("get", "config", Some(S3_METADATA_CREDENTIALS), refused);
+        assert_eq!(
+            told.to_string(),
+            format!(
+                "get config ({S3_METADATA_CREDENTIALS}): Generic S3 error: Error performing PUT \
+                 http://169.254.169.254/latest/api/token"
+            )
+        );
+    }
 
     #[tokio::test]
     async fn file_backend_round_trips_lists_and_deletes() {
