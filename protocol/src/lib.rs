@@ -10,7 +10,7 @@
 //! - [`operation`], [`api`]: operations as clients start and watch them;
 //! - [`selection`], [`hooks`], [`rules`]: what to capture, how to quiesce it, how to transform it;
 //! - [`restore_point`]: restore points as stored in the repository;
-//! - [`error_text`]: how an error, with its causes, is told in one line (CLIs, operation messages).
+//! - [`error_text`]: how an error, with its causes, is told in one line (the CLIs).
 
 pub mod api;
 pub mod command;

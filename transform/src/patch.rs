@@ -427,7 +427,7 @@ mod tests {
     fn lists_without_a_merge_key_are_replaced_and_keyed_elements_need_their_key() {
         let template = json!({"metadata": {"name": "data"},
                               "spec": {"resources": {"requests": {"storage": "1Gi"}}}});
-        let doc = json!({"spec": {"volumeClaimTemplates": [template.clone()]}});
+        let doc = json!({"spec": {"volumeClaimTemplates": [template]}});
         // Applying the same StatefulSet again changes nothing (an operator's every reconcile).
         let again = strategic_merge_patch(&doc, &doc).unwrap();
         assert_eq!(again, doc);

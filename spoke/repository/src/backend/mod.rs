@@ -49,7 +49,7 @@ const S3_METADATA_CREDENTIALS: &str = "no S3 credentials in AWS_* variables, so 
 /// object_store's own retry policy for cloud stores: none. Retries are the backend's (backon,
 /// each one logged, bounded by [`BackendOptions`]); object_store's, 10 per request for up to 3
 /// minutes by default, multiplied with them: a call to a store that was down, or credentials
-/// that could not be had, took 80 s to fail instead of 6.
+/// that could not be had, took 80 s to fail instead of 9.
 fn one_attempt() -> object_store::RetryConfig {
     object_store::RetryConfig {
         max_retries: 0,
