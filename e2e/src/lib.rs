@@ -4,7 +4,7 @@
 //!   as they would a real cluster.
 //! - [`harness`]: starts real NATS with JetStream, an object store (a local directory or a
 //!   Garage S3 server) and two stand-in clusters, and tears them down.
-//! - [`reference`]: the reference application (Helm web tier, PostgreSQL, an operator's Cache)
+//! - [`mod@reference`]: the reference application (Helm web tier, PostgreSQL, an operator's Cache)
 //!   that the migration tests and the demo move between the clusters.
 //!
 //! Tests and the demo build on these; see `docs/standin.md` and `docs/harness.md`.

@@ -4,6 +4,8 @@
 //! request's reply subject, in an envelope whose body is an [`ApiReply`] and whose correlation
 //! id is the request's message id. Watching an operation is a subscription to
 //! `<p>.v1.op.<id>.events`, where the hub publishes the whole [`Operation`] on every change.
+//!
+//! [`Operation`]: crate::operation::Operation
 
 use crate::operation::{OperationPhase, OperationSpec};
 use crate::restore_point::RestorePointSummary;

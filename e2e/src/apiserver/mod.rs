@@ -1,8 +1,8 @@
 //! A Kubernetes API server stand-in that speaks the real REST protocol, for tests and demos on
 //! machines where no kube-apiserver can run.
 //!
-//! The request path reads top to bottom: [`http`] parses and routes, [`core`] applies the verb
-//! with Kubernetes' semantics over the [`store`], [`watch`] streams changes, [`controllers`]
+//! The request path reads top to bottom: `http` parses and routes, [`core`] applies the verb
+//! with Kubernetes' semantics over the [`store`], `watch` streams changes, [`controllers`]
 //! play controller-manager, scheduler, kubelet and CSI driver. See `docs/standin.md` for what is
 //! implemented, what is not, and how it was checked against kubectl and kube-rs.
 

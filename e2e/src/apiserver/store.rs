@@ -180,7 +180,7 @@ impl Inner {
         self.range_after(group, resource, namespace, None)
     }
 
-    /// As [`Store::range`], starting after `after` (a list's continue key) when given: a page
+    /// As [`Inner::range`], starting after `after` (a list's continue key) when given: a page
     /// costs what it returns, not what came before it.
     pub fn range_after<'a>(
         &'a self,

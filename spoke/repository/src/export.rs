@@ -119,7 +119,7 @@ pub fn tar<W: Write>(repo: &Arc<Repository>, snapshot: &Snapshot, out: W) -> Res
     builder.into_inner().map_err(io)
 }
 
-/// Writes a block snapshot as a raw image stream (holes as zeroes). Blocking, like [`tar`].
+/// Writes a block snapshot as a raw image stream (holes as zeroes). Blocking, like [`tar()`].
 pub fn raw<W: Write>(
     repo: &Arc<Repository>,
     snapshot: &Snapshot,

@@ -8,8 +8,8 @@
 //! redelivered command finds the restore point it already wrote and reports it again instead of
 //! writing a second.
 //!
-//! [`select`] resolves the selection (namespaces, labels, types, a Helm release) and follows
-//! dependencies; [`operator`] resolves an Operator's custom resource.
+//! `select` resolves the selection (namespaces, labels, types, a Helm release) and follows
+//! dependencies; `operator` resolves an Operator's custom resource.
 
 mod operator;
 mod select;

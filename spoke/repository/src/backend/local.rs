@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 /// A local object being written, in a staging file beside its final name: a reader never sees
 /// half an object, and a writer killed mid-way leaves `<stem>#<pid><n>`, the partial file
 /// `check` reports and `prune` removes. The file is created at the first write and removed when
-/// the writer is dropped before [`StagedFile::store_as`].
+/// the writer is dropped before `StagedFile::store_as`.
 pub struct StagedFile {
     dir: PathBuf,
     staging: PathBuf,
@@ -106,7 +106,7 @@ pub(super) enum Naming {
 }
 
 impl Write for StagedFile {
-    /// Writes at most a megabyte at once ([`crate::pieces`]: larger writes cost more system time).
+    /// Writes at most a megabyte at once (`crate::pieces`: larger writes cost more system time).
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let piece = &buf[..buf.len().min(WRITE_PIECE)];
         let n = self.file()?.write(piece)?;
