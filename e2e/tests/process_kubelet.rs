@@ -61,6 +61,18 @@ async fn stand_in(
     (server, client, dir)
 }
 
+/// Creates namespace `ns` and returns its claims.
+async fn claims_in_new_namespace(client: &kube::Client, ns: &str) -> Api<PersistentVolumeClaim> {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &create(json!({"metadata": {"name": ns}})),
+        )
+        .await
+        .unwrap();
+    Api::namespaced(client.clone(), ns)
+}
+
 #[tokio::test]
 async fn operator_pods_run_as_processes() {
     let (server, client, _dir) = stand_in(
@@ -79,11 +91,7 @@ async fn operator_pods_run_as_processes() {
                                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})))
         .await
         .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&pp, &create(json!({"metadata": {"name": "ops"}})))
-        .await
-        .unwrap();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "ops");
+    let pvcs = claims_in_new_namespace(&client, "ops").await;
     pvcs.create(&pp, &create(json!({"metadata": {"name": "operator-data"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Mi"}}}})))
         .await
@@ -190,11 +198,7 @@ async fn a_read_only_clone_shares_its_snapshot_and_mounts_only_read_only() {
     use std::os::unix::fs::MetadataExt;
     let (server, client, _dir) = stand_in("shallow", "*/shell:*", "/bin/sh").await;
     let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(&pp, &create(json!({"metadata": {"name": "data"}})))
-        .await
-        .unwrap();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "data");
+    let pvcs = claims_in_new_namespace(&client, "data").await;
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let claim = |name: &str, mode: &str, from_snapshot: bool| {
         let mut spec =
@@ -313,11 +317,7 @@ async fn a_read_only_clone_shares_its_snapshot_and_mounts_only_read_only() {
 async fn a_block_claim_is_a_device_not_a_mount() {
     let (server, client, _dir) = stand_in("devices", "*/shell:*", "/bin/sh").await;
     let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(&pp, &create(json!({"metadata": {"name": "disks"}})))
-        .await
-        .unwrap();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "disks");
+    let pvcs = claims_in_new_namespace(&client, "disks").await;
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     pvcs.create(
         &pp,

@@ -10,13 +10,19 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-#[tokio::test]
-async fn applies_own_fields_and_remove_what_they_drop() {
+/// A stand-in of its own (kept alive by the returned server and directory) and a client of it.
+async fn stand_in() -> (StandIn, kube::Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let server = StandIn::start(StandInConfig::new("ssa", dir.path().join("cluster")))
         .await
         .unwrap();
     let client = common::client(&server.kubeconfig_path).await;
+    (server, client, dir)
+}
+
+#[tokio::test]
+async fn applies_own_fields_and_remove_what_they_drop() {
+    let (_server, client, _dir) = stand_in().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let apply = PatchParams::apply("ferry");
     let first = json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -123,11 +129,7 @@ async fn applies_own_fields_and_remove_what_they_drop() {
 /// defaults the server gives them are given again, not taken for a change.
 #[tokio::test]
 async fn a_statefulset_applied_again_is_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = StandIn::start(StandInConfig::new("ssa", dir.path().join("cluster")))
-        .await
-        .unwrap();
-    let client = common::client(&server.kubeconfig_path).await;
+    let (_server, client, _dir) = stand_in().await;
     let sets: Api<StatefulSet> = Api::namespaced(client, "default");
     let apply = PatchParams::apply("cache-operator").force();
     let set = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "cache"},

@@ -334,29 +334,33 @@ impl Kubelet {
 }
 
 fn set_restarts(status: &mut Value, container: &str, restarts: i64, last_exit: i32) {
-    for c in status["containerStatuses"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-    {
-        if c["name"] == json!(container) {
-            c["restartCount"] = json!(restarts);
-            c["lastState"] = json!({"terminated": {"exitCode": last_exit, "reason": if last_exit == 0 { "Completed" } else { "Error" }, "finishedAt": now()}});
-            c["state"] = json!({"running": {"startedAt": now()}});
-        }
-    }
+    with_container(status, container, |c| {
+        c["restartCount"] = json!(restarts);
+        c["lastState"] = terminated(last_exit);
+        c["state"] = json!({"running": {"startedAt": now()}});
+    });
 }
 
 fn set_terminated(status: &mut Value, container: &str, exit: i32) {
-    for c in status["containerStatuses"]
+    with_container(status, container, |c| {
+        c["ready"] = json!(false);
+        c["started"] = json!(false);
+        c["state"] = terminated(exit);
+    });
+}
+
+/// Runs `change` on the named container's status.
+fn with_container(status: &mut Value, container: &str, change: impl FnOnce(&mut Value)) {
+    let found = status["containerStatuses"]
         .as_array_mut()
-        .into_iter()
-        .flatten()
-    {
-        if c["name"] == json!(container) {
-            c["ready"] = json!(false);
-            c["started"] = json!(false);
-            c["state"] = json!({"terminated": {"exitCode": exit, "reason": if exit == 0 { "Completed" } else { "Error" }, "finishedAt": now()}});
-        }
+        .and_then(|cs| cs.iter_mut().find(|c| c["name"] == json!(container)));
+    if let Some(c) = found {
+        change(c);
     }
+}
+
+/// A container state `terminated` with `exit`, as of now.
+fn terminated(exit: i32) -> Value {
+    let reason = if exit == 0 { "Completed" } else { "Error" };
+    json!({"terminated": {"exitCode": exit, "reason": reason, "finishedAt": now()}})
 }

@@ -207,26 +207,18 @@ fn volume_source(
         }
         Ok(dir.clone())
     };
+    let get = |plural: &str, ns: Option<&str>, name: &str| -> Result<Value, String> {
+        let rt = core
+            .resource("", plural)
+            .ok_or_else(|| format!("no resource type {plural}"))?;
+        core.get(&rt, ns, name).map_err(|e| e.to_string())
+    };
     if let Some(claim) = v
         .pointer("/persistentVolumeClaim/claimName")
         .and_then(Value::as_str)
     {
-        let pvc = core
-            .get(
-                &core
-                    .resource("", "persistentvolumeclaims")
-                    .expect("built in"),
-                Some(ns),
-                claim,
-            )
-            .map_err(|e| e.to_string())?;
-        let pv = core
-            .get(
-                &core.resource("", "persistentvolumes").expect("built in"),
-                None,
-                str_at(&pvc, "/spec/volumeName"),
-            )
-            .map_err(|e| e.to_string())?;
+        let pvc = get("persistentvolumeclaims", Some(ns), claim)?;
+        let pv = get("persistentvolumes", None, str_at(&pvc, "/spec/volumeName"))?;
         let shared_with = pv
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(crate::apiserver::controllers::storage::SHALLOW_CLONE_OF));
@@ -241,24 +233,10 @@ fn volume_source(
         return Ok(PathBuf::from(str_at(&pv, "/spec/hostPath/path")));
     }
     if let Some(name) = v.pointer("/configMap/name").and_then(Value::as_str) {
-        let cm = core
-            .get(
-                &core.resource("", "configmaps").expect("built in"),
-                Some(ns),
-                name,
-            )
-            .map_err(|e| e.to_string())?;
-        return write_keys(&cm, false);
+        return write_keys(&get("configmaps", Some(ns), name)?, false);
     }
     if let Some(name) = v.pointer("/secret/secretName").and_then(Value::as_str) {
-        let s = core
-            .get(
-                &core.resource("", "secrets").expect("built in"),
-                Some(ns),
-                name,
-            )
-            .map_err(|e| e.to_string())?;
-        return write_keys(&s, true);
+        return write_keys(&get("secrets", Some(ns), name)?, true);
     }
     if let Some(path) = v.pointer("/hostPath/path").and_then(Value::as_str) {
         return Ok(PathBuf::from(path));
