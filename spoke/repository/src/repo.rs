@@ -560,7 +560,6 @@ impl Repository {
     }
 }
 
-/// Every index file's bytes, fetched eight at a time.
 /// The index files being fetched while a repository is opened; dropped unfinished, the fetch
 /// stops.
 struct IndexFetch(tokio::task::JoinHandle<Result<Vec<(String, Bytes)>, RepoError>>);
@@ -579,6 +578,7 @@ impl Drop for IndexFetch {
     }
 }
 
+/// Every index file's bytes, fetched eight at a time.
 async fn fetch_index_files(backend: &Backend) -> Result<Vec<(String, Bytes)>, RepoError> {
     let listed = backend.list("index").await?;
     fetch_all(backend, listed).await
